@@ -1,0 +1,218 @@
+//! The cache of successful verifications, shared by the in-process authenticator (so Authenticate does
+//! not pay argon2 on every call) and the remote one (so a consumer does not call apikeys on every
+//! request).
+//!
+//! Entries are keyed by HMAC-SHA256(process-random key, key id ‖ secret): never by the key id alone
+//! (that would reveal which ids are hot) and never by the secret. Only successes are cached. Each entry
+//! expires after the TTL; `invalidate(key_id)` drops a key's entries at once, and an invalidation epoch
+//! stops a verification that started before an invalidation from re-inserting a stale result.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use hmac::{Mac, digest::KeyInit};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::credential::Credential;
+use crate::pb::Principal;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// The cache key of one credential: a keyed hash, safe to hold in memory.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheKey(..)")
+    }
+}
+
+/// An invalidation generation, taken before a verification starts; see [`VerifiedCache::insert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epoch(u64);
+
+struct Entry {
+    principal: Arc<Principal>,
+    key_id: Uuid,
+    expires_at: Instant,
+}
+
+struct Inner {
+    entries: HashMap<CacheKey, Entry>,
+    epoch: u64,
+}
+
+/// Bounded, TTL-limited cache of verified credentials.
+pub struct VerifiedCache {
+    mac_key: [u8; 32],
+    ttl: Duration,
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for VerifiedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedCache").field("ttl", &self.ttl).field("capacity", &self.capacity).finish()
+    }
+}
+
+impl VerifiedCache {
+    /// A cache holding at most `capacity` entries for at most `ttl` each. A zero TTL or capacity
+    /// disables caching.
+    ///
+    /// # Errors
+    /// Fails only if the OS random source fails (startup).
+    pub fn new(ttl: Duration, capacity: usize) -> Result<Self, getrandom::Error> {
+        let mut mac_key = [0u8; 32];
+        getrandom::fill(&mut mac_key)?;
+        Ok(Self {
+            mac_key,
+            ttl,
+            capacity,
+            inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the map inconsistent (every update is a single
+        // insert or remove), so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cache key of a credential.
+    pub fn key(&self, credential: &Credential) -> CacheKey {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.mac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(credential.key_id.as_bytes());
+        mac.update(credential.secret.expose_bytes());
+        CacheKey(mac.finalize().into_bytes().into())
+    }
+
+    /// The cached principal for `key`, if present and not expired.
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<Principal>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.entries.get(key) {
+            Some(entry) if entry.expires_at > now => Some(entry.principal.clone()),
+            Some(_) => {
+                inner.entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The current invalidation epoch; take it before starting a verification.
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.lock().epoch)
+    }
+
+    /// Caches a successful verification, unless an invalidation happened since `epoch` was taken (the
+    /// verification may then have read a key that has since changed or gone).
+    pub fn insert(&self, key: CacheKey, principal: Arc<Principal>, key_id: Uuid, epoch: Epoch) {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.epoch != epoch.0 {
+            return;
+        }
+        if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&key) {
+            inner.entries.retain(|_, entry| entry.expires_at > now);
+            if inner.entries.len() >= self.capacity {
+                // Still full of live entries: drop about a tenth, in the map's (random) order.
+                let evict: Vec<CacheKey> =
+                    inner.entries.keys().take(self.capacity.div_ceil(10)).copied().collect();
+                for k in evict {
+                    inner.entries.remove(&k);
+                }
+            }
+        }
+        inner.entries.insert(key, Entry { principal, key_id, expires_at: now + self.ttl });
+    }
+
+    /// Drops every entry of `key_id` and moves to a new epoch. Called after the key is updated,
+    /// regenerated or deleted.
+    pub fn invalidate(&self, key_id: Uuid) {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        inner.entries.retain(|_, entry| entry.key_id != key_id);
+    }
+
+    /// Number of entries, expired ones included.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the cache holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The configured TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::credential::Secret;
+
+    fn credential() -> Credential {
+        Credential { key_id: Uuid::new_v4(), secret: Secret::generate().unwrap() }
+    }
+
+    fn principal(cred: &Credential) -> Arc<Principal> {
+        Arc::new(Principal { key_id: cred.key_id.to_string(), ..Default::default() })
+    }
+
+    #[test]
+    fn keys_depend_on_id_secret_and_process_key() {
+        let cache = VerifiedCache::new(Duration::from_secs(60), 10).unwrap();
+        let other = VerifiedCache::new(Duration::from_secs(60), 10).unwrap();
+        let a = credential();
+        let mut b = a.clone();
+        b.secret = Secret::generate().unwrap();
+        assert!(cache.key(&a) == cache.key(&a));
+        assert!(cache.key(&a) != cache.key(&b));
+        assert!(cache.key(&a) != other.key(&a));
+    }
+
+    #[test]
+    fn hit_expiry_invalidation_and_epoch() {
+        let cache = VerifiedCache::new(Duration::from_millis(50), 10).unwrap();
+        let cred = credential();
+        let key = cache.key(&cred);
+        cache.insert(key, principal(&cred), cred.key_id, cache.epoch());
+        assert!(cache.get(&key).is_some());
+        cache.invalidate(cred.key_id);
+        assert!(cache.get(&key).is_none());
+
+        let stale_epoch = cache.epoch();
+        cache.invalidate(Uuid::new_v4());
+        cache.insert(key, principal(&cred), cred.key_id, stale_epoch);
+        assert!(cache.get(&key).is_none(), "insert after an invalidation must be refused");
+
+        cache.insert(key, principal(&cred), cred.key_id, cache.epoch());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get(&key).is_none(), "expired");
+    }
+
+    #[test]
+    fn stays_within_capacity() {
+        let cache = VerifiedCache::new(Duration::from_secs(60), 100).unwrap();
+        for _ in 0..1000 {
+            let cred = credential();
+            cache.insert(cache.key(&cred), principal(&cred), cred.key_id, cache.epoch());
+            assert!(cache.len() <= 100);
+        }
+    }
+}

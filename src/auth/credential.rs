@@ -1,0 +1,332 @@
+//! Credentials: secret generation, the single-string token format, and parsing of the
+//! `authorization` header (`Basic base64(key_id:secret)` or `Bearer <token>`).
+//!
+//! Token format (modelled on GitHub's): `apk_` + base62(key id (16 bytes) ‖ secret (32 bytes)), fixed
+//! 65 characters, + base62(CRC-32 of everything before it), fixed 6 characters: 75 characters in all.
+//! The prefix lets secret scanners spot a leaked token; the checksum lets a server reject a mistyped or
+//! truncated token without touching the database. The checksum is not a MAC: forging one is trivial,
+//! and it protects nothing but the database from typos.
+
+use std::fmt;
+
+use base64::Engine as _;
+use uuid::Uuid;
+use zeroize::Zeroize;
+
+/// Prefix of every token.
+pub const TOKEN_PREFIX: &str = "apk_";
+/// Bytes of entropy in a secret (256 bits).
+pub const SECRET_BYTES: usize = 32;
+/// Length of a secret in its base62 text form.
+pub const SECRET_CHARS: usize = 43;
+const BODY_CHARS: usize = 65;
+const CHECKSUM_CHARS: usize = 6;
+/// Length of a token.
+pub const TOKEN_CHARS: usize = TOKEN_PREFIX.len() + BODY_CHARS + CHECKSUM_CHARS;
+/// Longest `authorization` value that is parsed at all; longer ones are rejected unread.
+const MAX_AUTHORIZATION_LEN: usize = 512;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Why a credential could not be parsed. Deliberately vague: callers answer UNAUTHENTICATED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed credential")]
+pub struct MalformedCredential;
+
+/// A key secret: 256 bits from the OS CSPRNG. Its `Debug` is redacted and it is zeroed on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret([u8; SECRET_BYTES]);
+
+impl Secret {
+    /// Draws a new secret from the operating system's CSPRNG.
+    ///
+    /// # Errors
+    /// Fails only if the OS random source fails; the caller answers INTERNAL.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; SECRET_BYTES];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// The raw bytes, which are what gets hashed.
+    pub fn expose_bytes(&self) -> &[u8; SECRET_BYTES] {
+        &self.0
+    }
+
+    /// The text form shown to the user once (base62, 43 characters).
+    pub fn expose_text(&self) -> String {
+        base62_encode(&self.0, SECRET_CHARS)
+    }
+
+    /// Parses the text form.
+    ///
+    /// # Errors
+    /// [`MalformedCredential`] unless `text` is exactly 43 base62 characters encoding 32 bytes.
+    pub fn parse(text: &str) -> Result<Self, MalformedCredential> {
+        if text.len() != SECRET_CHARS {
+            return Err(MalformedCredential);
+        }
+        let mut bytes = [0u8; SECRET_BYTES];
+        base62_decode(text.as_bytes(), &mut bytes)?;
+        Ok(Self(bytes))
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A key ID with its secret: what a caller presents.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The key ID.
+    pub key_id: Uuid,
+    /// The secret.
+    pub secret: Secret,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential").field("key_id", &self.key_id).field("secret", &self.secret).finish()
+    }
+}
+
+impl Credential {
+    /// Builds a credential from an ID and a secret in text form.
+    ///
+    /// # Errors
+    /// [`MalformedCredential`] if either part is malformed.
+    pub fn from_parts(key_id: &str, secret: &str) -> Result<Self, MalformedCredential> {
+        let key_id = Uuid::try_parse(key_id).map_err(|_| MalformedCredential)?;
+        Ok(Self { key_id, secret: Secret::parse(secret)? })
+    }
+
+    /// The single-string token for this credential.
+    pub fn token(&self) -> String {
+        let mut payload = [0u8; 16 + SECRET_BYTES];
+        payload[..16].copy_from_slice(self.key_id.as_bytes());
+        payload[16..].copy_from_slice(&self.secret.0);
+        let mut token = String::with_capacity(TOKEN_CHARS);
+        token.push_str(TOKEN_PREFIX);
+        token.push_str(&base62_encode(&payload, BODY_CHARS));
+        payload.zeroize();
+        let checksum = crc32(token.as_bytes());
+        token.push_str(&base62_encode(&checksum.to_be_bytes(), CHECKSUM_CHARS));
+        token
+    }
+
+    /// Parses a token, checking prefix, length, alphabet and checksum before anything else.
+    ///
+    /// # Errors
+    /// [`MalformedCredential`] for anything that is not a well-formed token.
+    pub fn from_token(token: &str) -> Result<Self, MalformedCredential> {
+        let bytes = token.as_bytes();
+        if bytes.len() != TOKEN_CHARS || !token.starts_with(TOKEN_PREFIX) {
+            return Err(MalformedCredential);
+        }
+        let (signed, checksum_text) = bytes.split_at(TOKEN_CHARS - CHECKSUM_CHARS);
+        let mut checksum = [0u8; 4];
+        base62_decode(checksum_text, &mut checksum)?;
+        if u32::from_be_bytes(checksum) != crc32(signed) {
+            return Err(MalformedCredential);
+        }
+        let mut payload = [0u8; 16 + SECRET_BYTES];
+        base62_decode(&signed[TOKEN_PREFIX.len()..], &mut payload)?;
+        let mut key_id = [0u8; 16];
+        key_id.copy_from_slice(&payload[..16]);
+        let mut secret = [0u8; SECRET_BYTES];
+        secret.copy_from_slice(&payload[16..]);
+        payload.zeroize();
+        Ok(Self { key_id: Uuid::from_bytes(key_id), secret: Secret(secret) })
+    }
+
+    /// Parses an `authorization` header value: `Basic base64(key_id:secret)` or `Bearer <token>`
+    /// (scheme names are case-insensitive).
+    ///
+    /// # Errors
+    /// [`MalformedCredential`] for any other scheme or a malformed credential.
+    pub fn from_authorization(value: &[u8]) -> Result<Self, MalformedCredential> {
+        if value.len() > MAX_AUTHORIZATION_LEN {
+            return Err(MalformedCredential);
+        }
+        let value = std::str::from_utf8(value).map_err(|_| MalformedCredential)?.trim();
+        let (scheme, rest) = value.split_once(' ').ok_or(MalformedCredential)?;
+        let rest = rest.trim_start();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            Self::from_token(rest)
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let mut decoded =
+                base64::engine::general_purpose::STANDARD.decode(rest).map_err(|_| MalformedCredential)?;
+            let parsed = std::str::from_utf8(&decoded)
+                .map_err(|_| MalformedCredential)
+                .and_then(|text| text.split_once(':').ok_or(MalformedCredential))
+                .and_then(|(id, secret)| Self::from_parts(id, secret));
+            decoded.zeroize();
+            parsed
+        } else {
+            Err(MalformedCredential)
+        }
+    }
+
+    /// The `authorization` value that presents this credential as a bearer token.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token())
+    }
+
+    /// The `authorization` value that presents this credential as HTTP Basic `key_id:secret`.
+    pub fn basic(&self) -> String {
+        let mut pair = format!("{}:{}", self.key_id, self.secret.expose_text());
+        let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
+        pair.zeroize();
+        value
+    }
+}
+
+/// Big-endian base62 of `bytes`, left-padded with `0` to `width` characters.
+fn base62_encode(bytes: &[u8], width: usize) -> String {
+    let mut number = bytes.to_vec();
+    let mut digits = Vec::with_capacity(width);
+    while digits.len() < width {
+        let mut remainder = 0u32;
+        for byte in &mut number {
+            let acc = (remainder << 8) | u32::from(*byte);
+            *byte = (acc / 62) as u8;
+            remainder = acc % 62;
+        }
+        digits.push(BASE62[remainder as usize]);
+    }
+    number.zeroize();
+    digits.reverse();
+    let text = String::from_utf8_lossy(&digits).into_owned();
+    digits.zeroize();
+    text
+}
+
+/// Decodes big-endian base62 into exactly `out.len()` bytes; fails on a bad character or overflow.
+fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential> {
+    out.fill(0);
+    for &c in text {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'Z' => c - b'A' + 10,
+            b'a'..=b'z' => c - b'a' + 36,
+            _ => return Err(MalformedCredential),
+        };
+        let mut carry = u32::from(digit);
+        for byte in out.iter_mut().rev() {
+            let acc = u32::from(*byte) * 62 + carry;
+            *byte = (acc & 0xff) as u8;
+            carry = acc >> 8;
+        }
+        if carry != 0 {
+            return Err(MalformedCredential);
+        }
+    }
+    Ok(())
+}
+
+/// CRC-32 (IEEE 802.3), as used by zlib and GitHub's token checksums.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential() -> Credential {
+        Credential { key_id: Uuid::new_v4(), secret: Secret::generate().unwrap() }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn token_round_trips_and_has_the_documented_shape() {
+        for _ in 0..200 {
+            let cred = credential();
+            let token = cred.token();
+            assert_eq!(token.len(), TOKEN_CHARS);
+            assert!(token.starts_with("apk_"));
+            assert!(token[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+            assert_eq!(Credential::from_token(&token).unwrap(), cred);
+        }
+    }
+
+    #[test]
+    fn secret_text_round_trips() {
+        for _ in 0..200 {
+            let secret = Secret::generate().unwrap();
+            let text = secret.expose_text();
+            assert_eq!(text.len(), SECRET_CHARS);
+            assert_eq!(Secret::parse(&text).unwrap(), secret);
+        }
+        // The largest 43-character base62 number does not fit in 32 bytes.
+        assert_eq!(Secret::parse(&"z".repeat(SECRET_CHARS)), Err(MalformedCredential));
+    }
+
+    #[test]
+    fn every_single_character_typo_is_caught_by_the_checksum() {
+        let token = credential().token();
+        for i in TOKEN_PREFIX.len()..token.len() {
+            let mut bytes = token.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
+            let typo = String::from_utf8(bytes).unwrap();
+            assert_eq!(Credential::from_token(&typo), Err(MalformedCredential), "position {i}");
+        }
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        let token = credential().token();
+        for bad in [
+            String::new(),
+            "apk_".to_owned(),
+            token[..token.len() - 1].to_owned(),
+            format!("{token}x"),
+            token.replacen("apk_", "apx_", 1),
+            format!("apk_{}", "!".repeat(TOKEN_CHARS - 4)),
+            "x".repeat(10_000),
+        ] {
+            assert_eq!(Credential::from_token(&bad), Err(MalformedCredential), "{bad:.20}");
+        }
+    }
+
+    #[test]
+    fn authorization_header_forms() {
+        let cred = credential();
+        assert_eq!(Credential::from_authorization(cred.bearer().as_bytes()).unwrap(), cred);
+        assert_eq!(Credential::from_authorization(cred.basic().as_bytes()).unwrap(), cred);
+        let lower = cred.bearer().replacen("Bearer", "bearer", 1);
+        assert_eq!(Credential::from_authorization(lower.as_bytes()).unwrap(), cred);
+        for bad in ["", "Bearer", "Token abc", "Basic !!!", "Basic Zm9v", "Bearer apk_x"] {
+            assert!(Credential::from_authorization(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(Credential::from_authorization(&vec![b'a'; 100_000]).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let cred = credential();
+        let debug = format!("{cred:?}");
+        assert!(!debug.contains(&cred.secret.expose_text()));
+        assert!(debug.contains("redacted"));
+    }
+}

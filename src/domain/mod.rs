@@ -1,0 +1,291 @@
+//! The domain: API key accounts, actors, the permission catalog, and the rules that apply to them
+//! (field validation, the escalation rule, app-managed keys, what API key accounts may not do).
+//! Transport-neutral: no protobuf, no SQL.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, FieldViolation, Result};
+
+pub mod catalog;
+
+pub use catalog::{ADMIN_PERMISSION, Catalog, Permission};
+
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+/// Longest app ID, in characters.
+pub const MAX_APP_ID_CHARS: usize = 100;
+
+/// Kinds of actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorType {
+    /// An API key account.
+    ApiKey,
+    /// A person.
+    User,
+    /// apikeys itself (bootstrap, offline tooling).
+    System,
+}
+
+impl ActorType {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "API_KEY",
+            Self::User => "USER",
+            Self::System => "SYSTEM",
+        }
+    }
+
+    /// Parses the stored form (unknown values read as `System`, which never grants anything).
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "API_KEY" => Self::ApiKey,
+            "USER" => Self::User,
+            _ => Self::System,
+        }
+    }
+}
+
+/// Who performs an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Kind.
+    pub kind: ActorType,
+    /// ID (key ID, user ID, or component name).
+    pub id: String,
+    /// Display name at the time.
+    pub display_name: String,
+}
+
+impl Actor {
+    /// apikeys itself.
+    pub fn system(component: &str) -> Self {
+        Self { kind: ActorType::System, id: component.to_owned(), display_name: component.to_owned() }
+    }
+}
+
+/// The authenticated caller of an admin RPC.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Organization the caller acts in.
+    pub org_id: Uuid,
+    /// As whom it is recorded.
+    pub actor: Actor,
+    /// Permissions it holds, sorted.
+    pub permissions: Vec<String>,
+}
+
+/// An API key account as the domain sees it (no secret, no hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Never changes.
+    pub id: Uuid,
+    /// Owning organization.
+    pub org_id: Uuid,
+    /// Trimmed display name.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// Sorted, unique permission names.
+    pub permissions: Vec<String>,
+    /// Owning app, if app-managed.
+    pub app_id: Option<String>,
+    /// Creator.
+    pub created_by: Actor,
+    /// Last updater.
+    pub updated_by: Actor,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last change.
+    pub update_time: DateTime<Utc>,
+    /// Incremented on every change.
+    pub version: i64,
+}
+
+impl ApiKey {
+    /// The opaque etag of this version.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+
+    /// Checks `etag` (empty means "no condition").
+    ///
+    /// # Errors
+    /// ABORTED on mismatch.
+    pub fn check_etag(&self, etag: &str) -> Result<()> {
+        if etag.is_empty() || etag == self.etag() { Ok(()) } else { Err(Error::EtagMismatch) }
+    }
+
+    /// Refuses `action` on an app-managed key unless the caller acknowledged the impact.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION naming the app.
+    pub fn check_app_impact(&self, acknowledged: bool, action: &'static str) -> Result<()> {
+        match &self.app_id {
+            Some(app_id) if !acknowledged => {
+                Err(Error::AppManagedKey { key_id: self.id.to_string(), app_id: app_id.clone(), action })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A validated display name: as shown, and the case-folded key that enforces uniqueness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName {
+    /// Trimmed, as entered.
+    pub shown: String,
+    /// Lower-cased: the uniqueness and ordering key.
+    pub key: String,
+}
+
+/// Validates a display name: trimmed, 1 to 100 characters, no control characters.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `field`.
+pub fn display_name(raw: &str, field: &str) -> Result<DisplayName, FieldViolation> {
+    let shown = raw.trim();
+    let chars = shown.chars().count();
+    if chars == 0 {
+        return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    if chars > MAX_DISPLAY_NAME_CHARS {
+        return Err(FieldViolation::new(field, format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
+    }
+    if shown.chars().any(char::is_control) {
+        return Err(FieldViolation::new(field, "must not contain control characters"));
+    }
+    Ok(DisplayName { shown: shown.to_owned(), key: name_key(shown) })
+}
+
+/// The case-folded form used for uniqueness, ordering and `name_contains` matching.
+pub fn name_key(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// Validates a description: at most 1000 characters.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `field`.
+pub fn description(raw: &str, field: &str) -> Result<String, FieldViolation> {
+    if raw.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(FieldViolation::new(field, format!("must be at most {MAX_DESCRIPTION_CHARS} characters")));
+    }
+    if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        return Err(FieldViolation::new(field, "must not contain control characters other than line breaks and tabs"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Validates an optional app ID (empty means none): trimmed, at most 100 characters, no control
+/// characters.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `field`.
+pub fn app_id(raw: &str, field: &str) -> Result<Option<String>, FieldViolation> {
+    let app = raw.trim();
+    if app.is_empty() {
+        return Ok(None);
+    }
+    if app.chars().count() > MAX_APP_ID_CHARS || app.chars().any(char::is_control) {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {MAX_APP_ID_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(Some(app.to_owned()))
+}
+
+/// Validates permission names against the catalog; returns them sorted and deduplicated.
+///
+/// # Errors
+/// One violation per unknown name, as `field[i]`.
+pub fn permissions(catalog: &Catalog, raw: &[String], field: &str) -> Result<Vec<String>, Vec<FieldViolation>> {
+    let violations: Vec<FieldViolation> = raw
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !catalog.contains(name))
+        .map(|(i, name)| FieldViolation::new(format!("{field}[{i}]"), format!("unknown permission {name:?}")))
+        .collect();
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    let mut names = raw.to_vec();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The escalation rule: a caller can grant only permissions it holds itself. `granted` are the
+/// permissions being added.
+///
+/// # Errors
+/// PERMISSION_DENIED naming the permissions the caller lacks.
+pub fn check_grant(caller: &Caller, granted: &[String]) -> Result<()> {
+    let lacking: Vec<String> =
+        granted.iter().filter(|p| caller.permissions.binary_search(p).is_err()).cloned().collect();
+    if lacking.is_empty() { Ok(()) } else { Err(Error::Escalation(lacking)) }
+}
+
+/// Collects field violations into one INVALID_ARGUMENT.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Keeps the value or records the violation.
+    pub fn check<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        result.map_err(|v| self.0.push(v)).ok()
+    }
+
+    /// Like [`Violations::check`] for checks that report several violations.
+    pub fn check_all<T>(&mut self, result: Result<T, Vec<FieldViolation>>) -> Option<T> {
+        result.map_err(|v| self.0.extend(v)).ok()
+    }
+
+    /// Records a violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Ok if nothing was recorded.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT with every recorded violation.
+    pub fn finish(self) -> Result<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names() {
+        assert_eq!(display_name("  Build Bot ", "f").unwrap(), DisplayName {
+            shown: "Build Bot".into(),
+            key: "build bot".into()
+        });
+        assert!(display_name("   ", "f").is_err());
+        assert!(display_name(&"x".repeat(101), "f").is_err());
+        assert!(display_name(&"é".repeat(100), "f").is_ok(), "limit is in characters, not bytes");
+        assert_eq!(display_name("a\u{7}b", "display_name").unwrap_err().field, "display_name");
+    }
+
+    #[test]
+    fn grants_are_limited_to_held_permissions() {
+        let caller = Caller {
+            org_id: Uuid::nil(),
+            actor: Actor::system("t"),
+            permissions: vec!["a".into(), "c".into()],
+        };
+        assert!(check_grant(&caller, &["a".into(), "c".into()]).is_ok());
+        match check_grant(&caller, &["a".into(), "b".into()]) {
+            Err(Error::Escalation(lacking)) => assert_eq!(lacking, vec!["b".to_owned()]),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The one error type of apikeys and its one mapping to `tonic::Status` (AIP-193: canonical code, an
+//! `ErrorInfo` with an UPPER_SNAKE reason in the `apikeys` domain, `BadRequest` field violations).
+//!
+//! Messages never contain secrets, tokens or hashes: variants carry only what is safe to show the
+//! caller. Unexpected failures are logged here with their cause and answered with a generic message.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error apikeys returns.
+pub const ERROR_DOMAIN: &str = "apikeys";
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field path as in the proto, e.g. `display_name` or `permissions[2]`.
+    pub field: String,
+    /// What is wrong with it, for people.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+/// Everything that can go wrong in apikeys, each variant with a fixed gRPC code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// INVALID_ARGUMENT, reason `INVALID_ARGUMENT`: the request names bad fields.
+    #[error("invalid argument: {}", describe_violations(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// UNAUTHENTICATED, reason `UNAUTHENTICATED`: missing, malformed or wrong credentials. One message
+    /// for every cause, so a caller cannot tell an unknown key from a wrong secret.
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    /// PERMISSION_DENIED, reason `MISSING_PERMISSIONS`: the principal lacks the named permissions.
+    #[error("missing permissions: {}", .0.join(", "))]
+    MissingPermissions(Vec<String>),
+    /// PERMISSION_DENIED, reason `PERMISSION_ESCALATION`: granting permissions the caller lacks.
+    #[error("cannot grant permissions the caller does not hold: {}", .0.join(", "))]
+    Escalation(Vec<String>),
+    /// PERMISSION_DENIED, reason `NOT_IN_ACCESS_POLICY`: the auth layer's policy does not list the
+    /// method, so it is refused (fail closed).
+    #[error("this method is not covered by the service's access policy")]
+    NotInPolicy,
+    /// NOT_FOUND, reason `API_KEY_NOT_FOUND`.
+    #[error("API key {0} not found")]
+    KeyNotFound(String),
+    /// ALREADY_EXISTS, reason `DISPLAY_NAME_TAKEN`.
+    #[error("an API key named {0:?} already exists in this organization")]
+    DisplayNameTaken(String),
+    /// ABORTED, reason `ETAG_MISMATCH`: stale etag or a concurrent change.
+    #[error("the API key was changed since etag was read; read it again and retry")]
+    EtagMismatch,
+    /// FAILED_PRECONDITION, reason `APP_MANAGED_KEY`: the change could break the owning app.
+    #[error(
+        "API key {key_id} is managed by app {app_id:?}; {action} may stop the app from working. \
+         Set acknowledge_app_impact to proceed"
+    )]
+    AppManagedKey {
+        /// The key.
+        key_id: String,
+        /// The owning app.
+        app_id: String,
+        /// What was attempted, e.g. "changing its permissions".
+        action: &'static str,
+    },
+    /// FAILED_PRECONDITION with a domain-specific reason (used by consumers such as the reference
+    /// incident service to cite an account rule).
+    #[error("{message}")]
+    FailedPrecondition {
+        /// UPPER_SNAKE reason.
+        reason: &'static str,
+        /// Explanation for people.
+        message: String,
+    },
+    /// RESOURCE_EXHAUSTED, reason `HASHING_BUSY`: the argon2 wait queue is full.
+    #[error("too many credential checks in progress; retry with backoff")]
+    HashingBusy,
+    /// UNAVAILABLE, reason `BACKEND_UNAVAILABLE`: the database or an upstream service cannot be reached.
+    #[error("{0} is unavailable; retry with backoff")]
+    Unavailable(&'static str),
+    /// INTERNAL, reason `INTERNAL`: a bug or an unexpected backend error. The cause is logged, not
+    /// returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// A single-field INVALID_ARGUMENT.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// An INTERNAL error whose cause is logged (never returned to the caller).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::MissingPermissions(_) | Self::Escalation(_) | Self::NotInPolicy => {
+                Code::PermissionDenied
+            }
+            Self::KeyNotFound(_) => Code::NotFound,
+            Self::DisplayNameTaken(_) => Code::AlreadyExists,
+            Self::EtagMismatch => Code::Aborted,
+            Self::AppManagedKey { .. } | Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::HashingBusy => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The AIP-193 `ErrorInfo.reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::MissingPermissions(_) => "MISSING_PERMISSIONS",
+            Self::Escalation(_) => "PERMISSION_ESCALATION",
+            Self::NotInPolicy => "NOT_IN_ACCESS_POLICY",
+            Self::KeyNotFound(_) => "API_KEY_NOT_FOUND",
+            Self::DisplayNameTaken(_) => "DISPLAY_NAME_TAKEN",
+            Self::EtagMismatch => "ETAG_MISMATCH",
+            Self::AppManagedKey { .. } => "APP_MANAGED_KEY",
+            Self::FailedPrecondition { reason, .. } => reason,
+            Self::HashingBusy => "HASHING_BUSY",
+            Self::Unavailable(_) => "BACKEND_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+fn describe_violations(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let mut metadata = HashMap::new();
+        match &error {
+            Error::Internal(cause) => tracing::error!(%cause, "internal error"),
+            Error::MissingPermissions(names) | Error::Escalation(names) => {
+                metadata.insert("permissions".to_owned(), names.join(","));
+            }
+            Error::AppManagedKey { app_id, .. } => {
+                metadata.insert("app_id".to_owned(), app_id.clone());
+            }
+            _ => {}
+        }
+        let mut details = ErrorDetails::new();
+        details.set_error_info(error.reason(), ERROR_DOMAIN, metadata);
+        if let Error::InvalidArgument(violations) = &error {
+            for v in violations {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+        }
+        Status::with_error_details(error.code(), error.to_string(), details)
+    }
+}
+
+/// Reads the AIP-193 reason back from a status returned by apikeys (empty if there is none).
+pub fn status_reason(status: &Status) -> String {
+    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+}

@@ -1,0 +1,33 @@
+//! apikeys: a gRPC service that issues and validates API key accounts, and the client-side library
+//! (generated client, credential parsing, auth tower layer) that other services embed.
+//!
+//! Data flows one way: `proto -> pb (generated) -> service (thin handlers) -> domain (rules) ->
+//! store (sea-orm)`, with `auth` (credentials, hashing, caching, the tower layer) beside it and
+//! `server` wiring it together. The `client` feature builds only what a consumer needs; `server`
+//! (default) adds storage, hashing and the binary.
+
+#[cfg(feature = "client")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod domain;
+#[cfg(feature = "client")]
+pub mod error;
+#[cfg(feature = "client")]
+pub mod pb;
+#[cfg(feature = "server")]
+pub mod keys;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod service;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod telemetry;
+
+#[cfg(feature = "client")]
+pub use error::{Error, Result};

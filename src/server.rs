@@ -1,0 +1,291 @@
+//! Wiring: builds the application from a [`ServerConfig`] (connect, migrate, bootstrap, bind) and
+//! serves it until shutdown: the API behind the auth layer, gRPC health (SERVING only while the
+//! database answers) and server reflection v1 and v1alpha.
+//!
+//! `build` binds before `run` serves, so callers (tests) learn the real port when listening on port 0.
+
+use std::{
+    future::Future,
+    io::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{
+    ServingStatus,
+    server::{HealthReporter, HealthService},
+};
+
+use crate::{
+    auth::{
+        AccessPolicy, AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator,
+    },
+    config::{ServerConfig, redact_url},
+    domain::{ADMIN_PERMISSION, Catalog},
+    error::Error,
+    keys::Keys,
+    pb::{self, api_key_service_server::ApiKeyServiceServer},
+    service::ApiKeyApi,
+    store::{Store, StoreConfig},
+};
+
+/// A startup failure, with a message for the operator.
+pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The gRPC service name of the API, as health checks use it.
+pub const SERVICE_NAME: &str = "apikeys.v1.ApiKeyService";
+
+/// The access policy of apikeys itself: admin RPCs need [`ADMIN_PERMISSION`]; Authenticate,
+/// ListPermissions, health and reflection are public.
+pub fn access_policy() -> AccessPolicy {
+    let admin = [
+        "CreateApiKey",
+        "GetApiKey",
+        "ListApiKeys",
+        "UpdateApiKey",
+        "RegenerateApiKeySecret",
+        "DeleteApiKey",
+    ];
+    admin
+        .iter()
+        .fold(AccessPolicy::new(), |policy, method| {
+            policy.require(&format!("/{SERVICE_NAME}/{method}"), [ADMIN_PERMISSION])
+        })
+        .public(&format!("/{SERVICE_NAME}/Authenticate"))
+        .public(&format!("/{SERVICE_NAME}/ListPermissions"))
+        .public_health_and_reflection()
+}
+
+/// A bound, ready-to-serve apikeys.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: Store,
+    keys: Arc<Keys>,
+    authenticator: Arc<LocalAuthenticator>,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+/// Writes the bootstrap token to `path`, readable by the owner only.
+fn write_token_file(path: &Path, token: &str) -> Result<(), Error> {
+    let fail = |e: std::io::Error| Error::internal(format!("cannot write bootstrap token file {}: {e}", path.display()));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    // Never reuse an existing file: its mode could be wider than 0600.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(format!("{token}\n").as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+/// Connects to the configured database and applies migrations.
+///
+/// # Errors
+/// When the database cannot be reached or migrated.
+pub async fn open_store(config: &ServerConfig) -> Result<Store, StartupError> {
+    let url = config.database_url();
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    }
+    let store = Store::connect(&StoreConfig {
+        url: url.clone(),
+        max_connections: config.db_max_connections,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .map_err(|e| format!("cannot connect to database {}: {e}", redact_url(&url)))?;
+    store.migrate().await.map_err(|e| format!("cannot migrate database {}: {e}", redact_url(&url)))?;
+    tracing::info!(database = %redact_url(&url), "database ready");
+    Ok(store)
+}
+
+/// The key lifecycle and authenticator over `store`, as configured.
+///
+/// # Errors
+/// Invalid argon2 parameters or catalog file.
+pub fn components(config: &ServerConfig, store: Store) -> Result<(Arc<Keys>, Arc<LocalAuthenticator>), StartupError> {
+    let catalog = match &config.permissions_file {
+        Some(path) => Catalog::from_file(path)?,
+        None => Catalog::builtin()?,
+    };
+    let hasher = Arc::new(Hasher::new(&config.hashing)?);
+    let cache = VerifiedCache::new(config.auth_cache_ttl, config.auth_cache_capacity)?;
+    let authenticator = Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache));
+    let keys = Arc::new(Keys::new(store, hasher, authenticator.clone(), Arc::new(catalog)));
+    Ok((keys, authenticator))
+}
+
+impl Application {
+    /// Connects, migrates, bootstraps an empty database, and binds the listener.
+    ///
+    /// # Errors
+    /// Any startup failure, with a message for the operator.
+    pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
+        let store = open_store(&config).await?;
+        let (keys, authenticator) = components(&config, store.clone())?;
+        if !store.has_orgs().await? {
+            bootstrap(&keys, &config.bootstrap_org, &config.bootstrap_token_path()).await?;
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        if !local_addr.ip().is_loopback() {
+            tracing::warn!(%local_addr, "listening on a non-loopback address without TLS: credentials travel in clear text");
+        }
+        Ok(Self { listener, local_addr, store, keys, authenticator, config })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store (tests use it to inspect audit events or simulate an outage).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The in-process authenticator (tests inspect its cache).
+    pub fn authenticator(&self) -> &Arc<LocalAuthenticator> {
+        &self.authenticator
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting, and gives
+    /// in-flight RPCs the configured grace period.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (reporter, health_service) = health(&self.store, &self.config, stopping.clone()).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let api = ApiKeyApi::new(self.keys.clone(), self.authenticator.clone());
+        let layer = AuthLayer::new(self.authenticator.clone(), access_policy());
+
+        let draining = Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let draining = draining.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight RPCs");
+                stopping.store(true, Ordering::Release);
+                set_health(&reporter, false).await;
+                draining.notify_one();
+            }
+        };
+        tracing::info!(addr = %self.local_addr, "apikeys listening");
+        let serve = Server::builder()
+            .layer(layer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ApiKeyServiceServer::new(api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => result?,
+            () = draining.notified() => {
+                match tokio::time::timeout(self.config.shutdown_grace, &mut serve).await {
+                    Ok(result) => result?,
+                    Err(_) => tracing::warn!("grace period over: abandoning RPCs still in flight"),
+                }
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Creates the first org and its administrator, writing the token to `token_path` before the
+/// database commit (so a failure leaves neither half).
+///
+/// # Errors
+/// Database or file system failures.
+pub async fn bootstrap(keys: &Keys, org: &str, token_path: &PathBuf) -> Result<(), StartupError> {
+    let result = keys.create_org_admin(org, "default", |credential| write_token_file(token_path, &credential.token())).await;
+    match result {
+        Ok((org, issued)) => {
+            tracing::warn!(
+                org = %org.name,
+                key_id = %issued.key.id,
+                path = %token_path.display(),
+                "first start: created the first administrator key; its token is in this file (mode 0600). \
+                 Move it somewhere safe, then delete the file"
+            );
+            Ok(())
+        }
+        Err(Error::FailedPrecondition { reason: "ORG_EXISTS", .. }) => {
+            drop(std::fs::remove_file(token_path));
+            tracing::info!("another instance bootstrapped the database first");
+            Ok(())
+        }
+        Err(e) => {
+            drop(std::fs::remove_file(token_path));
+            Err(format!("bootstrap failed: {e}").into())
+        }
+    }
+}
+
+/// The health service and a task that keeps it in step with the database until `stopping` is set.
+async fn health(
+    store: &Store,
+    config: &ServerConfig,
+    stopping: Arc<AtomicBool>,
+) -> (HealthReporter, tonic_health::pb::health_server::HealthServer<HealthService>) {
+    let reporter = HealthReporter::new();
+    let service = tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+    let up = store.ping().await.is_ok();
+    set_health(&reporter, up).await;
+    let (store, task_reporter, interval) = (store.clone(), reporter.clone(), config.health_interval);
+    tokio::spawn(async move {
+        let mut was_up = up;
+        loop {
+            tokio::time::sleep(interval).await;
+            let up = store.ping().await.is_ok();
+            // Once shutdown has begun the status stays NOT_SERVING.
+            if stopping.load(Ordering::Acquire) {
+                break;
+            }
+            if up != was_up {
+                tracing::warn!(database_up = up, "health changed");
+                was_up = up;
+                set_health(&task_reporter, up).await;
+            }
+        }
+    });
+    (reporter, service)
+}
+
+async fn set_health(reporter: &HealthReporter, up: bool) {
+    let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}

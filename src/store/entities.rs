@@ -1,0 +1,149 @@
+//! sea-orm entities: one module per table. Rows, not domain objects; `store` converts.
+
+/// `orgs`: organizations. Keys live inside exactly one.
+pub mod org {
+    use sea_orm::entity::prelude::*;
+
+    /// One organization.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orgs")]
+    pub struct Model {
+        /// Server-generated UUID.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        /// Unique name, e.g. `default`.
+        #[sea_orm(unique)]
+        pub name: String,
+        /// The group that owns incidents created without an owner by the org's API keys.
+        pub default_group: String,
+        /// When the org was created.
+        pub create_time: DateTimeUtc,
+    }
+
+    /// No navigable relations are needed.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `api_keys`: API key accounts.
+pub mod api_key {
+    use sea_orm::entity::prelude::*;
+
+    /// One API key account. `secret_hash` is an argon2id PHC string and never leaves the store layer.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        /// Server-generated UUID; never changes.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        /// Owning organization.
+        pub org_id: Uuid,
+        /// As entered, trimmed.
+        pub display_name: String,
+        /// Lower-cased display name: the uniqueness and ordering key.
+        pub display_name_key: String,
+        /// Free text.
+        pub description: String,
+        /// argon2id PHC string of the secret.
+        pub secret_hash: String,
+        /// Owning app, if app-managed.
+        pub app_id: Option<String>,
+        /// Creator: actor type (`API_KEY`, `USER`, `SYSTEM`).
+        pub created_by_type: String,
+        /// Creator ID.
+        pub created_by_id: String,
+        /// Creator display name.
+        pub created_by_name: String,
+        /// Last updater: actor type.
+        pub updated_by_type: String,
+        /// Last updater ID.
+        pub updated_by_id: String,
+        /// Last updater display name.
+        pub updated_by_name: String,
+        /// Creation time.
+        pub create_time: DateTimeUtc,
+        /// Last change time.
+        pub update_time: DateTimeUtc,
+        /// Incremented on every change; the etag.
+        pub version: i64,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("api_key::Model")
+                .field("id", &self.id)
+                .field("org_id", &self.org_id)
+                .field("display_name", &self.display_name)
+                .field("secret_hash", &"<redacted>")
+                .field("version", &self.version)
+                .finish_non_exhaustive()
+        }
+    }
+
+    /// No navigable relations are needed.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `api_key_permissions`: the permissions each key holds, one row per (key, permission).
+pub mod api_key_permission {
+    use sea_orm::entity::prelude::*;
+
+    /// One granted permission.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_key_permissions")]
+    pub struct Model {
+        /// The key (deleted with it).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        /// The permission name.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub permission: String,
+    }
+
+    /// No navigable relations are needed.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `audit_events`: one row per mutation, written in the same transaction as the change.
+pub mod audit_event {
+    use sea_orm::entity::prelude::*;
+
+    /// One audit event. Never holds a secret or a hash.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        /// Server-generated UUID.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        /// Organization of the key.
+        pub org_id: Uuid,
+        /// Actor type.
+        pub actor_type: String,
+        /// Actor ID.
+        pub actor_id: String,
+        /// Actor display name.
+        pub actor_name: String,
+        /// `CREATE`, `UPDATE`, `REGENERATE_SECRET`, `DELETE`, `BOOTSTRAP`.
+        pub action: String,
+        /// The key acted on.
+        pub key_id: Uuid,
+        /// JSON array of the changed field names.
+        pub changed_fields: String,
+        /// When it happened.
+        pub time: DateTimeUtc,
+    }
+
+    /// No navigable relations are needed.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,14 @@
+//! Schema migrations, applied at start and by `apikeys migrate`. Named `mYYYYMMDD_NNNNNN_verb_noun`.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_tables;
+
+/// The ordered list of migrations.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_create_tables::Migration)]
+    }
+}

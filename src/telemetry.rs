@@ -1,0 +1,27 @@
+//! Logging setup: tracing to stderr, text or JSON, level from `--log-level` or `RUST_LOG`.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global subscriber. `level` wins over `RUST_LOG`; neither means `info`.
+pub fn init(format: LogFormat, level: Option<&str>) {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init(),
+    };
+    // A subscriber already installed (tests, embedding) is fine.
+    drop(result);
+}
