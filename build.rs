@@ -3,10 +3,7 @@
 
 use std::{env, path::PathBuf};
 
-const PROTOS: &[&str] = &[
-    "proto/apikeys/v1/api_keys.proto",
-    "proto/incidents/v1/incidents.proto",
-];
+const PROTOS: &[&str] = &["proto/apikeys/v1/api_keys.proto", "proto/incidents/v1/incidents.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
@@ -19,10 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut one = protox::Compiler::new(["proto"])?;
         one.include_source_info(true).include_imports(true);
         one.open_file(proto)?;
-        std::fs::write(
-            out_dir.join(format!("{name}_descriptor.bin")),
-            one.encode_file_descriptor_set(),
-        )?;
+        std::fs::write(out_dir.join(format!("{name}_descriptor.bin")), one.encode_file_descriptor_set())?;
     }
 
     let mut compiler = protox::Compiler::new(["proto"])?;

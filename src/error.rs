@@ -110,9 +110,7 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::MissingPermissions(_) | Self::Escalation(_) | Self::NotInPolicy => {
-                Code::PermissionDenied
-            }
+            Self::MissingPermissions(_) | Self::Escalation(_) | Self::NotInPolicy => Code::PermissionDenied,
             Self::KeyNotFound(_) => Code::NotFound,
             Self::DisplayNameTaken(_) => Code::AlreadyExists,
             Self::EtagMismatch => Code::Aborted,

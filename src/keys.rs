@@ -329,7 +329,8 @@ impl Keys {
         let org = domain::display_name(org_name, "org").map_err(|v| Error::InvalidArgument(vec![v]))?;
         let credential = new_credential(Uuid::new_v4())?;
         let secret_hash = self.hasher.hash(&credential.secret).await?;
-        let name = domain::display_name("Administrator", "display_name").map_err(|v| Error::InvalidArgument(vec![v]))?;
+        let name =
+            domain::display_name("Administrator", "display_name").map_err(|v| Error::InvalidArgument(vec![v]))?;
         let new_key = NewKey {
             id: credential.key_id,
             org_id: Uuid::new_v4(),

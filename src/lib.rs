@@ -16,10 +16,10 @@ pub mod config;
 pub mod domain;
 #[cfg(feature = "client")]
 pub mod error;
-#[cfg(feature = "client")]
-pub mod pb;
 #[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "client")]
+pub mod pb;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -25,8 +25,7 @@ pub use apikeys::v1::*;
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/apikeys_descriptor.bin"));
 
 /// Encoded `FileDescriptorSet` of `incidents.v1` and its imports, for the reference consumer.
-pub const INCIDENTS_FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/incidents_descriptor.bin"));
+pub const INCIDENTS_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/incidents_descriptor.bin"));
 
 const REDACTED: &str = "<redacted>";
 

@@ -24,9 +24,7 @@ use tonic_health::{
 };
 
 use crate::{
-    auth::{
-        AccessPolicy, AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator,
-    },
+    auth::{AccessPolicy, AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator},
     config::{ServerConfig, redact_url},
     domain::{ADMIN_PERMISSION, Catalog},
     error::Error,
@@ -45,14 +43,7 @@ pub const SERVICE_NAME: &str = "apikeys.v1.ApiKeyService";
 /// The access policy of apikeys itself: admin RPCs need [`ADMIN_PERMISSION`]; Authenticate,
 /// ListPermissions, health and reflection are public.
 pub fn access_policy() -> AccessPolicy {
-    let admin = [
-        "CreateApiKey",
-        "GetApiKey",
-        "ListApiKeys",
-        "UpdateApiKey",
-        "RegenerateApiKeySecret",
-        "DeleteApiKey",
-    ];
+    let admin = ["CreateApiKey", "GetApiKey", "ListApiKeys", "UpdateApiKey", "RegenerateApiKeySecret", "DeleteApiKey"];
     admin
         .iter()
         .fold(AccessPolicy::new(), |policy, method| {
@@ -81,7 +72,8 @@ impl std::fmt::Debug for Application {
 
 /// Writes the bootstrap token to `path`, readable by the owner only.
 fn write_token_file(path: &Path, token: &str) -> Result<(), Error> {
-    let fail = |e: std::io::Error| Error::internal(format!("cannot write bootstrap token file {}: {e}", path.display()));
+    let fail =
+        |e: std::io::Error| Error::internal(format!("cannot write bootstrap token file {}: {e}", path.display()));
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -148,9 +140,8 @@ impl Application {
         if !store.has_orgs().await? {
             bootstrap(&keys, &config.bootstrap_org, &config.bootstrap_token_path()).await?;
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let local_addr = listener.local_addr()?;
         if !local_addr.ip().is_loopback() {
             tracing::warn!(%local_addr, "listening on a non-loopback address without TLS: credentials travel in clear text");
@@ -230,7 +221,8 @@ impl Application {
 /// # Errors
 /// Database or file system failures.
 pub async fn bootstrap(keys: &Keys, org: &str, token_path: &PathBuf) -> Result<(), StartupError> {
-    let result = keys.create_org_admin(org, "default", |credential| write_token_file(token_path, &credential.token())).await;
+    let result =
+        keys.create_org_admin(org, "default", |credential| write_token_file(token_path, &credential.token())).await;
     match result {
         Ok((org, issued)) => {
             tracing::warn!(
@@ -261,7 +253,8 @@ async fn health(
     stopping: Arc<AtomicBool>,
 ) -> (HealthReporter, tonic_health::pb::health_server::HealthServer<HealthService>) {
     let reporter = HealthReporter::new();
-    let service = tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+    let service =
+        tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
     let up = store.ping().await.is_ok();
     set_health(&reporter, up).await;
     let (store, task_reporter, interval) = (store.clone(), reporter.clone(), config.health_interval);

@@ -242,7 +242,11 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
             .catalog()
             .permissions()
             .iter()
-            .map(|p| pb::Permission { name: p.name.clone(), category: p.category.clone(), description: p.description.clone() })
+            .map(|p| pb::Permission {
+                name: p.name.clone(),
+                category: p.category.clone(),
+                description: p.description.clone(),
+            })
             .collect();
         Ok(Response::new(pb::ListPermissionsResponse { permissions }))
     }

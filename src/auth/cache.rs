@@ -70,12 +70,7 @@ impl VerifiedCache {
     pub fn new(ttl: Duration, capacity: usize) -> Result<Self, getrandom::Error> {
         let mut mac_key = [0u8; 32];
         getrandom::fill(&mut mac_key)?;
-        Ok(Self {
-            mac_key,
-            ttl,
-            capacity,
-            inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }),
-        })
+        Ok(Self { mac_key, ttl, capacity, inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -127,8 +122,7 @@ impl VerifiedCache {
             inner.entries.retain(|_, entry| entry.expires_at > now);
             if inner.entries.len() >= self.capacity {
                 // Still full of live entries: drop about a tenth, in the map's (random) order.
-                let evict: Vec<CacheKey> =
-                    inner.entries.keys().take(self.capacity.div_ceil(10)).copied().collect();
+                let evict: Vec<CacheKey> = inner.entries.keys().take(self.capacity.div_ceil(10)).copied().collect();
                 for k in evict {
                     inner.entries.remove(&k);
                 }

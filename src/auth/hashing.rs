@@ -4,7 +4,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -47,6 +47,7 @@ pub struct Hasher {
     waiting: AtomicUsize,
     max_waiting: usize,
     dummy_hash: String,
+    computed: AtomicU64,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -65,17 +66,21 @@ impl Hasher {
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_secret = Secret::generate().map_err(|e| format!("OS random source failed: {e}"))?;
-        let dummy_hash = argon2
-            .hash_password(dummy_secret.expose_bytes())
-            .map_err(|e| format!("argon2 failed: {e}"))?
-            .to_string();
+        let dummy_hash =
+            argon2.hash_password(dummy_secret.expose_bytes()).map_err(|e| format!("argon2 failed: {e}"))?.to_string();
         Ok(Self {
             argon2,
             slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             waiting: AtomicUsize::new(0),
             max_waiting: config.max_waiting,
             dummy_hash,
+            computed: AtomicU64::new(0),
         })
+    }
+
+    /// argon2 computations started since startup (hashes and verifications).
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
     }
 
     /// Requests waiting for a hashing slot right now.
@@ -93,6 +98,7 @@ impl Hasher {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let permit = permit.map_err(|_| Error::internal("hashing semaphore closed"))?;
         let argon2 = self.argon2.clone();
+        self.computed.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             let result = job(&argon2);
             drop(permit);
@@ -122,7 +128,8 @@ impl Hasher {
         let secret = secret.clone();
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let matched = self.run(move |argon2| argon2.verify_password(secret.expose_bytes(), hash.as_str()).is_ok()).await?;
+        let matched =
+            self.run(move |argon2| argon2.verify_password(secret.expose_bytes(), hash.as_str()).is_ok()).await?;
         Ok(known && matched)
     }
 }

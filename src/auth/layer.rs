@@ -229,13 +229,18 @@ fn reject<B: Default>(grpc: bool, error: &Error) -> Response<B> {
         return Status::from(error.clone()).into_http();
     }
     let (status, challenge) = match error.code() {
-        Code::Unauthenticated => (StatusCode::UNAUTHORIZED, Some(r#"Bearer realm="apikeys", Basic realm="apikeys""#.to_owned())),
+        Code::Unauthenticated => {
+            (StatusCode::UNAUTHORIZED, Some(r#"Bearer realm="apikeys", Basic realm="apikeys""#.to_owned()))
+        }
         Code::PermissionDenied => {
             let scope = match error {
                 Error::MissingPermissions(names) => names.join(" "),
                 _ => String::new(),
             };
-            (StatusCode::FORBIDDEN, Some(format!(r#"Bearer realm="apikeys", error="insufficient_scope", scope="{scope}""#)))
+            (
+                StatusCode::FORBIDDEN,
+                Some(format!(r#"Bearer realm="apikeys", error="insufficient_scope", scope="{scope}""#)),
+            )
         }
         Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
         Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, None),

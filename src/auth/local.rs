@@ -31,6 +31,11 @@ impl LocalAuthenticator {
         self.cache.invalidate(key_id);
     }
 
+    /// The hasher (its counters feed metrics and tests).
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
     /// The verification cache.
     pub fn cache(&self) -> &VerifiedCache {
         &self.cache

@@ -20,8 +20,8 @@ pub use credential::{Credential, MalformedCredential, Secret};
 pub use layer::{AccessPolicy, AuthLayer};
 pub use remote::RemoteAuthenticator;
 
-pub use crate::pb::Principal;
 use crate::error::Result;
+pub use crate::pb::Principal;
 
 /// Turns a credential into the principal it belongs to.
 pub trait Authenticator: Send + Sync + 'static {

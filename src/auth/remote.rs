@@ -89,7 +89,11 @@ impl RemoteAuthenticator {
             Ok(result) => result.map_err(upstream_error)?,
             Err(_) => return Err(Error::Unavailable("apikeys")),
         };
-        response.into_inner().principal.map(Arc::new).ok_or_else(|| Error::internal("Authenticate returned no principal"))
+        response
+            .into_inner()
+            .principal
+            .map(Arc::new)
+            .ok_or_else(|| Error::internal("Authenticate returned no principal"))
     }
 }
 

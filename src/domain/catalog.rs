@@ -49,8 +49,8 @@ impl Catalog {
     /// # Errors
     /// A message naming the file and the problem.
     pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read permissions file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read permissions file {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("permissions file {}: {e}", path.display()))
     }
 

@@ -265,10 +265,10 @@ mod tests {
 
     #[test]
     fn display_names() {
-        assert_eq!(display_name("  Build Bot ", "f").unwrap(), DisplayName {
-            shown: "Build Bot".into(),
-            key: "build bot".into()
-        });
+        assert_eq!(
+            display_name("  Build Bot ", "f").unwrap(),
+            DisplayName { shown: "Build Bot".into(), key: "build bot".into() }
+        );
         assert!(display_name("   ", "f").is_err());
         assert!(display_name(&"x".repeat(101), "f").is_err());
         assert!(display_name(&"é".repeat(100), "f").is_ok(), "limit is in characters, not bytes");
@@ -277,11 +277,8 @@ mod tests {
 
     #[test]
     fn grants_are_limited_to_held_permissions() {
-        let caller = Caller {
-            org_id: Uuid::nil(),
-            actor: Actor::system("t"),
-            permissions: vec!["a".into(), "c".into()],
-        };
+        let caller =
+            Caller { org_id: Uuid::nil(), actor: Actor::system("t"), permissions: vec!["a".into(), "c".into()] };
         assert!(check_grant(&caller, &["a".into(), "c".into()]).is_ok());
         match check_grant(&caller, &["a".into(), "b".into()]) {
             Err(Error::Escalation(lacking)) => assert_eq!(lacking, vec!["b".to_owned()]),

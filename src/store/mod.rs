@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
-    DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
-    TransactionTrait,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
     sea_query::{Expr, LikeExpr, Query},
     sqlx,
 };
@@ -344,10 +344,9 @@ impl Store {
         if permissions.is_empty() {
             return Ok(());
         }
-        let rows = permissions.iter().map(|p| api_key_permission::ActiveModel {
-            key_id: Set(key_id),
-            permission: Set(p.clone()),
-        });
+        let rows = permissions
+            .iter()
+            .map(|p| api_key_permission::ActiveModel { key_id: Set(key_id), permission: Set(p.clone()) });
         api_key_permission::Entity::insert_many(rows).exec(txn).await.map_err(db_error)?;
         Ok(())
     }
@@ -487,12 +486,7 @@ impl Store {
     ///
     /// # Errors
     /// NOT_FOUND, ABORTED (version moved), ALREADY_EXISTS (display name taken), UNAVAILABLE, INTERNAL.
-    pub async fn update_key(
-        &self,
-        current: &ApiKey,
-        changes: &KeyChanges,
-        actor: &Actor,
-    ) -> Result<ApiKey> {
+    pub async fn update_key(&self, current: &ApiKey, changes: &KeyChanges, actor: &Actor) -> Result<ApiKey> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let mut update = api_key::Entity::update_many()
             .col_expr(api_key::Column::UpdatedByType, Expr::value(actor.kind.as_str()))

@@ -1,0 +1,225 @@
+//! The Authenticate RPC: both credential forms, one answer for every bad credential, required
+//! permissions, the verification cache and its invalidation, and the argon2 admission limit.
+
+use std::time::Duration;
+
+use apikeys::{
+    auth::{Credential, Secret},
+    pb,
+};
+use tonic::Code;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn token_and_id_secret_pair_authenticate_to_the_same_principal() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let created = admin
+        .create_full(pb::CreateApiKeyRequest {
+            display_name: "Integration".into(),
+            permissions: vec!["read_data".into(), "create_incident".into()],
+            app_id: "pagerduty".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let key = created.api_key.unwrap();
+    let mut client = app.client().await;
+
+    let by_token = authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
+    let by_pair = client
+        .authenticate(pb::AuthenticateRequest {
+            key_id: key.id.clone(),
+            secret: created.secret.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .principal
+        .unwrap();
+    assert_eq!(by_token, by_pair);
+    assert_eq!(by_token.key_id, key.id);
+    assert_eq!(by_token.org_id, key.org_id);
+    assert_eq!(by_token.display_name, "Integration");
+    assert_eq!(by_token.permissions, ["create_incident", "read_data"]);
+    assert_eq!(by_token.app_id, "pagerduty");
+    assert_eq!(by_token.principal_type(), pb::PrincipalType::ApiKey);
+    let rules = by_token.restrictions.unwrap();
+    assert!(!rules.interactive_login_allowed);
+    assert!(!rules.two_factor_required);
+    assert!(!rules.can_own_incidents);
+    assert!(!rules.can_be_incident_member && !rules.can_be_task_member && !rules.can_be_group_member);
+    assert_eq!(rules.unowned_incident_group, "default");
+}
+
+#[tokio::test]
+async fn every_bad_credential_gets_the_same_answer() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let created = admin.create("Victim", &[]).await.unwrap();
+    let cred = credential(&created.token);
+    let mut client = app.client().await;
+
+    let wrong_secret = Credential { key_id: cred.key_id, secret: Secret::generate().unwrap() }.token();
+    let unknown_id = Credential { key_id: uuid::Uuid::new_v4(), secret: cred.secret.clone() }.token();
+    let mut checksum = created.token.clone().into_bytes();
+    let last = checksum.len() - 1;
+    checksum[last] = if checksum[last] == b'0' { b'1' } else { b'0' };
+    let bad = [
+        wrong_secret,
+        unknown_id,
+        String::from_utf8(checksum).unwrap(),
+        created.token[..40].to_owned(),
+        "garbage".to_owned(),
+        format!("apk_{}", "A".repeat(71)),
+        "x".repeat(1_000_000),
+    ];
+    let mut messages = std::collections::BTreeSet::new();
+    for token in &bad {
+        let status =
+            assert_status(authenticate_token(&mut client, token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+        messages.insert(status.message().to_owned());
+        assert!(!status.message().contains(&created.secret));
+    }
+    for (key_id, secret) in [
+        (cred.key_id.to_string(), "short".to_owned()),
+        ("not-a-uuid".to_owned(), created.secret.clone()),
+        (uuid::Uuid::new_v4().to_string(), created.secret.clone()),
+    ] {
+        let request = pb::AuthenticateRequest { key_id, secret, ..Default::default() };
+        let status = assert_status(client.authenticate(request).await, Code::Unauthenticated, "UNAUTHENTICATED");
+        messages.insert(status.message().to_owned());
+    }
+    assert_eq!(messages.len(), 1, "one message for every cause: {messages:?}");
+
+    // The same bad tokens in metadata, on an admin RPC.
+    for token in &bad[..6] {
+        let as_bad = app.client_as(token).await;
+        assert_status(as_bad.list(Default::default()).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    }
+
+    // Neither or both credential forms is a malformed request, not an authentication failure.
+    let both = pb::AuthenticateRequest {
+        key_id: cred.key_id.to_string(),
+        secret: created.secret.clone(),
+        token: created.token.clone(),
+        ..Default::default()
+    };
+    assert_status(client.authenticate(both).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_status(
+        client.authenticate(pb::AuthenticateRequest::default()).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    // The genuine credential still works after all that.
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_required_permissions_are_named() {
+    let app = TestApp::spawn().await;
+    let created = app.admin().await.create("Reader", &["read_data"]).await.unwrap();
+    let mut client = app.client().await;
+    let status = assert_status(
+        authenticate_token(&mut client, &created.token, &["read_data", "edit_data", "read_playbook", "edit_data"])
+            .await,
+        Code::PermissionDenied,
+        "MISSING_PERMISSIONS",
+    );
+    assert!(status.message().contains("edit_data, read_playbook"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn cache_hits_run_no_argon2_and_changes_invalidate_at_once() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let created = admin.create("Cached", &["read_data"]).await.unwrap();
+    let key = created.api_key.unwrap();
+    let mut client = app.client().await;
+    let hasher = app.authenticator.hasher();
+
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    let after_first = hasher.computed();
+    for _ in 0..20 {
+        authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
+    }
+    assert_eq!(hasher.computed(), after_first, "cache hits must not run argon2");
+
+    // A permission change is visible at once, though the credential was cached.
+    let update = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey { id: key.id.clone(), permissions: vec!["edit_data".into()], ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["permissions".into()] }),
+        ..Default::default()
+    };
+    admin.update(update).await.unwrap();
+    assert_status(
+        authenticate_token(&mut client, &created.token, &["read_data"]).await,
+        Code::PermissionDenied,
+        "MISSING_PERMISSIONS",
+    );
+    authenticate_token(&mut client, &created.token, &["edit_data"]).await.unwrap();
+
+    // Regenerate kills the cached old secret at once.
+    let regenerated = admin.regenerate(&key.id, "", false).await.unwrap();
+    assert_status(authenticate_token(&mut client, &created.token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    authenticate_token(&mut client, &regenerated.token, &[]).await.unwrap();
+    authenticate_token(&mut client, &regenerated.token, &[]).await.unwrap();
+
+    // Delete kills the cached new secret at once.
+    admin.delete(&key.id, "", false).await.unwrap();
+    assert_status(
+        authenticate_token(&mut client, &regenerated.token, &[]).await,
+        Code::Unauthenticated,
+        "UNAUTHENTICATED",
+    );
+}
+
+#[tokio::test]
+async fn cache_entries_expire_after_the_ttl() {
+    let app = TestApp::spawn_with(|c| c.auth_cache_ttl = Duration::from_millis(300)).await;
+    let created = app.admin().await.create("Short-lived", &[]).await.unwrap();
+    let mut client = app.client().await;
+    let hasher = app.authenticator.hasher();
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    let n = hasher.computed();
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    assert_eq!(hasher.computed(), n);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    assert_eq!(hasher.computed(), n + 1, "expired entry verified again");
+}
+
+#[tokio::test]
+async fn a_full_hashing_queue_fails_fast_with_resource_exhausted() {
+    let app = TestApp::spawn_with(|c| {
+        c.hashing.memory_kib = 8 * 1024;
+        c.hashing.iterations = 2;
+        c.hashing.max_concurrent = 1;
+        c.hashing.max_waiting = 2;
+    })
+    .await;
+    let created = app.admin().await.create("Busy", &[]).await.unwrap();
+    let key_id = credential(&created.token).key_id;
+    let client = app.client().await;
+    // Distinct wrong secrets: every one is a cache miss and needs argon2.
+    let calls = (0..40).map(|_| {
+        let mut client = client.clone();
+        let token = Credential { key_id, secret: Secret::generate().unwrap() }.token();
+        tokio::spawn(async move { authenticate_token(&mut client, &token, &[]).await.map(|_| ()) })
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut exhausted = 0;
+    for result in results {
+        let status = result.unwrap().expect_err("wrong secrets never pass");
+        match status.code() {
+            Code::ResourceExhausted => exhausted += 1,
+            Code::Unauthenticated => {}
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    assert!(exhausted > 0, "some calls must be shed");
+    assert!(exhausted < 40, "some calls must be served");
+    assert_eq!(app.authenticator.hasher().waiting(), 0, "queue drained");
+}

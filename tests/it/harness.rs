@@ -1,0 +1,288 @@
+//! Test harness: a real apikeys server on 127.0.0.1:0 over a real database, and real tonic clients.
+//!
+//! The backend is SQLite (a fresh file per test) unless `APIKEYS_TEST_DATABASE_URL` names a
+//! PostgreSQL server, in which case every test gets its own freshly created database, dropped when
+//! the test ends (even when it fails). The same tests run on both.
+
+use std::{sync::Arc, time::Duration};
+
+use apikeys::{
+    auth::{Credential, hashing::HashingConfig, local::LocalAuthenticator},
+    config::ServerConfig,
+    pb::{self, api_key_service_client::ApiKeyServiceClient},
+    server::{self, Application},
+    store::Store,
+};
+use sea_orm::{ConnectionTrait, Database};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use tonic_types::StatusExt;
+
+/// The environment variable that switches the suite to PostgreSQL.
+pub const PG_ENV: &str = "APIKEYS_TEST_DATABASE_URL";
+
+/// Cheap argon2 parameters so the suite runs fast; production defaults are tested separately.
+pub fn fast_hashing() -> HashingConfig {
+    HashingConfig { memory_kib: 64, iterations: 1, parallelism: 1, ..HashingConfig::default() }
+}
+
+/// A PostgreSQL database created for one test and dropped afterwards.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        let name = format!("apikeys_t_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_ENV}={admin_url} is set but PostgreSQL is unreachable: {e}"));
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+        admin.close().await.unwrap();
+        let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+        Self { admin_url: admin_url.to_owned(), url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside or outside a runtime, possibly while panicking: use a thread of our own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = admin.close().await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// Where a test's data lives.
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    pub pg: Option<PgDatabase>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = match std::env::var(PG_ENV) {
+            Ok(url) if !url.is_empty() => Some(PgDatabase::create(&url).await),
+            _ => None,
+        };
+        Self { dir, pg }
+    }
+
+    /// A server configuration over this database.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: self.pg.as_ref().map(|pg| pg.url.clone()),
+            data_dir: self.dir.path().join("data"),
+            hashing: fast_hashing(),
+            health_interval: Duration::from_millis(200),
+            shutdown_grace: Duration::from_secs(2),
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// A running apikeys.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub admin_token: String,
+    pub store: Store,
+    pub authenticator: Arc<LocalAuthenticator>,
+    pub config: ServerConfig,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// A server with the test defaults.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server whose configuration `adjust` may change first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let db = TestDb::new().await;
+        let mut config = db.config();
+        adjust(&mut config);
+        Self::start(db, config).await
+    }
+
+    /// Starts a server over an existing test database.
+    pub async fn start(db: TestDb, config: ServerConfig) -> Self {
+        let app = Application::build(config.clone()).await.expect("server starts");
+        let addr = app.local_addr();
+        let store = app.store().clone();
+        let authenticator = app.authenticator().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let token_path = config.bootstrap_token_path();
+        let admin_token = std::fs::read_to_string(&token_path).unwrap_or_default().trim().to_owned();
+        Self { addr, admin_token, store, authenticator, config, shutdown: Some(tx), task: Some(task), db }
+    }
+
+    /// Stops the server and waits for it, keeping the database.
+    pub async fn stop(mut self) -> TestDb {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        std::mem::replace(&mut self.db, TestDb { dir: tempfile::tempdir().unwrap(), pg: None })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn client(&self) -> ApiKeyServiceClient<Channel> {
+        ApiKeyServiceClient::new(self.channel().await)
+    }
+
+    /// A client that sends `authorization: Bearer <token>` on every call.
+    pub async fn client_as(&self, token: &str) -> Client {
+        Client { inner: self.client().await, authorization: format!("Bearer {token}") }
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.client_as(&self.admin_token).await
+    }
+
+    /// Creates another org with its administrator (as `apikeys bootstrap` does) and returns its token.
+    pub async fn create_org(&self, name: &str) -> String {
+        let (keys, _) = server::components(&self.config, self.store.clone()).unwrap();
+        let (_, issued) = keys.create_org_admin(name, "default", |_| Ok(())).await.unwrap();
+        issued.credential.token()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A tonic client with credentials attached.
+#[derive(Clone)]
+pub struct Client {
+    pub inner: ApiKeyServiceClient<Channel>,
+    pub authorization: String,
+}
+
+impl Client {
+    pub fn req<T>(&self, message: T) -> Request<T> {
+        authed(message, &self.authorization)
+    }
+
+    pub async fn create(&self, name: &str, permissions: &[&str]) -> Result<pb::CreateApiKeyResponse, Status> {
+        let request = pb::CreateApiKeyRequest {
+            display_name: name.to_owned(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            ..Default::default()
+        };
+        self.inner.clone().create_api_key(self.req(request)).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn create_full(&self, request: pb::CreateApiKeyRequest) -> Result<pb::CreateApiKeyResponse, Status> {
+        self.inner.clone().create_api_key(self.req(request)).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<pb::ApiKey, Status> {
+        let response = self.inner.clone().get_api_key(self.req(pb::GetApiKeyRequest { id: id.to_owned() })).await?;
+        Ok(response.into_inner().api_key.unwrap())
+    }
+
+    pub async fn list(&self, request: pb::ListApiKeysRequest) -> Result<pb::ListApiKeysResponse, Status> {
+        self.inner.clone().list_api_keys(self.req(request)).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn update(&self, request: pb::UpdateApiKeyRequest) -> Result<pb::ApiKey, Status> {
+        let response = self.inner.clone().update_api_key(self.req(request)).await?;
+        Ok(response.into_inner().api_key.unwrap())
+    }
+
+    pub async fn regenerate(
+        &self,
+        id: &str,
+        etag: &str,
+        ack: bool,
+    ) -> Result<pb::RegenerateApiKeySecretResponse, Status> {
+        let request =
+            pb::RegenerateApiKeySecretRequest { id: id.to_owned(), etag: etag.to_owned(), acknowledge_app_impact: ack };
+        self.inner.clone().regenerate_api_key_secret(self.req(request)).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn delete(&self, id: &str, etag: &str, ack: bool) -> Result<(), Status> {
+        let request = pb::DeleteApiKeyRequest { id: id.to_owned(), etag: etag.to_owned(), acknowledge_app_impact: ack };
+        self.inner.clone().delete_api_key(self.req(request)).await.map(|_| ())
+    }
+}
+
+/// `message` with `authorization: <value>` metadata.
+pub fn authed<T>(message: T, authorization: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", MetadataValue::try_from(authorization).unwrap());
+    request
+}
+
+/// Authenticate with a token, no required permissions.
+pub async fn authenticate_token(
+    client: &mut ApiKeyServiceClient<Channel>,
+    token: &str,
+    required: &[&str],
+) -> Result<pb::Principal, Status> {
+    let request = pb::AuthenticateRequest {
+        token: token.to_owned(),
+        required_permissions: required.iter().map(|p| (*p).to_owned()).collect(),
+        ..Default::default()
+    };
+    Ok(client.authenticate(request).await?.into_inner().principal.unwrap())
+}
+
+/// Asserts the code and the AIP-193 reason of an error.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, reason: &str) -> Status {
+    let status = result.expect_err("expected an error");
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo attached");
+    assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
+    assert_eq!(info.domain, "apikeys");
+    status
+}
+
+/// The fields named by the BadRequest details of an error.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The credential inside a token.
+pub fn credential(token: &str) -> Credential {
+    Credential::from_token(token).unwrap()
+}

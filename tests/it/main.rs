@@ -1,0 +1,8 @@
+//! The integration suite: one binary, real servers on 127.0.0.1:0, real tonic clients, a real
+//! database. SQLite by default; set `APIKEYS_TEST_DATABASE_URL=postgres://...` to run the very same
+//! tests on PostgreSQL.
+
+mod authenticate;
+mod harness;
+mod keys;
+mod operations;

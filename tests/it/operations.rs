@@ -1,0 +1,183 @@
+//! Operating the server: bootstrap, restart, health, reflection, graceful shutdown, and the real
+//! binary's logs never containing a secret.
+
+use std::{process::Stdio, time::Duration};
+
+use apikeys::pb;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn first_start_bootstraps_once_with_a_private_token_file() {
+    let app = TestApp::spawn().await;
+    let path = app.config.bootstrap_token_path();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let mut client = app.client().await;
+    let principal = authenticate_token(&mut client, &app.admin_token, &["api_keys_admin"]).await.unwrap();
+    let catalog = client.list_permissions(pb::ListPermissionsRequest {}).await.unwrap().into_inner();
+    assert_eq!(principal.permissions.len(), catalog.permissions.len(), "the first admin holds every permission");
+    let audit = app.store.audit_events(credential(&app.admin_token).key_id).await.unwrap();
+    assert_eq!(audit[0].action, "BOOTSTRAP");
+    assert_eq!(audit[0].actor_type, "SYSTEM");
+
+    // A restart over the same database does not bootstrap again, and the token keeps working.
+    let app_token_before_restart = app.admin_token.clone();
+    std::fs::remove_file(&path).unwrap();
+    let config = app.config.clone();
+    let db = app.stop().await;
+    let admin_token = app_token_before_restart;
+    let again = TestApp::start(db, config).await;
+    assert!(!path.exists(), "no second bootstrap");
+    let listed = again.client_as(&admin_token).await.list(Default::default()).await.unwrap();
+    assert_eq!(listed.api_keys.len(), 1, "still exactly one administrator");
+}
+
+#[tokio::test]
+async fn restart_keeps_keys_and_credentials() {
+    let app = TestApp::spawn().await;
+    let admin_token = app.admin_token.clone();
+    let created = app.admin().await.create("Survivor", &["read_data"]).await.unwrap();
+    let config = app.config.clone();
+    let db = app.stop().await;
+    std::fs::remove_file(config.bootstrap_token_path()).unwrap();
+    let again = TestApp::start(db, config).await;
+    let mut client = again.client().await;
+    authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
+    authenticate_token(&mut client, &admin_token, &["api_keys_admin"]).await.unwrap();
+}
+
+#[tokio::test]
+async fn health_follows_the_database_and_shutdown() {
+    let app = TestApp::spawn().await;
+    let mut health = HealthClient::new(app.channel().await);
+    let check = |service: &str| HealthCheckRequest { service: service.to_owned() };
+    for service in ["", "apikeys.v1.ApiKeyService"] {
+        let status = health.check(check(service)).await.unwrap().into_inner().status();
+        assert_eq!(status, ServingStatus::Serving, "{service}");
+    }
+    // Health is public: no credentials were sent. Now cut the database off.
+    app.store.connection().clone().close().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health.check(check("")).await.unwrap().into_inner().status();
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "health never noticed the outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_and_describes_the_service() {
+    let app = TestApp::spawn().await;
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let ask = |request: MessageRequest| {
+        tokio_stream::once(ServerReflectionRequest { host: String::new(), message_request: Some(request) })
+    };
+    let mut stream =
+        reflection.server_reflection_info(ask(MessageRequest::ListServices(String::new()))).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let services: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(services.contains(&"apikeys.v1.ApiKeyService".to_owned()), "{services:?}");
+    assert!(!services.iter().any(|s| s.starts_with("incidents.")), "only what this server serves: {services:?}");
+
+    let mut stream = reflection
+        .server_reflection_info(ask(MessageRequest::FileContainingSymbol("apikeys.v1.CreateApiKeyRequest".into())))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected file descriptors");
+    };
+    let decoded: Vec<prost_types::FileDescriptorProto> =
+        files.file_descriptor_proto.iter().map(|b| prost::Message::decode(b.as_slice()).unwrap()).collect();
+    let ours = decoded.iter().find(|f| f.package() == "apikeys.v1").expect("apikeys.v1 file");
+    assert!(ours.message_type.iter().any(|m| m.name() == "CreateApiKeyRequest"));
+    assert!(ours.service.iter().any(|s| s.name() == "ApiKeyService" && s.method.len() == 8));
+}
+
+/// Runs the real binary with debug logs, drives it through every secret-bearing RPC, and checks that
+/// no secret or token ever reaches its output.
+#[tokio::test]
+async fn the_binary_never_logs_a_secret() {
+    let db = TestDb::new().await;
+    let data_dir = db.dir.path().join("data");
+    let (log_path, err_path) = (db.dir.path().join("stdout.log"), db.dir.path().join("stderr.log"));
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1", "--log-level", "trace"])
+        .env_remove("APIKEYS_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        // A file, not a pipe: trace logs would fill a pipe nobody reads and block the server.
+        .stdout(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()));
+    if let Some(pg) = &db.pg {
+        command.args(["--database-url", &pg.url]);
+    }
+    let mut child = command.spawn().unwrap();
+
+    let token_path = data_dir.join("bootstrap-token");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let channel = loop {
+        if token_path.exists()
+            && let Ok(channel) = tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await
+        {
+            break channel;
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let admin_token = std::fs::read_to_string(&token_path).unwrap().trim().to_owned();
+    let admin = Client {
+        inner: pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone()),
+        authorization: format!("Bearer {admin_token}"),
+    };
+    let mut secrets = vec![admin_token.clone(), credential(&admin_token).secret.expose_text()];
+    let created = admin.create("Logged", &["read_data"]).await.unwrap();
+    secrets.extend([created.token.clone(), created.secret.clone()]);
+    let id = created.api_key.unwrap().id;
+    let mut client = pb::api_key_service_client::ApiKeyServiceClient::new(channel);
+    authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
+    let _ = authenticate_token(&mut client, &created.token, &["edit_data"]).await;
+    let regenerated = admin.regenerate(&id, "", false).await.unwrap();
+    secrets.extend([regenerated.token.clone(), regenerated.secret.clone()]);
+    let _ = authenticate_token(&mut client, &created.token, &[]).await;
+    admin.delete(&id, "", false).await.unwrap();
+
+    // SIGTERM: graceful shutdown.
+    let pid = child.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let logs = std::fs::read_to_string(&err_path).unwrap() + &std::fs::read_to_string(&log_path).unwrap();
+
+    assert!(logs.contains("bootstrap-token"), "the token file path is logged");
+    assert!(logs.contains("API key created"), "logs were captured at all");
+    assert!(logs.contains("shutting down"));
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
+    }
+}
