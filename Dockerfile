@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# Not built in CI (no Docker engine there); the build steps match CI's: cargo build --locked.
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock build.rs rustfmt.toml ./
+COPY proto ./proto
+RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo fetch --locked
+COPY src ./src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin apikeys
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 apikeys \
+    && useradd --system --uid 10001 --gid apikeys --home-dir /data --shell /usr/sbin/nologin apikeys \
+    && mkdir -p /data && chown apikeys:apikeys /data
+COPY --from=build /src/target/release/apikeys /usr/local/bin/apikeys
+USER apikeys:apikeys
+WORKDIR /data
+VOLUME ["/data"]
+ENV APIKEYS_LISTEN=0.0.0.0:50051 \
+    APIKEYS_DATA_DIR=/data
+EXPOSE 50051
+ENTRYPOINT ["/usr/local/bin/apikeys"]
+CMD ["serve"]
