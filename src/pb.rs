@@ -11,7 +11,7 @@ pub mod apikeys {
     }
 }
 
-/// `incidents.v1`: the reference consumer's contract (see `examples/incident_service.rs`).
+/// `incidents.v1`: the reference consumer's contract (see `examples/incident_service/`).
 pub mod incidents {
     /// Version 1 of the contract.
     pub mod v1 {

@@ -112,6 +112,18 @@ impl AccessPolicy {
 }
 
 /// Tower layer that authenticates requests; see the module docs.
+///
+/// It wraps any `tower::Service<http::Request<B>>` whose response body is `Default`, so the same
+/// value works with `tonic::transport::Server::builder().layer(auth)` (every gRPC service, plus plain
+/// HTTP routes added with `add_routes` and `accept_http1(true)`) and with `axum::Router::layer(auth)`
+/// or any hyper service. Cloning is cheap (two `Arc`s).
+///
+/// Per request: a public path goes straight through; a path not in the policy is refused with
+/// PERMISSION_DENIED / 403; otherwise the credential is read, verified and its permissions checked,
+/// answering UNAUTHENTICATED / 401 + `WWW-Authenticate`, PERMISSION_DENIED naming the missing
+/// permissions / 403 + `insufficient_scope`, UNAVAILABLE / 503 when apikeys cannot be reached, or
+/// RESOURCE_EXHAUSTED / 429 when it sheds load. On success the [`Principal`] is in the request
+/// extensions (read it with [`principal`] in tonic, or `Extension<Principal>` in axum).
 #[derive(Debug)]
 pub struct AuthLayer<A> {
     authenticator: Arc<A>,
@@ -232,16 +244,15 @@ fn reject<B: Default>(grpc: bool, error: &Error) -> Response<B> {
         Code::Unauthenticated => {
             (StatusCode::UNAUTHORIZED, Some(r#"Bearer realm="apikeys", Basic realm="apikeys""#.to_owned()))
         }
-        Code::PermissionDenied => {
-            let scope = match error {
-                Error::MissingPermissions(names) => names.join(" "),
-                _ => String::new(),
-            };
-            (
+        Code::PermissionDenied => match error {
+            // RFC 6750 section 3.1: the scope the request lacks.
+            Error::MissingPermissions(names) => (
                 StatusCode::FORBIDDEN,
-                Some(format!(r#"Bearer realm="apikeys", error="insufficient_scope", scope="{scope}""#)),
-            )
-        }
+                Some(format!(r#"Bearer realm="apikeys", error="insufficient_scope", scope="{}""#, names.join(" "))),
+            ),
+            // Not in the policy: no credential would help.
+            _ => (StatusCode::FORBIDDEN, None),
+        },
         Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
         Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, None),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -250,6 +261,9 @@ fn reject<B: Default>(grpc: bool, error: &Error) -> Response<B> {
     *response.status_mut() = status;
     if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if let Ok(value) = HeaderValue::from_str(&error.to_string()) {
         response.headers_mut().insert("x-apikeys-error", value);
@@ -268,7 +282,113 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, Error> {
 
 #[cfg(test)]
 mod tests {
+    use axum::{Extension, Router, body::Body, routing::get};
+    use tower::{Layer as _, ServiceExt as _};
+    use uuid::Uuid;
+
     use super::*;
+    use crate::auth::Secret;
+
+    /// Knows one credential (permissions `read`); `down` plays an unreachable apikeys.
+    struct Fixed {
+        known: Credential,
+        down: Uuid,
+    }
+
+    impl Authenticator for Fixed {
+        async fn authenticate(&self, credential: Credential) -> crate::Result<Principal> {
+            if credential.key_id == self.down {
+                return Err(Error::Unavailable("apikeys"));
+            }
+            if credential != self.known {
+                return Err(Error::Unauthenticated);
+            }
+            Ok(Principal {
+                key_id: credential.key_id.to_string(),
+                permissions: vec!["read".into()],
+                ..Default::default()
+            })
+        }
+    }
+
+    fn credential() -> Credential {
+        Credential { key_id: Uuid::new_v4(), secret: Secret::generate().unwrap() }
+    }
+
+    async fn who(Extension(principal): Extension<Principal>) -> String {
+        principal.key_id
+    }
+
+    #[tokio::test]
+    async fn works_as_an_axum_layer_with_http_answers() {
+        let known = credential();
+        let down = credential();
+        let fixed = Fixed { known: known.clone(), down: down.key_id };
+        let policy =
+            AccessPolicy::new().require("GET /items", ["read"]).require("GET /admin", ["admin"]).public("/healthz");
+        let app = Router::new()
+            .route("/items", get(who))
+            .route("/admin", get(who))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/unlisted", get(|| async { "should not be reached" }))
+            .layer(AuthLayer::new(Arc::new(fixed), policy));
+        let call = |path: &str, authorization: Option<String>| {
+            let mut request = Request::get(path);
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            app.clone().oneshot(request.body(Body::empty()).unwrap())
+        };
+
+        let ok = call("/items", Some(known.basic())).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(ok.into_body(), 1024).await.unwrap();
+        assert_eq!(body, known.key_id.to_string().as_bytes());
+        assert_eq!(call("/items", Some(known.bearer())).await.unwrap().status(), StatusCode::OK);
+
+        for authorization in [None, Some(credential().bearer()), Some("Bearer nonsense".to_owned())] {
+            let denied = call("/items", authorization).await.unwrap();
+            assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+            assert!(denied.headers()[header::WWW_AUTHENTICATE].to_str().unwrap().contains("Bearer realm="));
+        }
+
+        let forbidden = call("/admin", Some(known.bearer())).await.unwrap();
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        let challenge = forbidden.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.contains(r#"error="insufficient_scope", scope="admin""#), "{challenge}");
+
+        let unavailable = call("/items", Some(down.bearer())).await.unwrap();
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(unavailable.headers().contains_key(header::RETRY_AFTER));
+
+        assert_eq!(call("/healthz", None).await.unwrap().status(), StatusCode::OK);
+        let unlisted = call("/unlisted", Some(known.bearer())).await.unwrap();
+        assert_eq!(unlisted.status(), StatusCode::FORBIDDEN);
+        assert!(!unlisted.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[tokio::test]
+    async fn grpc_requests_get_grpc_statuses() {
+        let known = credential();
+        let fixed = Fixed { known: known.clone(), down: Uuid::new_v4() };
+        let policy = AccessPolicy::new().require("/svc.v1.Svc/Write", ["write"]);
+        let inner = tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        });
+        let service = AuthLayer::new(Arc::new(fixed), policy).layer(inner);
+        let grpc = |authorization: Option<String>| {
+            let mut request = Request::post("/svc.v1.Svc/Write").header(header::CONTENT_TYPE, "application/grpc");
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            service.clone().oneshot(request.body(Body::empty()).unwrap())
+        };
+        let missing = Status::from_header_map(grpc(None).await.unwrap().headers()).unwrap();
+        assert_eq!(missing.code(), Code::Unauthenticated);
+        let denied = Status::from_header_map(grpc(Some(known.bearer())).await.unwrap().headers()).unwrap();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert!(denied.message().contains("write"), "{denied:?}");
+    }
 
     #[test]
     fn rule_precedence() {

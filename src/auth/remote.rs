@@ -1,11 +1,20 @@
 //! The remote authenticator: what a consumer service embeds. It calls `ApiKeyService.Authenticate`
-//! over a tonic channel, with a deadline, and caches successes locally.
+//! over a tonic channel, with a deadline (default 2 s, as both `grpc-timeout` and a local timer), and
+//! caches successes locally.
 //!
-//! The cache TTL (default 30 s) is the longest a revoked, regenerated or deleted key can still pass at
-//! this consumer. Failures are never cached. Concurrent misses for the same credential share one
-//! upstream call. When apikeys cannot be reached, credentials not in the cache are refused with
-//! UNAVAILABLE (fail closed); cached ones keep passing until their entry expires, so a short apikeys
-//! outage does not take every consumer down with it.
+//! - **Revocation.** The cache TTL (default 30 s, [`DEFAULT_CACHE_TTL`]) is the longest a deleted key,
+//!   or the old secret of a regenerated key, can still pass at this consumer after apikeys stopped
+//!   accepting it. apikeys drops its own cache entries of a changed key at once, so with one apikeys
+//!   instance the consumer TTL is the whole bound; with several apikeys replicas, add apikeys' own
+//!   cache TTL (`--auth-cache-ttl-secs`) for the other replicas. A zero TTL disables the cache.
+//! - **Cache.** Bounded (default 10 000 entries), keyed by HMAC-SHA256 under a process-random key of
+//!   key id ‖ secret, never the secret itself. Failures are never cached.
+//! - **Single flight.** Concurrent misses for the same credential share one upstream call; a cancelled
+//!   request hands the call over to the next waiter and leaves nothing behind.
+//! - **apikeys down.** Credentials not in the cache are refused with UNAVAILABLE (fail closed). Cached
+//!   ones keep passing until their entry expires (at most one TTL after their last verification), then
+//!   are refused with UNAVAILABLE too; so a short outage does not take every consumer down with it,
+//!   and a long one cannot extend a key's life beyond the TTL.
 
 use std::{
     collections::HashMap,
@@ -110,26 +119,118 @@ fn upstream_error(status: tonic::Status) -> Error {
     }
 }
 
+/// One waiter's handle on a shared upstream call. Dropping it (the call finished, or the request was
+/// cancelled) removes the shared call from the table once nobody else waits on it or it has finished,
+/// so cancelled requests cannot leave entries behind. Every clone and drop of the `Arc` happens under
+/// the table's lock, so its strong count is exact there.
+struct FlightGuard<'a> {
+    in_flight: &'a Mutex<HashMap<CacheKey, Flight>>,
+    key: CacheKey,
+    flight: Option<Flight>,
+}
+
+impl FlightGuard<'_> {
+    fn join(in_flight: &Mutex<HashMap<CacheKey, Flight>>, key: CacheKey) -> FlightGuard<'_> {
+        let flight = lock(in_flight).entry(key).or_default().clone();
+        FlightGuard { in_flight, key, flight: Some(flight) }
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(self.in_flight);
+        let Some(flight) = self.flight.take() else { return };
+        let ours = in_flight.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &flight));
+        // Two holders left means the table and us: nobody else waits on this call.
+        if ours && (flight.initialized() || Arc::strong_count(&flight) <= 2) {
+            in_flight.remove(&self.key);
+        }
+        drop(flight);
+    }
+}
+
+fn lock(in_flight: &Mutex<HashMap<CacheKey, Flight>>) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Flight>> {
+    // Every update is a single insert or remove, so a poisoned lock is safe to keep using.
+    in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Authenticator for RemoteAuthenticator {
+    /// A cached principal if there is one; otherwise one `Authenticate` call shared by every
+    /// concurrent request presenting the same credential, whose success is then cached.
+    ///
+    /// # Errors
+    /// `Unauthenticated` (UNAUTHENTICATED) when apikeys refuses the credential; `Unavailable`
+    /// (UNAVAILABLE) when apikeys cannot be reached in time; `HashingBusy` (RESOURCE_EXHAUSTED) when
+    /// apikeys sheds load; `Internal` for any other answer. None of these is cached.
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
         let key = self.cache.key(&credential);
         if let Some(principal) = self.cache.get(&key) {
             return Ok((*principal).clone());
         }
         let epoch = self.cache.epoch();
-        let flight = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            in_flight.entry(key).or_default().clone()
+        let guard = FlightGuard::join(&self.in_flight, key);
+        let Some(flight) = guard.flight.as_ref() else {
+            return Err(Error::internal("flight guard without a flight"));
         };
-        let result = flight.get_or_init(|| self.call_upstream(&credential)).await.clone();
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if in_flight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                in_flight.remove(&key);
-            }
-        }
-        let principal = result?;
+        let principal = flight.get_or_init(|| self.call_upstream(&credential)).await.clone()?;
+        // Cache before the shared call leaves the table, so a request arriving in between finds one
+        // or the other and never calls apikeys again.
         self.cache.insert(key, principal.clone(), credential.key_id, epoch);
+        drop(guard);
         Ok((*principal).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::transport::Endpoint;
+
+    use super::*;
+    use crate::auth::Secret;
+
+    fn credential() -> Credential {
+        Credential { key_id: uuid::Uuid::new_v4(), secret: Secret::generate().unwrap() }
+    }
+
+    fn authenticator(addr: std::net::SocketAddr, timeout: Duration) -> RemoteAuthenticator {
+        let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        RemoteAuthenticator::new(channel, RemoteConfig { timeout, ..RemoteConfig::default() }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unreachable_apikeys_fails_closed_and_nothing_is_cached() {
+        // A port that was just free: connections are refused.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let auth = authenticator(addr, Duration::from_secs(2));
+        let error = auth.authenticate(credential()).await.unwrap_err();
+        assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+        assert!(auth.cache().is_empty());
+        assert!(lock(&auth.in_flight).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_silent_apikeys_hits_the_deadline_and_cancelled_waiters_leave_nothing_behind() {
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let auth = authenticator(addr, Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let error = auth.authenticate(credential()).await.unwrap_err();
+        assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "the deadline was not applied");
+
+        let cred = credential();
+        let (a, b) = tokio::join!(
+            tokio::time::timeout(Duration::from_millis(20), auth.authenticate(cred.clone())),
+            tokio::time::timeout(Duration::from_millis(40), auth.authenticate(cred.clone())),
+        );
+        assert!(a.is_err() && b.is_err(), "both waiters are cancelled");
+        assert!(lock(&auth.in_flight).is_empty(), "a cancelled call stayed in the table");
     }
 }
