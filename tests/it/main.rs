@@ -4,5 +4,9 @@
 
 mod authenticate;
 mod harness;
+#[allow(dead_code)]
+#[path = "../../examples/incident_service/service.rs"]
+mod incident_service;
+mod incidents;
 mod keys;
 mod operations;
