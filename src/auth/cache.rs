@@ -16,6 +16,7 @@ use std::{
 use hmac::{Mac, digest::KeyInit};
 use sha2::Sha256;
 use uuid::Uuid;
+use zeroize::Zeroize as _;
 
 use super::credential::Credential;
 use crate::pb::Principal;
@@ -49,7 +50,9 @@ struct Inner {
 
 /// Bounded, TTL-limited cache of verified credentials.
 pub struct VerifiedCache {
-    mac_key: [u8; 32],
+    /// HMAC-SHA256 already keyed with the process-random key: cloning it per lookup saves hashing
+    /// the key's inner and outer pads every time.
+    mac: HmacSha256,
     ttl: Duration,
     capacity: usize,
     inner: Mutex<Inner>,
@@ -70,7 +73,10 @@ impl VerifiedCache {
     pub fn new(ttl: Duration, capacity: usize) -> Result<Self, getrandom::Error> {
         let mut mac_key = [0u8; 32];
         getrandom::fill(&mut mac_key)?;
-        Ok(Self { mac_key, ttl, capacity, inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }) })
+        let mac = <HmacSha256 as KeyInit>::new_from_slice(&mac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac_key.zeroize();
+        Ok(Self { mac, ttl, capacity, inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -81,8 +87,7 @@ impl VerifiedCache {
 
     /// The cache key of a credential.
     pub fn key(&self, credential: &Credential) -> CacheKey {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.mac_key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        let mut mac = self.mac.clone();
         mac.update(credential.key_id.as_bytes());
         mac.update(credential.secret.expose_bytes());
         CacheKey(mac.finalize().into_bytes().into())

@@ -211,18 +211,27 @@ fn base62_encode(bytes: &[u8], width: usize) -> String {
 }
 
 /// Decodes big-endian base62 into exactly `out.len()` bytes; fails on a bad character or overflow.
+///
+/// Digits are taken five at a time (62^5 < 2^30), so the buffer is multiplied once per five digits:
+/// this runs on every request that presents a token.
 fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential> {
     out.fill(0);
-    for &c in text {
-        let digit = match c {
-            b'0'..=b'9' => c - b'0',
-            b'A'..=b'Z' => c - b'A' + 10,
-            b'a'..=b'z' => c - b'a' + 36,
-            _ => return Err(MalformedCredential),
-        };
-        let mut carry = u32::from(digit);
+    for chunk in text.chunks(5) {
+        let (mut value, mut scale) = (0u64, 1u64);
+        for &c in chunk {
+            let digit = match c {
+                b'0'..=b'9' => c - b'0',
+                b'A'..=b'Z' => c - b'A' + 10,
+                b'a'..=b'z' => c - b'a' + 36,
+                _ => return Err(MalformedCredential),
+            };
+            value = value * 62 + u64::from(digit);
+            scale *= 62;
+        }
+        // out = out * scale + value; the number only grows, so overflowing now means overflowing.
+        let mut carry = value;
         for byte in out.iter_mut().rev() {
-            let acc = u32::from(*byte) * 62 + carry;
+            let acc = u64::from(*byte) * scale + carry;
             *byte = (acc & 0xff) as u8;
             carry = acc >> 8;
         }
@@ -233,14 +242,28 @@ fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential>
     Ok(())
 }
 
+/// The byte-at-a-time lookup table of the reflected CRC-32 polynomial, built at compile time.
+const CRC32_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
 /// CRC-32 (IEEE 802.3), as used by zlib and GitHub's token checksums.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
+        crc = CRC32_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
     }
     !crc
 }
