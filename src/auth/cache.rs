@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -53,6 +56,8 @@ pub struct VerifiedCache {
     ttl: Duration,
     capacity: usize,
     inner: Mutex<Inner>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for VerifiedCache {
@@ -70,7 +75,14 @@ impl VerifiedCache {
     pub fn new(ttl: Duration, capacity: usize) -> Result<Self, getrandom::Error> {
         let mut mac_key = [0u8; 32];
         getrandom::fill(&mut mac_key)?;
-        Ok(Self { mac_key, ttl, capacity, inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }) })
+        Ok(Self {
+            mac_key,
+            ttl,
+            capacity,
+            inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -92,14 +104,27 @@ impl VerifiedCache {
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Principal>> {
         let now = Instant::now();
         let mut inner = self.lock();
-        match inner.entries.get(key) {
+        let found = match inner.entries.get(key) {
             Some(entry) if entry.expires_at > now => Some(entry.principal.clone()),
             Some(_) => {
                 inner.entries.remove(key);
                 None
             }
             None => None,
-        }
+        };
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups that found a live entry, since startup.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that found nothing (or an expired entry), since startup.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
     }
 
     /// The current invalidation epoch; take it before starting a verification.

@@ -3,6 +3,10 @@
 //! tests on PostgreSQL.
 
 mod authenticate;
+mod cli;
+mod config;
 mod harness;
 mod keys;
+mod metrics;
 mod operations;
+mod tls;
