@@ -9,4 +9,5 @@ mod harness;
 mod keys;
 mod metrics;
 mod operations;
+mod python_client;
 mod tls;
