@@ -37,8 +37,8 @@ pub struct ClientArgs {
     pub output: OutputFormat,
 }
 
-/// Admin credentials: a token of a key holding `api_keys_admin`.
-#[derive(Debug, Clone, Args)]
+/// Admin credentials: a token of a key holding `api_keys_admin`. Its `Debug` hides the token.
+#[derive(Clone, Args)]
 pub struct AdminArgs {
     /// Admin token (`apk_...`). Prefer --token-file or the environment variable: arguments are visible
     /// to other local users.
@@ -47,6 +47,15 @@ pub struct AdminArgs {
     /// File holding the admin token (e.g. the bootstrap-token file).
     #[arg(long, env = "APIKEYS_TOKEN_FILE", value_name = "FILE", global = true)]
     pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminArgs")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
 }
 
 fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, StartupError> {

@@ -138,3 +138,20 @@ pub async fn run(cli: Cli) -> Result<(), StartupError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        for args in [
+            &["apikeys", "key", "--token", "apk_supersecret", "list"][..],
+            &["apikeys", "authenticate", "--credential", "apk_supersecret"],
+        ] {
+            let cli = super::Cli::try_parse_from(args).unwrap();
+            let debug = format!("{cli:?}");
+            assert!(!debug.contains("supersecret") && debug.contains("<redacted>"), "{debug}");
+        }
+    }
+}

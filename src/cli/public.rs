@@ -16,8 +16,8 @@ use crate::{
     server::StartupError,
 };
 
-/// `apikeys authenticate`.
-#[derive(Debug, Args)]
+/// `apikeys authenticate`. Its `Debug` hides the credential.
+#[derive(Args)]
 #[command(after_help = "Examples:
   apikeys authenticate --credential-file token.txt --require read_data
   APIKEYS_CREDENTIAL=apk_... apikeys authenticate --output json
@@ -39,6 +39,18 @@ pub struct AuthenticateArgs {
     /// A permission the key must hold (repeat for more); PERMISSION_DENIED names the missing ones.
     #[arg(long = "require", value_name = "NAME")]
     pub required: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthenticateArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticateArgs")
+            .field("client", &self.client)
+            .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
+            .field("credential_file", &self.credential_file)
+            .field("key_id", &self.key_id)
+            .field("required", &self.required)
+            .finish()
+    }
 }
 
 /// `apikeys permissions`.

@@ -210,6 +210,19 @@ async fn authenticate_permissions_and_health() {
 
     let health = apikeys_env(&["health"], &[("APIKEYS_SERVER", &server)]).await.ok();
     assert_eq!(health.stdout.trim(), "SERVING");
+    // With the database gone the server reports NOT_SERVING, and `health` exits non-zero.
+    app.store.connection().clone().close().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let run = apikeys(&["health", "--server", &server]).await;
+        if !run.success {
+            assert_eq!(run.stdout.trim(), "NOT_SERVING");
+            run.fails_with("NOT_SERVING");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "health never reported the outage");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.stop().await;
     apikeys(&["health", "--server", &server, "--timeout-secs", "5"]).await.fails_with("cannot connect");
 }
