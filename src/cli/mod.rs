@@ -60,6 +60,10 @@ pub enum Command {
   APIKEYS_HASH_QUEUE=128 apikeys config --format json")]
     Config(serve::ConfigArgs),
     /// Manage API keys on a running server (needs an admin token).
+    #[command(after_help = "Examples:
+  apikeys key --token-file data/bootstrap-token list
+  APIKEYS_SERVER=https://apikeys.internal:50051 APIKEYS_CA_CERT=ca.pem APIKEYS_TOKEN_FILE=admin-token \\
+    apikeys key create --name deployer --permission read_data")]
     Key(keys::KeyCommand),
     /// Check a credential against a running server and show whose it is.
     Authenticate(public::AuthenticateArgs),
