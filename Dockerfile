@@ -25,5 +25,10 @@ VOLUME ["/data"]
 ENV APIKEYS_LISTEN=0.0.0.0:50051 \
     APIKEYS_DATA_DIR=/data
 EXPOSE 50051
+# `apikeys health` exits 0 only when the server reports SERVING (the database answers). It talks to
+# APIKEYS_SERVER (default http://127.0.0.1:50051); with TLS on, also set APIKEYS_SERVER=https://... and
+# APIKEYS_CA_CERT (and APIKEYS_CLIENT_CERT / APIKEYS_CLIENT_KEY for mutual TLS).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["/usr/local/bin/apikeys", "health", "--timeout-secs", "5"]
 ENTRYPOINT ["/usr/local/bin/apikeys"]
 CMD ["serve"]

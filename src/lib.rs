@@ -18,8 +18,12 @@ pub mod domain;
 pub mod error;
 #[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "client")]
 pub mod pb;
+#[cfg(feature = "server")]
+pub mod rpc_trace;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -33,8 +33,10 @@ use apikeys::{
 use axum::{extract::State, response::IntoResponse};
 use http::{StatusCode, header};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Code, Request, Response, Status, transport::Server};
+use tonic::{
+    Code, Request, Response, Status,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// The `ErrorInfo.domain` of the errors this service raises itself (the auth layer's use `apikeys`).
@@ -318,7 +320,7 @@ pub async fn serve<A: Authenticator>(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IncidentServiceServer::new(IncidentApi::new(store)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     Ok(())
 }

@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -56,6 +59,8 @@ pub struct VerifiedCache {
     ttl: Duration,
     capacity: usize,
     inner: Mutex<Inner>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for VerifiedCache {
@@ -76,7 +81,14 @@ impl VerifiedCache {
         let mac = <HmacSha256 as KeyInit>::new_from_slice(&mac_key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac_key.zeroize();
-        Ok(Self { mac, ttl, capacity, inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }) })
+        Ok(Self {
+            mac,
+            ttl,
+            capacity,
+            inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -97,14 +109,27 @@ impl VerifiedCache {
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Principal>> {
         let now = Instant::now();
         let mut inner = self.lock();
-        match inner.entries.get(key) {
+        let found = match inner.entries.get(key) {
             Some(entry) if entry.expires_at > now => Some(entry.principal.clone()),
             Some(_) => {
                 inner.entries.remove(key);
                 None
             }
             None => None,
-        }
+        };
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups that found a live entry, since startup.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that found nothing (or an expired entry), since startup.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
     }
 
     /// The current invalidation epoch; take it before starting a verification.

@@ -48,6 +48,8 @@ pub struct Hasher {
     max_waiting: usize,
     dummy_hash: String,
     computed: AtomicU64,
+    waits: AtomicU64,
+    wait_nanos: AtomicU64,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -75,6 +77,8 @@ impl Hasher {
             max_waiting: config.max_waiting,
             dummy_hash,
             computed: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            wait_nanos: AtomicU64::new(0),
         })
     }
 
@@ -88,14 +92,28 @@ impl Hasher {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// Computations that were admitted and got a slot since startup (each waited, maybe for no time).
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    /// Total time admitted computations spent waiting for a slot since startup.
+    pub fn wait_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed))
+    }
+
     async fn run<T: Send + 'static>(&self, job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static) -> Result<T> {
         let previously_waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
         if previously_waiting >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::HashingBusy);
         }
+        let started = std::time::Instant::now();
         let permit = self.slots.clone().acquire_owned().await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wait_nanos.fetch_add(waited, Ordering::Relaxed);
+        self.waits.fetch_add(1, Ordering::Relaxed);
         let permit = permit.map_err(|_| Error::internal("hashing semaphore closed"))?;
         let argon2 = self.argon2.clone();
         self.computed.fetch_add(1, Ordering::Relaxed);

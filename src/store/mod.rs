@@ -236,6 +236,21 @@ impl Store {
         &self.db
     }
 
+    /// Connections the pool holds open and how many of them are idle (for metrics).
+    pub fn pool_state(&self) -> Option<(u32, usize)> {
+        match self.backend() {
+            DatabaseBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                Some((pool.size(), pool.num_idle()))
+            }
+            DatabaseBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                Some((pool.size(), pool.num_idle()))
+            }
+            _ => None,
+        }
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> DatabaseBackend {
         self.db.get_database_backend()

@@ -96,6 +96,8 @@ impl TestDb {
 /// A running apikeys.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The metrics listener, when `metrics_listen` was configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub admin_token: String,
     pub store: Store,
     pub authenticator: Arc<LocalAuthenticator>,
@@ -123,6 +125,7 @@ impl TestApp {
     pub async fn start(db: TestDb, config: ServerConfig) -> Self {
         let app = Application::build(config.clone()).await.expect("server starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let store = app.store().clone();
         let authenticator = app.authenticator().clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -135,7 +138,7 @@ impl TestApp {
         });
         let token_path = config.bootstrap_token_path();
         let admin_token = std::fs::read_to_string(&token_path).unwrap_or_default().trim().to_owned();
-        Self { addr, admin_token, store, authenticator, config, shutdown: Some(tx), task: Some(task), db }
+        Self { addr, metrics_addr, admin_token, store, authenticator, config, shutdown: Some(tx), task: Some(task), db }
     }
 
     /// Stops the server and waits for it, keeping the database.
@@ -285,4 +288,75 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
 /// The credential inside a token.
 pub fn credential(token: &str) -> Credential {
     Credential::from_token(token).unwrap()
+}
+
+/// What a run of the real `apikeys` binary printed, and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics (showing the output) unless the run succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(self.success, "apikeys failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless the run failed with `needle` in its error output.
+    #[track_caller]
+    pub fn fails_with(self, needle: &str) -> Self {
+        assert!(!self.success, "apikeys succeeded unexpectedly:\n{}", self.stdout);
+        assert!(self.stderr.contains(needle), "expected {needle:?} in stderr: {}", self.stderr);
+        self
+    }
+
+    /// stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs the real binary with `args` and only the environment variables in `env` (plus PATH).
+pub async fn apikeys_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
+    command.env_clear().args(args).envs(env.iter().copied()).kill_on_drop(true);
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("apikeys finished within a minute")
+        .expect("apikeys runs");
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs the real binary with `args` in a clean environment.
+pub async fn apikeys(args: &[&str]) -> Run {
+    apikeys_env(args, &[]).await
+}
+
+impl TestApp {
+    /// Writes the admin token to a file in the test's directory and returns its path.
+    pub fn admin_token_file(&self) -> String {
+        let path = self.db.dir.path().join("admin-token");
+        std::fs::write(&path, &self.admin_token).unwrap();
+        path.display().to_string()
+    }
+
+    /// Runs `apikeys key <args>` against this server as its administrator.
+    pub async fn key_cli(&self, args: &[&str]) -> Run {
+        let (server, token_file) = (self.url(), self.admin_token_file());
+        let mut all = vec!["key", "--server", &server, "--token-file", &token_file];
+        all.extend_from_slice(args);
+        apikeys(&all).await
+    }
 }

@@ -3,10 +3,15 @@
 //! tests on PostgreSQL.
 
 mod authenticate;
+mod cli;
+mod config;
 mod harness;
 #[allow(dead_code)]
 #[path = "../../examples/incident_service/service.rs"]
 mod incident_service;
 mod incidents;
 mod keys;
+mod metrics;
 mod operations;
+mod python_client;
+mod tls;

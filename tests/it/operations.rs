@@ -177,7 +177,36 @@ async fn the_binary_never_logs_a_secret() {
     assert!(logs.contains("bootstrap-token"), "the token file path is logged");
     assert!(logs.contains("API key created"), "logs were captured at all");
     assert!(logs.contains("shutting down"));
+    // One span per RPC, with the method, the code and the authenticated key's ID.
+    let admin_id = credential(&admin_token).key_id.to_string();
+    let plain = strip_ansi(&logs);
+    let create_line = plain
+        .lines()
+        .find(|l| l.contains("rpc finished") && l.contains("CreateApiKey"))
+        .unwrap_or_else(|| panic!("no rpc span for CreateApiKey in:\n{plain}"));
+    assert!(create_line.contains("method=\"/apikeys.v1.ApiKeyService/CreateApiKey\""), "{create_line}");
+    assert!(create_line.contains(&format!("key_id={admin_id}")), "{create_line}");
+    assert!(create_line.contains("code=\"OK\""), "{create_line}");
+    assert!(create_line.contains("latency_ms="), "{create_line}");
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
     }
+}
+
+/// `text` without ANSI colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -1,0 +1,157 @@
+//! How the admin commands reach a server: address, TLS, timeout and admin credentials, shared by every
+//! client subcommand, and how a failed call becomes the message the CLI exits with.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
+use tonic_types::StatusExt as _;
+
+use super::output::OutputFormat;
+use crate::{error::code_name, server::StartupError};
+
+/// Where the server is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server address; `https://` (or any TLS flag) means TLS.
+    #[arg(long, env = "APIKEYS_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    pub server: String,
+    /// PEM CA bundle to verify the server's certificate (TLS).
+    #[arg(long, env = "APIKEYS_CA_CERT", value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS (needs --client-key).
+    #[arg(long, env = "APIKEYS_CLIENT_CERT", value_name = "FILE", global = true)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "APIKEYS_CLIENT_KEY", value_name = "FILE", global = true)]
+    pub client_key: Option<PathBuf>,
+    /// Seconds to wait for the connection and for each call.
+    #[arg(long, env = "APIKEYS_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub timeout_secs: u64,
+    /// Output for people (aligned table, local times) or for scripts (JSON, stable field names).
+    #[arg(long, short, value_enum, env = "APIKEYS_OUTPUT", default_value = "table", global = true)]
+    pub output: OutputFormat,
+}
+
+/// Admin credentials: a token of a key holding `api_keys_admin`. Its `Debug` hides the token.
+#[derive(Clone, Args)]
+pub struct AdminArgs {
+    /// Admin token (`apk_...`). Prefer --token-file or the environment variable: arguments are visible
+    /// to other local users.
+    #[arg(long, env = "APIKEYS_TOKEN", hide_env_values = true, global = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the admin token (e.g. the bootstrap-token file).
+    #[arg(long, env = "APIKEYS_TOKEN_FILE", value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminArgs")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, StartupError> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()).into())
+}
+
+impl ClientArgs {
+    /// Connects to the server (eagerly, so an unreachable server fails here with a clear message).
+    ///
+    /// # Errors
+    /// A bad address, unreadable TLS files, or a failed connection.
+    pub async fn connect(&self) -> Result<Channel, StartupError> {
+        let timeout = Duration::from_secs(self.timeout_secs);
+        let mut endpoint = Endpoint::from_shared(self.server.clone())
+            .map_err(|e| format!("invalid --server {:?}: {e}", self.server))?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        let tls_flags = self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some();
+        if self.server.starts_with("https://") || tls_flags {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(path) = &self.ca_cert {
+                tls = tls.ca_certificate(Certificate::from_pem(read(path, "CA certificate")?));
+            }
+            match (&self.client_cert, &self.client_key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+                }
+                (None, None) => {}
+                _ => return Err("--client-cert and --client-key go together".into()),
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {}", chain(&e)))?;
+        }
+        endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {}", self.server, chain(&e)).into())
+    }
+}
+
+impl AdminArgs {
+    /// The `authorization` metadata value for the admin token.
+    ///
+    /// # Errors
+    /// No token given, or the token file cannot be read.
+    pub fn authorization(&self) -> Result<MetadataValue<tonic::metadata::Ascii>, StartupError> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.trim().to_owned(),
+            (None, Some(path)) => String::from_utf8(read(path, "token file")?)
+                .map_err(|_| format!("token file {} is not text", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => return Err("admin credentials needed: give --token-file, --token or APIKEYS_TOKEN".into()),
+        };
+        MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| "the admin token contains characters a token cannot have".into())
+    }
+}
+
+/// `message` with the admin `authorization` metadata.
+pub fn authed<T>(message: T, authorization: &MetadataValue<tonic::metadata::Ascii>) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", authorization.clone());
+    request
+}
+
+/// An error and its causes, one after another (transport errors hide the useful part in the chain).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The message the CLI exits with for a failed call: code and message, the AIP-193 reason, and each
+/// field violation on its own line.
+pub fn describe_status(status: &Status) -> String {
+    let mut text = format!("{}: {}", code_name(status.code()), status.message());
+    if let Some(info) = status.get_details_error_info() {
+        text.push_str(&format!(" (reason {})", info.reason));
+    }
+    if let Some(bad_request) = status.get_details_bad_request() {
+        for violation in bad_request.field_violations {
+            text.push_str(&format!("\n  {}: {}", violation.field, violation.description));
+        }
+    }
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(&format!(" ({})", chain(source)));
+    }
+    text
+}
+
+/// Turns a failed call into the CLI's error.
+pub fn failed(status: Status) -> StartupError {
+    describe_status(&status).into()
+}

@@ -1,0 +1,374 @@
+//! `apikeys key ...`: the admin commands over the key lifecycle (create, list, get, update,
+//! regenerate, delete), each one gRPC call (or a few, for paging and read-modify-write) through the
+//! generated client with the admin token.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tonic::{metadata::MetadataValue, transport::Channel};
+
+use super::{
+    connection::{AdminArgs, ClientArgs, authed, failed},
+    output::{self, OutputFormat, SHOWN_ONCE},
+};
+use crate::{
+    pb::{self, api_key_service_client::ApiKeyServiceClient},
+    server::StartupError,
+};
+
+/// `apikeys key`.
+#[derive(Debug, Args)]
+pub struct KeyCommand {
+    /// Server connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Admin credentials.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeyAction,
+}
+
+/// The key subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Create a key; prints its ID, secret and token once.
+    #[command(after_help = "Examples:
+  apikeys key create --name 'CI deployer' --permission read_data --permission read_playbook
+  apikeys key create --name 'Status page' --app statuspage --permissions-file apikey_permissions.txt
+  apikeys key create --name backup --output json | jq -r .token")]
+    Create(CreateArgs),
+    /// List keys, every page unless --page-size or --page-token is given.
+    #[command(after_help = "Examples:
+  apikeys key list
+  apikeys key list --permission read_data --name-contains deploy
+  apikeys key list --page-size 20 --output json | jq -r .next_page_token")]
+    List(ListArgs),
+    /// Show one key.
+    #[command(after_help = "Example:
+  apikeys key get 0b8e2c4e-5d4f-4a8e-9d8c-2f2f7a1c9b11")]
+    Get(IdArg),
+    /// Change a key's name, description or permissions (guarded by its etag).
+    #[command(after_help = "Examples:
+  apikeys key update ID --description 'deploys production'
+  apikeys key update ID --add-permission edit_data --remove-permission read_playbook
+  apikeys key update ID --set-permissions read_data,read_function
+  apikeys key update ID --add-permission read_data --acknowledge-app-impact   # app-managed key")]
+    Update(UpdateArgs),
+    /// Replace a key's secret (same ID); prints the new secret and token once.
+    #[command(after_help = "Example:
+  apikeys key regenerate ID")]
+    Regenerate(GuardedArgs),
+    /// Delete a key; it stops working at once.
+    #[command(after_help = "Example:
+  apikeys key delete ID")]
+    Delete(GuardedArgs),
+}
+
+/// `key create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Display name, unique in the organization ignoring case.
+    #[arg(long)]
+    pub name: String,
+    /// Free text.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// A permission to grant (repeat for more).
+    #[arg(long = "permission", value_name = "NAME")]
+    pub permissions: Vec<String>,
+    /// A file of permissions, one per line; `#` comments and blank lines ignored (the format of an
+    /// app's `apikey_permissions.txt`).
+    #[arg(long, value_name = "FILE")]
+    pub permissions_file: Option<PathBuf>,
+    /// The installed app that owns the key.
+    #[arg(long, value_name = "APP_ID", default_value = "")]
+    pub app: String,
+}
+
+/// `key list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only keys whose name contains this text, ignoring case.
+    #[arg(long)]
+    pub name_contains: Option<String>,
+    /// Only keys owned by this app.
+    #[arg(long, value_name = "APP_ID")]
+    pub app: Option<String>,
+    /// Only keys holding this permission.
+    #[arg(long)]
+    pub permission: Option<String>,
+    /// Fetch one page of this size (prints next_page_token) instead of every page.
+    #[arg(long)]
+    pub page_size: Option<i32>,
+    /// Fetch the page this token (from a previous page) names.
+    #[arg(long)]
+    pub page_token: Option<String>,
+}
+
+/// A key ID.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// The key ID.
+    pub id: String,
+}
+
+/// A key ID with the guards of a mutation.
+#[derive(Debug, Args)]
+pub struct GuardedArgs {
+    /// The key ID.
+    pub id: String,
+    /// Act only if the key's etag is still this one.
+    #[arg(long)]
+    pub etag: Option<String>,
+    /// Confirm acting on a key an installed app owns (the app may stop working).
+    #[arg(long)]
+    pub acknowledge_app_impact: bool,
+}
+
+/// `key update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The key ID.
+    pub id: String,
+    /// New display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Grant a permission (repeat for more).
+    #[arg(long = "add-permission", value_name = "NAME", conflicts_with = "set_permissions")]
+    pub add: Vec<String>,
+    /// Revoke a permission (repeat for more).
+    #[arg(long = "remove-permission", value_name = "NAME", conflicts_with = "set_permissions")]
+    pub remove: Vec<String>,
+    /// Replace all permissions with these (comma-separated; nothing after it means none).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', num_args = 0..)]
+    pub set_permissions: Option<Vec<String>>,
+    /// Update only if the key's etag is still this one [default: the etag of a fresh read].
+    #[arg(long)]
+    pub etag: Option<String>,
+    /// Confirm changing the permissions of a key an installed app owns.
+    #[arg(long)]
+    pub acknowledge_app_impact: bool,
+}
+
+/// Reads a permissions file: one handle per line, `#` starts a comment, blank lines are ignored.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn read_permissions_file(path: &Path) -> Result<Vec<String>, StartupError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read permissions file {}: {e}", path.display()))?;
+    Ok(parse_permissions(&text))
+}
+
+fn parse_permissions(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.split_once('#').map_or(line, |(before, _)| before).trim())
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+struct Admin {
+    client: ApiKeyServiceClient<Channel>,
+    authorization: MetadataValue<tonic::metadata::Ascii>,
+    output: OutputFormat,
+}
+
+impl Admin {
+    async fn get(&mut self, id: &str) -> Result<pb::ApiKey, StartupError> {
+        let request = authed(pb::GetApiKeyRequest { id: id.to_owned() }, &self.authorization);
+        let response = self.client.get_api_key(request).await.map_err(failed)?.into_inner();
+        response.api_key.ok_or_else(|| "the server answered without the key".into())
+    }
+
+    fn print_key(&self, key: &pb::ApiKey) {
+        match self.output {
+            OutputFormat::Table => print!("{}", output::fields(&output::key_fields(key))),
+            OutputFormat::Json => output::print_json(&output::key_json(key)),
+        }
+    }
+
+    fn print_issued(&self, heading: &str, key: &pb::ApiKey, secret: &str, token: &str) {
+        match self.output {
+            OutputFormat::Table => {
+                println!("{heading}");
+                let mut rows = output::key_fields(key);
+                rows.push(("Secret", secret.to_owned()));
+                rows.push(("Token", token.to_owned()));
+                print!("{}", output::fields(&rows));
+                println!();
+                println!("{SHOWN_ONCE}");
+            }
+            OutputFormat::Json => {
+                output::print_json(&json!({ "api_key": output::key_json(key), "secret": secret, "token": token }));
+                eprintln!("{SHOWN_ONCE}");
+            }
+        }
+    }
+
+    async fn create(&mut self, args: CreateArgs) -> Result<(), StartupError> {
+        let mut permissions = args.permissions;
+        if let Some(path) = &args.permissions_file {
+            permissions.extend(read_permissions_file(path)?);
+        }
+        let request = pb::CreateApiKeyRequest {
+            display_name: args.name,
+            description: args.description,
+            permissions,
+            app_id: args.app,
+        };
+        let response = self.client.create_api_key(authed(request, &self.authorization)).await.map_err(failed)?;
+        let response = response.into_inner();
+        let key = response.api_key.unwrap_or_default();
+        self.print_issued(&format!("Created API key {:?}.", key.display_name), &key, &response.secret, &response.token);
+        Ok(())
+    }
+
+    async fn list(&mut self, args: ListArgs) -> Result<(), StartupError> {
+        let one_page = args.page_size.is_some() || args.page_token.is_some();
+        let mut request = pb::ListApiKeysRequest {
+            page_size: args.page_size.unwrap_or(0),
+            page_token: args.page_token.unwrap_or_default(),
+            name_contains: args.name_contains.unwrap_or_default(),
+            app_id: args.app.unwrap_or_default(),
+            permission: args.permission.unwrap_or_default(),
+        };
+        let mut keys = Vec::new();
+        let next_page_token = loop {
+            let page = self
+                .client
+                .list_api_keys(authed(request.clone(), &self.authorization))
+                .await
+                .map_err(failed)?
+                .into_inner();
+            keys.extend(page.api_keys);
+            if one_page || page.next_page_token.is_empty() {
+                break page.next_page_token;
+            }
+            request.page_token = page.next_page_token;
+        };
+        match self.output {
+            OutputFormat::Table => {
+                print!("{}", output::keys_table(&keys));
+                if !next_page_token.is_empty() {
+                    println!("\nMore keys: --page-token {next_page_token}");
+                }
+            }
+            OutputFormat::Json => {
+                let keys: Vec<_> = keys.iter().map(output::key_json).collect();
+                output::print_json(&json!({ "api_keys": keys, "next_page_token": next_page_token }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn update(&mut self, args: UpdateArgs) -> Result<(), StartupError> {
+        let current = self.get(&args.id).await?;
+        let mut key = pb::ApiKey { id: current.id.clone(), ..pb::ApiKey::default() };
+        let mut mask = Vec::new();
+        if let Some(name) = args.name {
+            key.display_name = name;
+            mask.push("display_name".to_owned());
+        }
+        if let Some(description) = args.description {
+            key.description = description;
+            mask.push("description".to_owned());
+        }
+        let permissions = match args.set_permissions {
+            Some(set) => Some(set.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()),
+            None if args.add.is_empty() && args.remove.is_empty() => None,
+            None => {
+                let mut permissions = current.permissions.clone();
+                permissions.extend(args.add);
+                permissions.retain(|p| !args.remove.contains(p));
+                Some(permissions)
+            }
+        };
+        if let Some(permissions) = permissions {
+            key.permissions = permissions;
+            mask.push("permissions".to_owned());
+        }
+        if mask.is_empty() {
+            return Err("nothing to change: give --name, --description or a permission flag".into());
+        }
+        let request = pb::UpdateApiKeyRequest {
+            api_key: Some(key),
+            update_mask: Some(prost_types::FieldMask { paths: mask }),
+            etag: args.etag.unwrap_or(current.etag),
+            acknowledge_app_impact: args.acknowledge_app_impact,
+        };
+        let response = self.client.update_api_key(authed(request, &self.authorization)).await.map_err(failed)?;
+        self.print_key(&response.into_inner().api_key.unwrap_or_default());
+        Ok(())
+    }
+
+    async fn regenerate(&mut self, args: GuardedArgs) -> Result<(), StartupError> {
+        let request = pb::RegenerateApiKeySecretRequest {
+            id: args.id,
+            etag: args.etag.unwrap_or_default(),
+            acknowledge_app_impact: args.acknowledge_app_impact,
+        };
+        let response =
+            self.client.regenerate_api_key_secret(authed(request, &self.authorization)).await.map_err(failed)?;
+        let response = response.into_inner();
+        let key = response.api_key.unwrap_or_default();
+        self.print_issued(
+            &format!("New secret for API key {:?}; the old one no longer works.", key.display_name),
+            &key,
+            &response.secret,
+            &response.token,
+        );
+        Ok(())
+    }
+
+    async fn delete(&mut self, args: GuardedArgs) -> Result<(), StartupError> {
+        let request = pb::DeleteApiKeyRequest {
+            id: args.id.clone(),
+            etag: args.etag.unwrap_or_default(),
+            acknowledge_app_impact: args.acknowledge_app_impact,
+        };
+        self.client.delete_api_key(authed(request, &self.authorization)).await.map_err(failed)?;
+        match self.output {
+            OutputFormat::Table => println!("Deleted API key {}.", args.id),
+            OutputFormat::Json => output::print_json(&json!({ "deleted": args.id })),
+        }
+        Ok(())
+    }
+}
+
+/// Runs `apikeys key ...`.
+///
+/// # Errors
+/// The server's answer (code, message, field violations) or a connection failure.
+pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
+    let authorization = command.admin.authorization()?;
+    let channel = command.client.connect().await?;
+    let mut admin = Admin { client: ApiKeyServiceClient::new(channel), authorization, output: command.client.output };
+    match command.action {
+        KeyAction::Create(args) => admin.create(args).await,
+        KeyAction::List(args) => admin.list(args).await,
+        KeyAction::Get(args) => {
+            let key = admin.get(&args.id).await?;
+            admin.print_key(&key);
+            Ok(())
+        }
+        KeyAction::Update(args) => admin.update(args).await,
+        KeyAction::Regenerate(args) => admin.regenerate(args).await,
+        KeyAction::Delete(args) => admin.delete(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn permission_files_skip_comments_and_blank_lines() {
+        let text = "# permissions of the status page app\nread_data\n\n  read_playbook  # to show runbooks\n#x\n";
+        assert_eq!(super::parse_permissions(text), ["read_data", "read_playbook"]);
+    }
+}

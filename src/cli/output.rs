@@ -1,0 +1,191 @@
+//! What the admin commands print: aligned tables with local times for people, JSON with stable field
+//! names (those of the proto, times in RFC 3339 UTC) for scripts. Secrets appear only in the output of
+//! `key create` and `key regenerate`.
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use clap::ValueEnum;
+use serde_json::{Value, json};
+
+use crate::pb;
+
+/// The output format of the admin commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns and local times, for people.
+    Table,
+    /// JSON with stable field names, for scripts.
+    Json,
+}
+
+/// The warning printed with a freshly issued secret.
+pub const SHOWN_ONCE: &str =
+    "Store the secret and token now: they are shown only this once and cannot be retrieved again.";
+
+fn utc(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let ts = ts?;
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
+}
+
+/// A timestamp in local time, for tables.
+fn local_time(ts: Option<&prost_types::Timestamp>) -> String {
+    utc(ts).map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S %:z").to_string()).unwrap_or_default()
+}
+
+/// A timestamp in RFC 3339 UTC, for JSON.
+fn rfc3339(ts: Option<&prost_types::Timestamp>) -> Value {
+    utc(ts).map_or(Value::Null, |t| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+}
+
+fn actor_type(actor: &pb::Actor) -> &'static str {
+    match actor.r#type() {
+        pb::ActorType::Unspecified => "unspecified",
+        pb::ActorType::ApiKey => "api_key",
+        pb::ActorType::User => "user",
+        pb::ActorType::System => "system",
+    }
+}
+
+fn actor_json(actor: Option<&pb::Actor>) -> Value {
+    actor.map_or(Value::Null, |a| json!({ "type": actor_type(a), "id": a.id, "display_name": a.display_name }))
+}
+
+fn actor_text(actor: Option<&pb::Actor>) -> String {
+    actor.map(|a| format!("{} ({} {})", a.display_name, actor_type(a), a.id)).unwrap_or_default()
+}
+
+/// An API key as JSON.
+pub fn key_json(key: &pb::ApiKey) -> Value {
+    json!({
+        "id": key.id,
+        "org_id": key.org_id,
+        "display_name": key.display_name,
+        "description": key.description,
+        "permissions": key.permissions,
+        "app_id": key.app_id,
+        "created_by": actor_json(key.created_by.as_ref()),
+        "updated_by": actor_json(key.updated_by.as_ref()),
+        "create_time": rfc3339(key.create_time.as_ref()),
+        "update_time": rfc3339(key.update_time.as_ref()),
+        "etag": key.etag,
+    })
+}
+
+/// Rows of `label  value`, labels padded to one width.
+pub fn fields(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
+    rows.iter().map(|(label, value)| format!("{label:<width$}  {value}").trim_end().to_owned() + "\n").collect()
+}
+
+/// An API key as `label  value` rows.
+pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
+    vec![
+        ("ID", key.id.clone()),
+        ("Name", key.display_name.clone()),
+        ("Description", key.description.clone()),
+        ("Permissions", key.permissions.join(", ")),
+        ("App", key.app_id.clone()),
+        ("Created", format!("{} by {}", local_time(key.create_time.as_ref()), actor_text(key.created_by.as_ref()))),
+        ("Updated", format!("{} by {}", local_time(key.update_time.as_ref()), actor_text(key.updated_by.as_ref()))),
+        ("Etag", key.etag.clone()),
+    ]
+}
+
+/// A table with a header row; every column padded to its widest cell, the last one not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        text.trim_end().to_owned() + "\n"
+    };
+    let mut text = line(header.to_vec());
+    for row in rows {
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    text
+}
+
+/// API keys as a table.
+pub fn keys_table(keys: &[pb::ApiKey]) -> String {
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.id.clone(),
+                k.display_name.clone(),
+                k.app_id.clone(),
+                local_time(k.update_time.as_ref()),
+                k.permissions.join(","),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "APP", "UPDATED", "PERMISSIONS"], &rows)
+}
+
+/// A principal as JSON.
+pub fn principal_json(p: &pb::Principal) -> Value {
+    let restrictions = p.restrictions.clone().unwrap_or_default();
+    json!({
+        "key_id": p.key_id,
+        "org_id": p.org_id,
+        "display_name": p.display_name,
+        "permissions": p.permissions,
+        "app_id": p.app_id,
+        "principal_type": if p.principal_type() == pb::PrincipalType::ApiKey { "api_key" } else { "unspecified" },
+        "restrictions": {
+            "interactive_login_allowed": restrictions.interactive_login_allowed,
+            "two_factor_required": restrictions.two_factor_required,
+            "can_own_incidents": restrictions.can_own_incidents,
+            "can_be_incident_member": restrictions.can_be_incident_member,
+            "can_be_task_member": restrictions.can_be_task_member,
+            "can_be_group_member": restrictions.can_be_group_member,
+            "unowned_incident_group": restrictions.unowned_incident_group,
+        },
+    })
+}
+
+/// A principal as `label  value` rows.
+pub fn principal_fields(p: &pb::Principal) -> String {
+    let r = p.restrictions.clone().unwrap_or_default();
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    fields(&[
+        ("Key ID", p.key_id.clone()),
+        ("Org ID", p.org_id.clone()),
+        ("Name", p.display_name.clone()),
+        ("Permissions", p.permissions.join(", ")),
+        ("App", p.app_id.clone()),
+        ("Interactive login", yes_no(r.interactive_login_allowed)),
+        ("Two-factor required", yes_no(r.two_factor_required)),
+        ("Can own incidents", yes_no(r.can_own_incidents)),
+        ("Incident member", yes_no(r.can_be_incident_member)),
+        ("Task member", yes_no(r.can_be_task_member)),
+        ("Group member", yes_no(r.can_be_group_member)),
+        ("Unowned incidents go to", r.unowned_incident_group),
+    ])
+}
+
+/// Prints a JSON value, pretty.
+pub fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align_columns() {
+        let text = super::table(&["A", "LONG"], &[vec!["xyz".into(), "1".into()], vec!["x".into(), "22".into()]]);
+        assert_eq!(text, "A    LONG\nxyz  1\nx    22\n");
+    }
+}

@@ -1,0 +1,150 @@
+//! The per-RPC tower layer, outermost on the server: one `rpc` span per call with `method`, `code`,
+//! `latency_ms` and the authenticated `key_id` (recorded by the auth layer inside it; never a secret),
+//! a closing `rpc finished` event, and the RPC metrics.
+//!
+//! The code is read from the response headers: tonic sends a failed unary call as a trailers-only
+//! response carrying `grpc-status` there. A response without it is a success whose status travels in
+//! the trailers (a streaming call that fails after its first message is counted as OK).
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{HeaderMap, Request, Response};
+use tonic::{Code, Status};
+use tracing::{Instrument as _, field};
+
+use crate::{
+    error::{code_name, status_reason},
+    metrics::Metrics,
+};
+
+/// The methods this server serves; other paths are labelled `unknown`.
+const KNOWN_METHODS: &[&str] = &[
+    "/apikeys.v1.ApiKeyService/CreateApiKey",
+    "/apikeys.v1.ApiKeyService/GetApiKey",
+    "/apikeys.v1.ApiKeyService/ListApiKeys",
+    "/apikeys.v1.ApiKeyService/UpdateApiKey",
+    "/apikeys.v1.ApiKeyService/RegenerateApiKeySecret",
+    "/apikeys.v1.ApiKeyService/DeleteApiKey",
+    "/apikeys.v1.ApiKeyService/Authenticate",
+    "/apikeys.v1.ApiKeyService/ListPermissions",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+fn method_label(path: &str) -> &'static str {
+    KNOWN_METHODS.iter().find(|m| **m == path).copied().unwrap_or("unknown")
+}
+
+/// Tower layer adding the span and metrics; see the module docs.
+#[derive(Debug, Clone)]
+pub struct RpcTraceLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RpcTraceLayer {
+    /// A layer feeding `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcTraceLayer {
+    type Service = RpcTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcTrace { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// The service produced by [`RpcTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcTrace<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+/// The gRPC code of a response, and its status if it failed.
+fn outcome(headers: &HeaderMap) -> (Code, Option<Status>) {
+    match Status::from_header_map(headers) {
+        Some(status) => (status.code(), Some(status)),
+        None => (Code::Ok, None),
+    }
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for RpcTrace<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path();
+        let method = method_label(path);
+        let span = tracing::info_span!(
+            "rpc",
+            // Paths are ASCII; a client-chosen one is cut short so it cannot flood the logs.
+            method = path.get(..200).unwrap_or(path),
+            code = field::Empty,
+            latency_ms = field::Empty,
+            key_id = field::Empty,
+        );
+        let started = Instant::now();
+        let future = span.in_scope(|| self.inner.call(request));
+        let metrics = self.metrics.clone();
+        Box::pin(
+            async move {
+                let result = future.await;
+                let latency = started.elapsed();
+                let (code, status) = match &result {
+                    Ok(response) => outcome(response.headers()),
+                    Err(_) => (Code::Unknown, None),
+                };
+                let code_text = code_name(code);
+                let span = tracing::Span::current();
+                span.record("code", code_text);
+                span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+                tracing::info!("rpc finished");
+                metrics.observe_rpc(method, code_text, latency);
+                if method == AUTHENTICATE {
+                    let reason = status.map_or_else(|| "ok".to_owned(), |s| status_reason(&s).to_lowercase());
+                    metrics.observe_authenticate(if reason.is_empty() { "unknown" } else { &reason });
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+const AUTHENTICATE: &str = "/apikeys.v1.ApiKeyService/Authenticate";
+
+#[cfg(test)]
+mod tests {
+    use crate::server::SERVICE_NAME;
+
+    #[test]
+    fn known_methods_belong_to_this_server() {
+        for method in super::KNOWN_METHODS.iter().filter(|m| m.starts_with("/apikeys.")) {
+            assert!(method.starts_with(&format!("/{}/", SERVICE_NAME)), "{method}");
+        }
+        assert_eq!(super::method_label("/apikeys.v1.ApiKeyService/Nope"), "unknown");
+    }
+}

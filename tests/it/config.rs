@@ -1,0 +1,56 @@
+//! Configuration through the real binary: flags > environment > TOML file > defaults, unknown keys
+//! rejected by name, and `apikeys config` hiding the database password.
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn flags_beat_env_beat_file_beat_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apikeys.toml");
+    std::fs::write(
+        &file,
+        r#"
+listen = "0.0.0.0:6000"
+database_url = "postgres://apikeys:hunter2@db.internal/apikeys"
+bootstrap_org = "from-file"
+hash_queue = 5
+db_max_connections = 3
+metrics_listen = "127.0.0.1:9100"
+log_format = "json"
+"#,
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let env = [("APIKEYS_CONFIG", file.as_str()), ("APIKEYS_HASH_QUEUE", "7"), ("APIKEYS_BOOTSTRAP_ORG", "from-env")];
+    let run = apikeys_env(&["config", "--format", "json", "--bootstrap-org", "from-flag"], &env).await.ok();
+    let config = run.json();
+    assert_eq!(config["bootstrap_org"], "from-flag", "a flag beats env and file");
+    assert_eq!(config["hash_queue"], 7, "env beats file");
+    assert_eq!(config["db_max_connections"], 3, "file beats default");
+    assert_eq!(config["listen"], "0.0.0.0:6000");
+    assert_eq!(config["metrics_listen"], "127.0.0.1:9100");
+    assert_eq!(config["log_format"], "json");
+    assert_eq!(config["auth_cache_ttl_secs"], 60, "default");
+    assert_eq!(config["database_url"], "postgres://apikeys:<redacted>@db.internal/apikeys");
+    assert!(!run.stdout.contains("hunter2"));
+
+    // The TOML output is itself a valid config file.
+    let toml_out = apikeys_env(&["config"], &env).await.ok().stdout;
+    let round_trip = dir.path().join("effective.toml");
+    std::fs::write(&round_trip, &toml_out).unwrap();
+    let again = apikeys(&["config", "--format", "json", "--config", &round_trip.display().to_string()]).await.ok();
+    assert_eq!(again.json()["hash_queue"], 7);
+}
+
+#[tokio::test]
+async fn unknown_keys_in_the_file_are_rejected_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apikeys.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nhash_queu = 5\n").unwrap();
+    let file = file.display().to_string();
+    let run = apikeys(&["config", "--config", &file]).await.fails_with("hash_queu");
+    assert!(run.stderr.contains(&file), "names the file: {}", run.stderr);
+    let data_dir = dir.path().join("data").display().to_string();
+    apikeys(&["serve", "--config", &file, "--data-dir", &data_dir]).await.fails_with("unknown field `hash_queu`");
+    assert!(!dir.path().join("data").exists(), "nothing started");
+}

@@ -1,0 +1,63 @@
+//! Prometheus metrics on their own listener: scraped over HTTP before and after some traffic.
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::harness::*;
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.to_lowercase().contains("content-type: application/openmetrics-text"), "{response}");
+    response
+}
+
+/// The value of the sample whose line starts with `series` (name and labels), 0 if absent.
+fn value(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn counters_move_with_traffic() {
+    let app = TestApp::spawn_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = app.metrics_addr.expect("metrics listener bound");
+    let before = scrape(addr).await;
+    assert!(before.contains("apikeys_db_pool_connections"), "{before}");
+    assert_eq!(value(&before, "apikeys_auth_cache_hits_total"), 0.0);
+
+    let created = app.admin().await.create("Metered", &["read_data"]).await.unwrap();
+    let mut client = app.client().await;
+    authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
+    authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
+    let _ = authenticate_token(&mut client, &created.token, &["edit_data"]).await.unwrap_err();
+    let wrong = format!("{}x", &created.token[..created.token.len() - 1]);
+    let _ = authenticate_token(&mut client, &wrong, &[]).await.unwrap_err();
+
+    let after = scrape(addr).await;
+    let auth = r#"apikeys_rpc_requests_total{method="/apikeys.v1.ApiKeyService/Authenticate",code="#;
+    assert_eq!(value(&after, &format!("{auth}\"OK\"}}")), 2.0, "{after}");
+    assert_eq!(value(&after, &format!("{auth}\"PERMISSION_DENIED\"}}")), 1.0);
+    assert_eq!(value(&after, &format!("{auth}\"UNAUTHENTICATED\"}}")), 1.0);
+    let create = r#"apikeys_rpc_requests_total{method="/apikeys.v1.ApiKeyService/CreateApiKey",code="OK"}"#;
+    assert_eq!(value(&after, create), 1.0);
+    let latency = r#"apikeys_rpc_duration_seconds_count{method="/apikeys.v1.ApiKeyService/CreateApiKey",code="OK"}"#;
+    assert_eq!(value(&after, latency), 1.0);
+    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="ok"}"#), 2.0);
+    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="missing_permissions"}"#), 1.0);
+    assert!(value(&after, "apikeys_auth_cache_hits_total") >= 2.0, "{after}");
+    assert!(value(&after, "apikeys_auth_cache_misses_total") >= 1.0);
+    assert!(value(&after, "apikeys_argon2_computations_total") > value(&before, "apikeys_argon2_computations_total"));
+    assert!(value(&after, "apikeys_argon2_waits_total") >= 1.0);
+    assert!(after.contains("apikeys_argon2_wait_seconds_total"));
+    assert!(after.contains("apikeys_argon2_waiting 0"));
+    assert!(value(&after, "apikeys_db_pool_connections") >= 1.0);
+    assert!(!after.contains(&created.token) && !after.contains(&created.secret));
+}
+
+#[tokio::test]
+async fn metrics_are_off_by_default() {
+    let app = TestApp::spawn().await;
+    assert!(app.metrics_addr.is_none());
+}

@@ -1,0 +1,146 @@
+//! TLS and mutual TLS with certificates made at test time, driven through the real CLI.
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+
+use crate::harness::*;
+
+/// PEM files of a test PKI in a temp dir: a CA, a server certificate for 127.0.0.1 and localhost, a
+/// client certificate it signed, and a client certificate of an unrelated CA.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+        };
+        let (trusted, stranger) = (ca("apikeys test CA"), ca("unknown CA"));
+        write("ca.pem", trusted.pem());
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, issuer: &CertifiedIssuer<'_, KeyPair>| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            (params.signed_by(&key, issuer).unwrap().pem(), key.serialize_pem())
+        };
+        let (cert, key) =
+            leaf(vec!["localhost".into(), "127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth, &trusted);
+        write("server.pem", cert);
+        write("server-key.pem", key);
+        let (cert, key) = leaf(vec!["client".into()], ExtendedKeyUsagePurpose::ClientAuth, &trusted);
+        write("client.pem", cert);
+        write("client-key.pem", key);
+        let (cert, key) = leaf(vec!["intruder".into()], ExtendedKeyUsagePurpose::ClientAuth, &stranger);
+        write("stranger.pem", cert);
+        write("stranger-key.pem", key);
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn serve(&self, config: &mut apikeys::config::ServerConfig, mutual: bool) {
+        config.tls_cert = Some(self.path("server.pem").into());
+        config.tls_key = Some(self.path("server-key.pem").into());
+        if mutual {
+            config.tls_client_ca = Some(self.path("ca.pem").into());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_cli_talks_tls_and_plaintext_is_refused() {
+    let pki = Pki::new();
+    let app = TestApp::spawn_with(|c| pki.serve(c, false)).await;
+    let https = format!("https://{}", app.addr);
+    let ca = pki.path("ca.pem");
+    let health = apikeys(&["health", "--server", &https, "--ca-cert", &ca]).await.ok();
+    assert_eq!(health.stdout.trim(), "SERVING");
+    let token_file = app.admin_token_file();
+    let created = apikeys(&[
+        "key",
+        "create",
+        "--name",
+        "Over TLS",
+        "--server",
+        &https,
+        "--ca-cert",
+        &ca,
+        "--token-file",
+        &token_file,
+        "-o",
+        "json",
+    ])
+    .await
+    .ok()
+    .json();
+    assert_eq!(created["api_key"]["display_name"], "Over TLS");
+
+    // Plaintext to the TLS port fails, promptly and with a message.
+    let started = std::time::Instant::now();
+    let plain = apikeys(&["health", "--server", &app.url(), "--timeout-secs", "5"]).await;
+    assert!(!plain.success, "plaintext must not work: {}", plain.stdout);
+    assert!(plain.stderr.contains("transport error"), "{}", plain.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // And a TLS client that does not trust the server's CA is refused too.
+    apikeys(&["health", "--server", &https, "--ca-cert", &pki.path("stranger.pem"), "--timeout-secs", "5"])
+        .await
+        .fails_with("cannot connect");
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
+    let pki = Pki::new();
+    let app = TestApp::spawn_with(|c| pki.serve(c, true)).await;
+    let https = format!("https://{}", app.addr);
+    let ca = pki.path("ca.pem");
+    let ok = apikeys(&[
+        "health",
+        "--server",
+        &https,
+        "--ca-cert",
+        &ca,
+        "--client-cert",
+        &pki.path("client.pem"),
+        "--client-key",
+        &pki.path("client-key.pem"),
+    ])
+    .await
+    .ok();
+    assert_eq!(ok.stdout.trim(), "SERVING");
+
+    let stranger = apikeys(&[
+        "health",
+        "--server",
+        &https,
+        "--ca-cert",
+        &ca,
+        "--client-cert",
+        &pki.path("stranger.pem"),
+        "--client-key",
+        &pki.path("stranger-key.pem"),
+        "--timeout-secs",
+        "5",
+    ])
+    .await;
+    assert!(!stranger.success, "an unknown client certificate is refused: {}", stranger.stdout);
+    let anonymous = apikeys(&["health", "--server", &https, "--ca-cert", &ca, "--timeout-secs", "5"]).await;
+    assert!(!anonymous.success, "a client without a certificate is refused: {}", anonymous.stdout);
+}
+
+#[tokio::test]
+async fn a_bad_certificate_stops_the_server_at_startup() {
+    let pki = Pki::new();
+    let db = TestDb::new().await;
+    let mut config = db.config();
+    config.tls_cert = Some(pki.path("server.pem").into());
+    config.tls_key = Some(pki.path("missing-key.pem").into());
+    let error = apikeys::server::Application::build(config).await.unwrap_err().to_string();
+    assert!(error.contains("missing-key.pem"), "{error}");
+}
