@@ -28,11 +28,10 @@ use apikeys::{
 };
 use http::{HeaderValue, Request, Response, header};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     body::Body,
     metadata::MetadataValue,
-    transport::{Channel, Server},
+    transport::{Channel, Server, server::TcpIncoming},
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tower::{Layer as _, Service, ServiceExt as _};
@@ -151,7 +150,7 @@ async fn serve_health(layer: Option<AuthLayer<RemoteAuthenticator>>) -> Channel 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let incoming = TcpListenerStream::new(listener);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     match layer {
         Some(layer) => tokio::spawn(Server::builder().layer(layer).add_service(health).serve_with_incoming(incoming)),
         None => tokio::spawn(Server::builder().add_service(health).serve_with_incoming(incoming)),
