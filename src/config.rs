@@ -8,13 +8,52 @@ use serde::{Deserialize, Serialize};
 
 use crate::{auth::hashing::HashingConfig, telemetry::LogFormat};
 
+/// A database URL. It may carry a password, so its `Debug` shows it redacted; [`DatabaseUrl::expose`]
+/// gives the real value to the code that connects.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL, password included.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(url.into())
+    }
+}
+
 /// Everything `apikeys serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free one (default 127.0.0.1:50051).
     pub listen: SocketAddr,
     /// Database URL; `None` means the SQLite file `<data_dir>/apikeys.db`.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// Directory for the SQLite file and the bootstrap token (default `./data`).
     pub data_dir: PathBuf,
     /// Pool size (default 8).
@@ -72,7 +111,8 @@ impl ServerConfig {
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
         self.database_url
-            .clone()
+            .as_ref()
+            .map(|url| url.expose().to_owned())
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("apikeys.db").display()))
     }
 
@@ -93,7 +133,7 @@ pub struct Settings {
     pub listen: Option<SocketAddr>,
     /// See [`ServerConfig::database_url`].
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// See [`ServerConfig::data_dir`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -244,7 +284,7 @@ impl ServerConfig {
     pub fn effective_settings(&self) -> Settings {
         Settings {
             listen: Some(self.listen),
-            database_url: Some(redact_url(&self.database_url())),
+            database_url: Some(redact_url(&self.database_url()).into()),
             data_dir: Some(self.data_dir.clone()),
             permissions_file: self.permissions_file.clone(),
             argon2_memory_kib: Some(self.hashing.memory_kib),
@@ -310,6 +350,8 @@ mod tests {
         let effective = settings.server_config().effective_settings();
         let text = toml::to_string(&effective).unwrap();
         assert!(!text.contains("pw@"), "{text}");
+        assert!(!format!("{settings:?}").contains("pw@"), "Debug hides the password");
+        assert!(!format!("{:?}", settings.server_config()).contains("pw@"));
         assert_eq!(Settings::from_toml(&text).unwrap(), effective);
     }
 

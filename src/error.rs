@@ -47,6 +47,10 @@ pub enum Error {
     /// PERMISSION_DENIED, reason `PERMISSION_ESCALATION`: granting permissions the caller lacks.
     #[error("cannot grant permissions the caller does not hold: {}", .0.join(", "))]
     Escalation(Vec<String>),
+    /// PERMISSION_DENIED, reason `PERMISSION_ESCALATION`: managing a key that holds permissions the
+    /// caller lacks.
+    #[error("cannot manage a key holding permissions the caller does not hold: {}", .0.join(", "))]
+    KeyOutranksCaller(Vec<String>),
     /// PERMISSION_DENIED, reason `NOT_IN_ACCESS_POLICY`: the auth layer's policy does not list the
     /// method, so it is refused (fail closed).
     #[error("this method is not covered by the service's access policy")]
@@ -110,7 +114,9 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::MissingPermissions(_) | Self::Escalation(_) | Self::NotInPolicy => Code::PermissionDenied,
+            Self::MissingPermissions(_) | Self::Escalation(_) | Self::KeyOutranksCaller(_) | Self::NotInPolicy => {
+                Code::PermissionDenied
+            }
             Self::KeyNotFound(_) => Code::NotFound,
             Self::DisplayNameTaken(_) => Code::AlreadyExists,
             Self::EtagMismatch => Code::Aborted,
@@ -127,7 +133,7 @@ impl Error {
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::MissingPermissions(_) => "MISSING_PERMISSIONS",
-            Self::Escalation(_) => "PERMISSION_ESCALATION",
+            Self::Escalation(_) | Self::KeyOutranksCaller(_) => "PERMISSION_ESCALATION",
             Self::NotInPolicy => "NOT_IN_ACCESS_POLICY",
             Self::KeyNotFound(_) => "API_KEY_NOT_FOUND",
             Self::DisplayNameTaken(_) => "DISPLAY_NAME_TAKEN",
@@ -150,7 +156,7 @@ impl From<Error> for Status {
         let mut metadata = HashMap::new();
         match &error {
             Error::Internal(cause) => tracing::error!(%cause, "internal error"),
-            Error::MissingPermissions(names) | Error::Escalation(names) => {
+            Error::MissingPermissions(names) | Error::Escalation(names) | Error::KeyOutranksCaller(names) => {
                 metadata.insert("permissions".to_owned(), names.join(","));
             }
             Error::AppManagedKey { app_id, .. } => {

@@ -197,6 +197,11 @@ impl Keys {
         {
             v.add("permission", format!("unknown permission {p:?}"));
         }
+        for (field, value) in [("name_contains", &input.name_contains), ("app_id", &input.app_id)] {
+            if value.chars().any(char::is_control) {
+                v.add(field, "must not contain control characters");
+            }
+        }
         if input.name_contains.chars().count() > domain::MAX_DISPLAY_NAME_CHARS {
             v.add("name_contains", "is longer than any display name");
         }
@@ -238,7 +243,10 @@ impl Keys {
             return None;
         }
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
-        serde_json::from_slice(&json).ok()
+        let token: PageToken = serde_json::from_slice(&json).ok()?;
+        // The position goes into a query: refuse what no display name can contain.
+        (!token.k.chars().any(char::is_control) && token.k.chars().count() <= domain::MAX_DISPLAY_NAME_CHARS)
+            .then_some(token)
     }
 
     /// Reads the key to be changed and checks the etag.
@@ -272,43 +280,52 @@ impl Keys {
         if let Some(new) = &permissions
             && new != &current.permissions
         {
-            current.check_app_impact(guard.acknowledge_app_impact, "changing its permissions")?;
+            domain::check_manage(caller, &current)?;
             let granted: Vec<String> =
                 new.iter().filter(|p| current.permissions.binary_search(p).is_err()).cloned().collect();
             domain::check_grant(caller, &granted)?;
+            current.check_app_impact(guard.acknowledge_app_impact, "changing its permissions")?;
         }
         let changes = KeyChanges { display_name, description, permissions };
-        let updated = self.store.update_key(&current, &changes, &caller.actor).await?;
-        self.authenticator.invalidate(updated.id);
+        let result = self.store.update_key(&current, &changes, &caller.actor).await;
+        // Invalidate whatever the outcome: an error after the commit must not leave a stale entry.
+        self.authenticator.invalidate(current.id);
+        let updated = result?;
         tracing::info!(key_id = %updated.id, "API key updated");
         Ok(updated)
     }
 
-    /// Gives a key of the caller's org a new secret; the old one stops working at once.
+    /// Gives a key of the caller's org a new secret; the old one stops working at once. The caller
+    /// must hold every permission of the key (else it could take over a stronger key).
     ///
     /// # Errors
-    /// INVALID_ARGUMENT, NOT_FOUND, ABORTED, FAILED_PRECONDITION (app-managed), RESOURCE_EXHAUSTED,
+    /// INVALID_ARGUMENT, PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED, FAILED_PRECONDITION (app-managed), RESOURCE_EXHAUSTED,
     /// UNAVAILABLE.
     pub async fn regenerate(&self, caller: &Caller, id: &str, guard: &Precondition) -> Result<Issued> {
         let current = self.current(caller, parse_id(id, "id")?, &guard.etag).await?;
+        domain::check_manage(caller, &current)?;
         current.check_app_impact(guard.acknowledge_app_impact, "regenerating its secret")?;
         let credential = new_credential(current.id)?;
         let secret_hash = self.hasher.hash(&credential.secret).await?;
-        let key = self.store.replace_secret(&current, secret_hash, &caller.actor).await?;
-        self.authenticator.invalidate(key.id);
+        let result = self.store.replace_secret(&current, secret_hash, &caller.actor).await;
+        self.authenticator.invalidate(current.id);
+        let key = result?;
         tracing::info!(key_id = %key.id, "API key secret regenerated");
         Ok(Issued { key, credential })
     }
 
-    /// Deletes a key of the caller's org; it stops working at once and its name can be reused.
+    /// Deletes a key of the caller's org; it stops working at once and its name can be reused. The
+    /// caller must hold every permission of the key.
     ///
     /// # Errors
-    /// INVALID_ARGUMENT, NOT_FOUND, ABORTED, FAILED_PRECONDITION (app-managed), UNAVAILABLE.
+    /// INVALID_ARGUMENT, PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED, FAILED_PRECONDITION (app-managed), UNAVAILABLE.
     pub async fn delete(&self, caller: &Caller, id: &str, guard: &Precondition) -> Result<()> {
         let current = self.current(caller, parse_id(id, "id")?, &guard.etag).await?;
+        domain::check_manage(caller, &current)?;
         current.check_app_impact(guard.acknowledge_app_impact, "deleting it")?;
-        self.store.delete_key(&current, &caller.actor).await?;
+        let result = self.store.delete_key(&current, &caller.actor).await;
         self.authenticator.invalidate(current.id);
+        result?;
         tracing::info!(key_id = %current.id, "API key deleted");
         Ok(())
     }

@@ -15,6 +15,9 @@ use crate::{
     pb,
 };
 
+/// Most permissions one Authenticate call may require (the catalog is far smaller).
+pub const MAX_REQUIRED_PERMISSIONS: usize = 256;
+
 /// The gRPC service implementation.
 #[derive(Debug, Clone)]
 pub struct ApiKeyApi {
@@ -219,6 +222,13 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let r = request.into_inner();
+        if r.required_permissions.len() > MAX_REQUIRED_PERMISSIONS {
+            return Err(Error::invalid(
+                "required_permissions",
+                format!("at most {MAX_REQUIRED_PERMISSIONS} permissions can be required at once"),
+            )
+            .into());
+        }
         let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
             (false, true) => Credential::from_token(r.token.trim()),
             (true, false) => Credential::from_parts(r.key_id.trim(), r.secret.trim()),

@@ -33,9 +33,19 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 #[error("malformed credential")]
 pub struct MalformedCredential;
 
-/// A key secret: 256 bits from the OS CSPRNG. Its `Debug` is redacted and it is zeroed on drop.
-#[derive(Clone, PartialEq, Eq)]
+/// A key secret: 256 bits from the OS CSPRNG. Its `Debug` is redacted, it is zeroed on drop, and
+/// equality is constant-time.
+#[derive(Clone)]
 pub struct Secret([u8; SECRET_BYTES]);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        let diff = self.0.iter().zip(other.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// Draws a new secret from the operating system's CSPRNG.

@@ -13,6 +13,15 @@ use tokio::sync::Semaphore;
 use super::Secret;
 use crate::error::{Error, Result};
 
+/// Counts one waiter for as long as it lives.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// argon2 cost parameters and the admission limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashingConfig {
@@ -104,13 +113,15 @@ impl Hasher {
 
     async fn run<T: Send + 'static>(&self, job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static) -> Result<T> {
         let previously_waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+        // Decrements on every exit, including when the caller's future is dropped while it waits
+        // (client cancellation or deadline): a leaked count would shed every later request.
+        let waiting = WaitingGuard(&self.waiting);
         if previously_waiting >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::HashingBusy);
         }
         let started = std::time::Instant::now();
         let permit = self.slots.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.wait_nanos.fetch_add(waited, Ordering::Relaxed);
         self.waits.fetch_add(1, Ordering::Relaxed);

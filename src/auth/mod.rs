@@ -42,11 +42,12 @@ impl<A: Authenticator> Authenticator for std::sync::Arc<A> {
 /// The permissions of `required` that `principal` does not hold, in the order given, without
 /// duplicates. `principal.permissions` must be sorted (apikeys always sends them sorted).
 pub fn missing_permissions<S: AsRef<str>>(principal: &Principal, required: &[S]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
     let mut missing: Vec<String> = Vec::new();
     for name in required {
         let name = name.as_ref();
         let held = principal.permissions.binary_search_by(|p| p.as_str().cmp(name)).is_ok();
-        if !held && !missing.iter().any(|m| m == name) {
+        if !held && seen.insert(name) {
             missing.push(name.to_owned());
         }
     }

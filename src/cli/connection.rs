@@ -106,8 +106,11 @@ impl AdminArgs {
                 .to_owned(),
             (None, None) => return Err("admin credentials needed: give --token-file, --token or APIKEYS_TOKEN".into()),
         };
-        MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| "the admin token contains characters a token cannot have".into())
+        let mut value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| "the admin token contains characters a token cannot have")?;
+        // Kept out of HPACK tables and h2 trace logs.
+        value.set_sensitive(true);
+        Ok(value)
     }
 }
 

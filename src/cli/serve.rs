@@ -6,7 +6,11 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, ValueEnum};
 
-use crate::{config::Settings, server::StartupError, telemetry::LogFormat};
+use crate::{
+    config::{DatabaseUrl, Settings},
+    server::StartupError,
+    telemetry::LogFormat,
+};
 
 /// Where the data lives, and the config file. Shared by `serve`, `migrate`, `bootstrap` and `config`.
 #[derive(Debug, Clone, Default, Args)]
@@ -16,7 +20,7 @@ pub struct StorageArgs {
     pub config: Option<PathBuf>,
     /// Database URL (`sqlite://...` or `postgres://...`) [default: SQLite file in the data directory].
     #[arg(long, env = "APIKEYS_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// Directory for the SQLite file and the bootstrap token [default: data].
     #[arg(long, env = "APIKEYS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

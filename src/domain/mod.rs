@@ -230,6 +230,17 @@ pub fn check_grant(caller: &Caller, granted: &[String]) -> Result<()> {
     if lacking.is_empty() { Ok(()) } else { Err(Error::Escalation(lacking)) }
 }
 
+/// The management rule: regenerating, deleting or changing the permissions of a key needs every
+/// permission the key holds, so a weaker admin cannot take over or disarm a stronger key.
+///
+/// # Errors
+/// PERMISSION_DENIED naming the key's permissions the caller lacks.
+pub fn check_manage(caller: &Caller, key: &ApiKey) -> Result<()> {
+    let lacking: Vec<String> =
+        key.permissions.iter().filter(|p| caller.permissions.binary_search(p).is_err()).cloned().collect();
+    if lacking.is_empty() { Ok(()) } else { Err(Error::KeyOutranksCaller(lacking)) }
+}
+
 /// Collects field violations into one INVALID_ARGUMENT.
 #[derive(Debug, Default)]
 pub struct Violations(Vec<FieldViolation>);

@@ -223,3 +223,63 @@ async fn a_full_hashing_queue_fails_fast_with_resource_exhausted() {
     assert!(exhausted < 40, "some calls must be served");
     assert_eq!(app.authenticator.hasher().waiting(), 0, "queue drained");
 }
+
+#[tokio::test]
+async fn cancelled_waiters_do_not_leak_queue_slots() {
+    let app = TestApp::spawn_with(|c| {
+        c.hashing.memory_kib = 8 * 1024;
+        c.hashing.iterations = 2;
+        c.hashing.max_concurrent = 1;
+        c.hashing.max_waiting = 3;
+    })
+    .await;
+    let created = app.admin().await.create("Patient", &[]).await.unwrap();
+    let key_id = credential(&created.token).key_id;
+    let client = app.client().await;
+    // Many more callers than slots, each giving up after 5 ms: most are dropped while they wait.
+    for _ in 0..3 {
+        let calls = (0..20).map(|_| {
+            let mut client = client.clone();
+            let token = Credential { key_id, secret: Secret::generate().unwrap() }.token();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(pb::AuthenticateRequest { token, ..Default::default() });
+                request.set_timeout(Duration::from_millis(5));
+                let _ = client.authenticate(request).await;
+            })
+        });
+        futures::future::join_all(calls).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.authenticator.hasher().waiting() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waiting count leaked: {}",
+            app.authenticator.hasher().waiting()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The queue is usable again: a genuine credential gets verified, not shed.
+    let mut client = client.clone();
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_or_hostile_inputs_are_invalid_arguments() {
+    let app = TestApp::spawn().await;
+    let created = app.admin().await.create("Plain", &[]).await.unwrap();
+    let mut client = app.client().await;
+    let many: Vec<String> = (0..100_000).map(|i| format!("p{i}")).collect();
+    let request =
+        pb::AuthenticateRequest { token: created.token.clone(), required_permissions: many, ..Default::default() };
+    let status = assert_status(client.authenticate(request).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["required_permissions"]);
+
+    let admin = app.admin().await;
+    for (field, request) in [
+        ("name_contains", pb::ListApiKeysRequest { name_contains: "a\u{0}b".into(), ..Default::default() }),
+        ("app_id", pb::ListApiKeysRequest { app_id: "x\u{0}".into(), ..Default::default() }),
+    ] {
+        let status = assert_status(admin.list(request).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+        assert_eq!(violated_fields(&status), [field]);
+    }
+}

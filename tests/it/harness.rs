@@ -83,7 +83,7 @@ impl TestDb {
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: self.pg.as_ref().map(|pg| pg.url.clone()),
+            database_url: self.pg.as_ref().map(|pg| pg.url.as_str().into()),
             data_dir: self.dir.path().join("data"),
             hashing: fast_hashing(),
             health_interval: Duration::from_millis(200),

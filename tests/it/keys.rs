@@ -244,8 +244,31 @@ async fn admins_can_grant_only_permissions_they_hold() {
         Code::PermissionDenied,
         "PERMISSION_ESCALATION",
     );
-    let kept = as_limited.update(add(vec!["edit_data", "read_data"])).await.unwrap();
-    assert_eq!(kept.permissions, ["edit_data", "read_data"]);
+    // Changing the permissions of a key holding edit_data needs edit_data too.
+    let status = assert_status(
+        as_limited.update(add(vec!["edit_data", "read_data"])).await,
+        Code::PermissionDenied,
+        "PERMISSION_ESCALATION",
+    );
+    assert!(status.message().contains("edit_data"));
+
+    // A weaker admin can neither take over nor remove a stronger key, such as the first administrator.
+    let root_id = credential(&app.admin_token).key_id.to_string();
+    assert_status(as_limited.regenerate(&root_id, "", false).await, Code::PermissionDenied, "PERMISSION_ESCALATION");
+    assert_status(as_limited.delete(&root_id, "", false).await, Code::PermissionDenied, "PERMISSION_ESCALATION");
+    let strip = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey { id: root_id.clone(), permissions: vec!["read_data".into()], ..Default::default() }),
+        update_mask: mask(&["permissions"]),
+        ..Default::default()
+    };
+    assert_status(as_limited.update(strip).await, Code::PermissionDenied, "PERMISSION_ESCALATION");
+    let mut anonymous = app.client().await;
+    authenticate_token(&mut anonymous, &app.admin_token, &["edit_data"]).await.unwrap();
+
+    // Keys it outranks it manages freely.
+    let weak = admin.create("Weak", &["read_data"]).await.unwrap().api_key.unwrap();
+    as_limited.regenerate(&weak.id, "", false).await.unwrap();
+    as_limited.delete(&weak.id, "", false).await.unwrap();
 }
 
 #[tokio::test]
