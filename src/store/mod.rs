@@ -519,6 +519,29 @@ impl Store {
             .collect())
     }
 
+    /// An UPDATE of `current` that records `actor` as updater, bumps the version, and touches the row
+    /// only if it is still at `current.version` in `current.org_id` (the optimistic-concurrency guard).
+    fn guarded_update(current: &ApiKey, actor: &Actor) -> sea_orm::UpdateMany<api_key::Entity> {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::UpdatedByType, Expr::value(actor.kind.as_str()))
+            .col_expr(api_key::Column::UpdatedById, Expr::value(actor.id.as_str()))
+            .col_expr(api_key::Column::UpdatedByName, Expr::value(actor.display_name.as_str()))
+            .col_expr(api_key::Column::UpdateTime, Expr::value(Utc::now()))
+            .col_expr(api_key::Column::Version, Expr::value(current.version + 1))
+            .filter(api_key::Column::Id.eq(current.id))
+            .filter(api_key::Column::OrgId.eq(current.org_id))
+            .filter(api_key::Column::Version.eq(current.version))
+    }
+
+    async fn delete_permissions(txn: &impl ConnectionTrait, key_id: Uuid) -> Result<()> {
+        api_key_permission::Entity::delete_many()
+            .filter(api_key_permission::Column::KeyId.eq(key_id))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Tells a stale version from a missing key after a guarded write touched no row.
     async fn guard_failed(&self, org_id: Uuid, id: Uuid) -> Error {
         match self.get_key(org_id, id).await {
@@ -533,12 +556,7 @@ impl Store {
     /// NOT_FOUND, ABORTED (version moved), ALREADY_EXISTS (display name taken), UNAVAILABLE, INTERNAL.
     pub async fn update_key(&self, current: &ApiKey, changes: &KeyChanges, actor: &Actor) -> Result<ApiKey> {
         let txn = self.db.begin().await.map_err(db_error)?;
-        let mut update = api_key::Entity::update_many()
-            .col_expr(api_key::Column::UpdatedByType, Expr::value(actor.kind.as_str()))
-            .col_expr(api_key::Column::UpdatedById, Expr::value(actor.id.as_str()))
-            .col_expr(api_key::Column::UpdatedByName, Expr::value(actor.display_name.as_str()))
-            .col_expr(api_key::Column::UpdateTime, Expr::value(Utc::now()))
-            .col_expr(api_key::Column::Version, Expr::value(current.version + 1));
+        let mut update = Self::guarded_update(current, actor);
         if let Some((shown, key)) = &changes.display_name {
             update = update
                 .col_expr(api_key::Column::DisplayName, Expr::value(shown.as_str()))
@@ -547,12 +565,7 @@ impl Store {
         if let Some(description) = &changes.description {
             update = update.col_expr(api_key::Column::Description, Expr::value(description.as_str()));
         }
-        let result = update
-            .filter(api_key::Column::Id.eq(current.id))
-            .filter(api_key::Column::OrgId.eq(current.org_id))
-            .filter(api_key::Column::Version.eq(current.version))
-            .exec(&txn)
-            .await;
+        let result = update.exec(&txn).await;
         let rows = match result {
             Ok(r) => r.rows_affected,
             Err(e) if is_unique_violation(&e) => {
@@ -566,11 +579,7 @@ impl Store {
             return Err(self.guard_failed(current.org_id, current.id).await);
         }
         if let Some(permissions) = &changes.permissions {
-            api_key_permission::Entity::delete_many()
-                .filter(api_key_permission::Column::KeyId.eq(current.id))
-                .exec(&txn)
-                .await
-                .map_err(db_error)?;
+            Self::delete_permissions(&txn, current.id).await?;
             Self::insert_permissions(&txn, current.id, permissions).await?;
         }
         Self::audit(&txn, &current.org_id, actor, "UPDATE", current.id, &changes.changed_fields()).await?;
@@ -584,16 +593,8 @@ impl Store {
     /// NOT_FOUND, ABORTED, UNAVAILABLE, INTERNAL.
     pub async fn replace_secret(&self, current: &ApiKey, secret_hash: String, actor: &Actor) -> Result<ApiKey> {
         let txn = self.db.begin().await.map_err(db_error)?;
-        let rows = api_key::Entity::update_many()
+        let rows = Self::guarded_update(current, actor)
             .col_expr(api_key::Column::SecretHash, Expr::value(secret_hash))
-            .col_expr(api_key::Column::UpdatedByType, Expr::value(actor.kind.as_str()))
-            .col_expr(api_key::Column::UpdatedById, Expr::value(actor.id.as_str()))
-            .col_expr(api_key::Column::UpdatedByName, Expr::value(actor.display_name.as_str()))
-            .col_expr(api_key::Column::UpdateTime, Expr::value(Utc::now()))
-            .col_expr(api_key::Column::Version, Expr::value(current.version + 1))
-            .filter(api_key::Column::Id.eq(current.id))
-            .filter(api_key::Column::OrgId.eq(current.org_id))
-            .filter(api_key::Column::Version.eq(current.version))
             .exec(&txn)
             .await
             .map_err(db_error)?
@@ -627,11 +628,7 @@ impl Store {
         }
         // The foreign key cascades too; deleting explicitly keeps a database without enforced
         // foreign keys clean.
-        api_key_permission::Entity::delete_many()
-            .filter(api_key_permission::Column::KeyId.eq(current.id))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
+        Self::delete_permissions(&txn, current.id).await?;
         Self::audit(&txn, &current.org_id, actor, "DELETE", current.id, &[]).await?;
         txn.commit().await.map_err(db_error)
     }
