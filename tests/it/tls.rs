@@ -144,3 +144,39 @@ async fn a_bad_certificate_stops_the_server_at_startup() {
     let error = apikeys::server::Application::build(config).await.unwrap_err().to_string();
     assert!(error.contains("missing-key.pem"), "{error}");
 }
+
+/// The interceptor's remote authenticator over mutual TLS: a consumer with a trusted client
+/// certificate authenticates; one without a certificate, or with an unknown CA's, fails closed.
+#[tokio::test]
+async fn the_remote_authenticator_speaks_mutual_tls() {
+    use apikeys::auth::{
+        Authenticator as _,
+        remote::{RemoteAuthenticator, RemoteConfig},
+    };
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let pki = Pki::new();
+    let app = TestApp::spawn_with(|c| pki.serve(c, true)).await;
+    let read = |name: &str| std::fs::read(pki.path(name)).unwrap();
+    let tls = |identity: Option<(&str, &str)>| {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca.pem"))).domain_name("localhost");
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(read(cert), read(key)));
+        }
+        tls
+    };
+    let remote = |tls: ClientTlsConfig| {
+        let endpoint = Endpoint::from_shared(format!("https://{}", app.addr)).unwrap().tls_config(tls).unwrap();
+        RemoteAuthenticator::new(endpoint.connect_lazy(), RemoteConfig::default()).unwrap()
+    };
+
+    let trusted = remote(tls(Some(("client.pem", "client-key.pem"))));
+    let principal = trusted.authenticate(credential(&app.admin_token)).await.unwrap();
+    assert!(principal.permissions.iter().any(|p| p == "api_keys_admin"), "{principal:?}");
+
+    for refused in [remote(tls(None)), remote(tls(Some(("stranger.pem", "stranger-key.pem"))))] {
+        let error = refused.authenticate(credential(&app.admin_token)).await.unwrap_err();
+        assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
+    }
+}
