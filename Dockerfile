@@ -6,6 +6,9 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs rustfmt.toml ./
 COPY proto ./proto
+# The manifest names these targets; cargo refuses a manifest whose targets are missing.
+COPY benches ./benches
+COPY examples ./examples
 RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo fetch --locked
 COPY src ./src
