@@ -240,11 +240,6 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Wraps an existing connection.
-    pub fn from_connection(db: DatabaseConnection) -> Self {
-        Self { db }
-    }
-
     /// The underlying connection (tests use it to simulate an outage).
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db

@@ -191,22 +191,29 @@ async fn cache_entries_expire_after_the_ttl() {
     assert_eq!(hasher.computed(), n + 1, "expired entry verified again");
 }
 
+/// One argon2 slot with costly parameters and a wait queue of `max_waiting`, so a burst overflows it.
+fn one_slow_hashing_slot(config: &mut apikeys::config::ServerConfig, max_waiting: usize) {
+    config.hashing.memory_kib = 8 * 1024;
+    config.hashing.iterations = 2;
+    config.hashing.max_concurrent = 1;
+    config.hashing.max_waiting = max_waiting;
+}
+
+/// A well-formed token for `key_id` with a fresh, wrong secret: always a cache miss needing argon2.
+fn wrong_secret_token(key_id: uuid::Uuid) -> String {
+    Credential { key_id, secret: Secret::generate().unwrap() }.token()
+}
+
 #[tokio::test]
 async fn a_full_hashing_queue_fails_fast_with_resource_exhausted() {
-    let app = TestApp::spawn_with(|c| {
-        c.hashing.memory_kib = 8 * 1024;
-        c.hashing.iterations = 2;
-        c.hashing.max_concurrent = 1;
-        c.hashing.max_waiting = 2;
-    })
-    .await;
+    let app = TestApp::spawn_with(|c| one_slow_hashing_slot(c, 2)).await;
     let created = app.admin().await.create("Busy", &[]).await.unwrap();
     let key_id = credential(&created.token).key_id;
     let client = app.client().await;
     // Distinct wrong secrets: every one is a cache miss and needs argon2.
     let calls = (0..40).map(|_| {
         let mut client = client.clone();
-        let token = Credential { key_id, secret: Secret::generate().unwrap() }.token();
+        let token = wrong_secret_token(key_id);
         tokio::spawn(async move { authenticate_token(&mut client, &token, &[]).await.map(|_| ()) })
     });
     let results = futures::future::join_all(calls).await;
@@ -226,13 +233,7 @@ async fn a_full_hashing_queue_fails_fast_with_resource_exhausted() {
 
 #[tokio::test]
 async fn cancelled_waiters_do_not_leak_queue_slots() {
-    let app = TestApp::spawn_with(|c| {
-        c.hashing.memory_kib = 8 * 1024;
-        c.hashing.iterations = 2;
-        c.hashing.max_concurrent = 1;
-        c.hashing.max_waiting = 3;
-    })
-    .await;
+    let app = TestApp::spawn_with(|c| one_slow_hashing_slot(c, 3)).await;
     let created = app.admin().await.create("Patient", &[]).await.unwrap();
     let key_id = credential(&created.token).key_id;
     let client = app.client().await;
@@ -240,7 +241,7 @@ async fn cancelled_waiters_do_not_leak_queue_slots() {
     for _ in 0..3 {
         let calls = (0..20).map(|_| {
             let mut client = client.clone();
-            let token = Credential { key_id, secret: Secret::generate().unwrap() }.token();
+            let token = wrong_secret_token(key_id);
             tokio::spawn(async move {
                 let mut request = tonic::Request::new(pb::AuthenticateRequest { token, ..Default::default() });
                 request.set_timeout(Duration::from_millis(5));

@@ -154,17 +154,7 @@ async fn key_get_update_regenerate_and_delete() {
 #[tokio::test]
 async fn app_managed_keys_need_acknowledgement() {
     let app = TestApp::spawn().await;
-    let created = app
-        .admin()
-        .await
-        .create_full(pb::CreateApiKeyRequest {
-            display_name: "Slack app".into(),
-            permissions: vec!["read_data".into()],
-            app_id: "slack".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let created = app.admin().await.create_for_app("Slack app", &["read_data"], "slack").await.unwrap();
     let id = created.api_key.unwrap().id;
     app.key_cli(&["update", &id, "--add-permission", "edit_data"]).await.fails_with("FAILED_PRECONDITION");
     app.key_cli(&["update", &id, "--add-permission", "edit_data", "--acknowledge-app-impact"]).await.ok();

@@ -214,6 +214,22 @@ impl Client {
         self.inner.clone().create_api_key(self.req(request)).await.map(tonic::Response::into_inner)
     }
 
+    /// Creates a key owned by installed app `app_id`.
+    pub async fn create_for_app(
+        &self,
+        name: &str,
+        permissions: &[&str],
+        app_id: &str,
+    ) -> Result<pb::CreateApiKeyResponse, Status> {
+        self.create_full(pb::CreateApiKeyRequest {
+            display_name: name.to_owned(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            app_id: app_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
     pub async fn get(&self, id: &str) -> Result<pb::ApiKey, Status> {
         let response = self.inner.clone().get_api_key(self.req(pb::GetApiKeyRequest { id: id.to_owned() })).await?;
         Ok(response.into_inner().api_key.unwrap())

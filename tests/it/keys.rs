@@ -315,15 +315,7 @@ async fn stale_etags_are_aborted() {
 async fn app_managed_keys_need_acknowledgement_for_risky_changes() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
-    let created = admin
-        .create_full(pb::CreateApiKeyRequest {
-            display_name: "Slack app".into(),
-            permissions: vec!["read_data".into()],
-            app_id: "slack".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let created = admin.create_for_app("Slack app", &["read_data"], "slack").await.unwrap();
     let key = created.api_key.unwrap();
     assert_eq!(key.app_id, "slack");
 
