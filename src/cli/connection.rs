@@ -32,6 +32,10 @@ pub struct ClientArgs {
     /// Seconds to wait for the connection and for each call.
     #[arg(long, env = "APIKEYS_TIMEOUT_SECS", default_value_t = 10, global = true)]
     pub timeout_secs: u64,
+    /// Allow sending credentials over plain HTTP to a host that is not this machine. Anyone on the
+    /// network path can read them: use only inside a trusted network.
+    #[arg(long, env = "APIKEYS_INSECURE_PLAINTEXT", global = true)]
+    pub insecure_plaintext: bool,
     /// Output for people (aligned table, local times) or for scripts (JSON, stable field names).
     #[arg(long, short, value_enum, env = "APIKEYS_OUTPUT", default_value = "table", global = true)]
     pub output: OutputFormat,
@@ -62,19 +66,68 @@ fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, StartupError> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()).into())
 }
 
+/// What a command sends besides its request: whether a credential (admin token, or a credential to
+/// check) travels with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sends {
+    /// Only public requests (catalog, health).
+    Nothing,
+    /// A token or secret.
+    Credentials,
+}
+
+/// Whether `host` (as written in a URL) names this machine without a DNS lookup: `localhost` or a
+/// loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl ClientArgs {
-    /// Connects to the server (eagerly, so an unreachable server fails here with a clear message).
+    /// Checks the connection settings before anything is sent: TLS flags need an `https://` URL, and
+    /// credentials go over plain HTTP only to this machine unless `--insecure-plaintext` says so.
     ///
     /// # Errors
-    /// A bad address, unreadable TLS files, or a failed connection.
-    pub async fn connect(&self) -> Result<Channel, StartupError> {
+    /// A message saying which setting to change.
+    pub fn check_transport(&self, sends: Sends) -> Result<(), StartupError> {
+        let uri: http::Uri = self.server.parse().map_err(|e| format!("invalid --server {:?}: {e}", self.server))?;
+        let tls_flags = self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some();
+        match uri.scheme_str() {
+            Some("https") => Ok(()),
+            Some("http") if tls_flags => Err(format!(
+                "--ca-cert, --client-cert and --client-key need TLS, but --server {:?} is plain http://; \
+                 use https://",
+                self.server
+            )
+            .into()),
+            Some("http") => {
+                let host = uri.host().unwrap_or_default();
+                if sends == Sends::Credentials && !is_loopback_host(host) && !self.insecure_plaintext {
+                    return Err(format!(
+                        "refusing to send credentials in clear text to {host}: use an https:// --server, or \
+                         --insecure-plaintext inside a trusted network"
+                    )
+                    .into());
+                }
+                Ok(())
+            }
+            _ => Err(format!("--server {:?} must start with http:// or https://", self.server).into()),
+        }
+    }
+
+    /// Connects to the server (eagerly, so an unreachable server fails here with a clear message),
+    /// after [`ClientArgs::check_transport`].
+    ///
+    /// # Errors
+    /// A refused transport, a bad address, unreadable TLS files, or a failed connection.
+    pub async fn connect(&self, sends: Sends) -> Result<Channel, StartupError> {
+        self.check_transport(sends)?;
         let timeout = Duration::from_secs(self.timeout_secs);
         let mut endpoint = Endpoint::from_shared(self.server.clone())
             .map_err(|e| format!("invalid --server {:?}: {e}", self.server))?
             .connect_timeout(timeout)
             .timeout(timeout);
-        let tls_flags = self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some();
-        if self.server.starts_with("https://") || tls_flags {
+        if self.server.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             if let Some(path) = &self.ca_cert {
                 tls = tls.ca_certificate(Certificate::from_pem(read(path, "CA certificate")?));
@@ -157,4 +210,43 @@ pub fn describe_status(status: &Status) -> String {
 /// Turns a failed call into the CLI's error.
 pub fn failed(status: Status) -> StartupError {
     describe_status(&status).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{ClientArgs, Sends};
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        client: ClientArgs,
+    }
+
+    fn check(args: &[&str], sends: Sends) -> Result<(), String> {
+        let cli = Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        cli.client.check_transport(sends).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn credentials_stay_off_plain_http_to_other_hosts() {
+        for local in ["http://127.0.0.1:50051", "http://localhost:1", "http://[::1]:1", "http://127.8.9.10:1"] {
+            assert!(check(&["--server", local], Sends::Credentials).is_ok(), "{local}");
+        }
+        let refused = check(&["--server", "http://apikeys.internal:50051"], Sends::Credentials).unwrap_err();
+        assert!(refused.contains("--insecure-plaintext"), "{refused}");
+        assert!(check(&["--server", "http://10.0.0.1:50051"], Sends::Credentials).is_err());
+        assert!(check(&["--server", "http://apikeys.internal:50051"], Sends::Nothing).is_ok(), "health, catalog");
+        assert!(check(&["--server", "http://apikeys.internal:1", "--insecure-plaintext"], Sends::Credentials).is_ok());
+        assert!(check(&["--server", "https://apikeys.internal:1"], Sends::Credentials).is_ok());
+    }
+
+    #[test]
+    fn tls_flags_need_https() {
+        let error = check(&["--server", "http://127.0.0.1:1", "--ca-cert", "ca.pem"], Sends::Nothing).unwrap_err();
+        assert!(error.contains("https://"), "{error}");
+        assert!(check(&["--server", "https://127.0.0.1:1", "--ca-cert", "ca.pem"], Sends::Nothing).is_ok());
+        assert!(check(&["--server", "ftp://x"], Sends::Nothing).is_err());
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
 use super::{
-    connection::{AdminArgs, ClientArgs, authed, failed},
+    connection::{AdminArgs, ClientArgs, Sends, authed, failed},
     output::{self, OutputFormat, SHOWN_ONCE},
 };
 use crate::{
@@ -348,7 +348,7 @@ impl Admin {
 /// The server's answer (code, message, field violations) or a connection failure.
 pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
     let authorization = command.admin.authorization()?;
-    let channel = command.client.connect().await?;
+    let channel = command.client.connect(Sends::Credentials).await?;
     let mut admin = Admin { client: ApiKeyServiceClient::new(channel), authorization, output: command.client.output };
     match command.action {
         KeyAction::Create(args) => admin.create(args).await,

@@ -8,7 +8,7 @@ use serde_json::json;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use super::{
-    connection::{ClientArgs, failed},
+    connection::{ClientArgs, Sends, failed},
     output::{self, OutputFormat},
 };
 use crate::{
@@ -108,7 +108,7 @@ pub async fn authenticate(args: AuthenticateArgs) -> Result<(), StartupError> {
         }
         None => request.token = credential,
     }
-    let mut client = ApiKeyServiceClient::new(args.client.connect().await?);
+    let mut client = ApiKeyServiceClient::new(args.client.connect(Sends::Credentials).await?);
     let response = client.authenticate(request).await.map_err(failed)?.into_inner();
     let principal = response.principal.unwrap_or_default();
     match args.client.output {
@@ -123,7 +123,7 @@ pub async fn authenticate(args: AuthenticateArgs) -> Result<(), StartupError> {
 /// # Errors
 /// A connection failure.
 pub async fn permissions(args: PermissionsArgs) -> Result<(), StartupError> {
-    let mut client = ApiKeyServiceClient::new(args.client.connect().await?);
+    let mut client = ApiKeyServiceClient::new(args.client.connect(Sends::Nothing).await?);
     let catalog = client.list_permissions(pb::ListPermissionsRequest {}).await.map_err(failed)?.into_inner();
     match args.client.output {
         OutputFormat::Table => {
@@ -151,7 +151,7 @@ pub async fn permissions(args: PermissionsArgs) -> Result<(), StartupError> {
 /// # Errors
 /// NOT_SERVING (or another status), or a connection failure.
 pub async fn health(args: HealthArgs) -> Result<(), StartupError> {
-    let mut client = HealthClient::new(args.client.connect().await?);
+    let mut client = HealthClient::new(args.client.connect(Sends::Nothing).await?);
     let request = HealthCheckRequest { service: args.service.clone() };
     let status = client.check(request).await.map_err(failed)?.into_inner().status();
     let name = status.as_str_name();

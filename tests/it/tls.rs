@@ -6,12 +6,12 @@ use crate::harness::*;
 
 /// PEM files of a test PKI in a temp dir: a CA, a server certificate for 127.0.0.1 and localhost, a
 /// client certificate it signed, and a client certificate of an unrelated CA.
-struct Pki {
+pub struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
         let ca = |name: &str| {
@@ -41,11 +41,11 @@ impl Pki {
         Self { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 
-    fn serve(&self, config: &mut apikeys::config::ServerConfig, mutual: bool) {
+    pub fn serve(&self, config: &mut apikeys::config::ServerConfig, mutual: bool) {
         config.tls_cert = Some(self.path("server.pem").into());
         config.tls_key = Some(self.path("server-key.pem").into());
         if mutual {
@@ -81,6 +81,14 @@ async fn the_cli_talks_tls_and_plaintext_is_refused() {
     .ok()
     .json();
     assert_eq!(created["api_key"]["display_name"], "Over TLS");
+
+    // A TLS flag with an http:// URL would have sent the token in clear text: refused before any
+    // connection, as is a token over plain HTTP to another host without --insecure-plaintext.
+    let http = app.url().replace("127.0.0.1", "localhost");
+    let tls_flag_on_http = ["key", "list", "--server", &http, "--ca-cert", &ca, "--token-file", &token_file];
+    apikeys(&tls_flag_on_http).await.fails_with("need TLS");
+    let to_elsewhere = ["key", "list", "--server", "http://apikeys.invalid:50051", "--token-file", &token_file];
+    apikeys(&to_elsewhere).await.fails_with("refusing to send credentials in clear text");
 
     // Plaintext to the TLS port fails, promptly and with a message.
     let started = std::time::Instant::now();
