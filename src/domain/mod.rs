@@ -3,13 +3,15 @@
 //! Transport-neutral: no protobuf, no SQL.
 
 use chrono::{DateTime, Utc};
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 use uuid::Uuid;
 
 use crate::error::{Error, FieldViolation, Result};
 
 pub mod catalog;
 
-pub use catalog::{ADMIN_PERMISSION, Catalog, Permission};
+pub use catalog::{ADMIN_PERMISSION, Catalog, Permission, is_permission_name};
 
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
@@ -133,21 +135,36 @@ impl ApiKey {
     }
 }
 
-/// A validated display name: as shown, and the case-folded key that enforces uniqueness.
+/// A validated display name: as shown, and the folded key that enforces uniqueness.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName {
-    /// Trimmed, as entered.
+    /// Trimmed, in Unicode NFC.
     pub shown: String,
-    /// Lower-cased: the uniqueness and ordering key.
+    /// [`name_key`] of `shown`: the uniqueness and ordering key.
     pub key: String,
 }
 
-/// Validates a display name: trimmed, 1 to 100 characters, no control characters.
+/// Why a name-like field is refused, if it is: control characters, or format characters (Unicode
+/// category Cf: bidi overrides, zero-width joiners and spaces, ...), which let one name pass for
+/// another in lists and audit logs.
+fn hidden_characters(text: &str) -> Option<&'static str> {
+    if text.chars().any(char::is_control) {
+        return Some("must not contain control characters");
+    }
+    if text.chars().any(|c| c.general_category() == GeneralCategory::Format) {
+        return Some("must not contain invisible format characters (bidi controls, zero-width characters)");
+    }
+    None
+}
+
+/// Validates a display name: normalized to NFC, trimmed, 1 to 100 characters, no control or format
+/// characters.
 ///
 /// # Errors
 /// INVALID_ARGUMENT naming `field`.
 pub fn display_name(raw: &str, field: &str) -> Result<DisplayName, FieldViolation> {
-    let shown = raw.trim();
+    let normalized: String = raw.nfc().collect();
+    let shown = normalized.trim();
     let chars = shown.chars().count();
     if chars == 0 {
         return Err(FieldViolation::new(field, "must not be empty"));
@@ -155,15 +172,18 @@ pub fn display_name(raw: &str, field: &str) -> Result<DisplayName, FieldViolatio
     if chars > MAX_DISPLAY_NAME_CHARS {
         return Err(FieldViolation::new(field, format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
     }
-    if shown.chars().any(char::is_control) {
-        return Err(FieldViolation::new(field, "must not contain control characters"));
+    if let Some(problem) = hidden_characters(shown) {
+        return Err(FieldViolation::new(field, problem));
     }
     Ok(DisplayName { shown: shown.to_owned(), key: name_key(shown) })
 }
 
-/// The case-folded form used for uniqueness, ordering and `name_contains` matching.
+/// The form used for uniqueness, ordering and `name_contains` matching: Unicode canonical caseless
+/// matching (full case folding of the canonical decomposition), stored in NFC. Two names that look
+/// the same because they differ only in case or in composed vs decomposed accents get the same key.
 pub fn name_key(text: &str) -> String {
-    text.to_lowercase()
+    let decomposed: String = text.nfd().collect();
+    caseless::default_case_fold_str(&decomposed).nfc().collect()
 }
 
 /// Validates a description: at most 1000 characters.
@@ -180,21 +200,22 @@ pub fn description(raw: &str, field: &str) -> Result<String, FieldViolation> {
     Ok(raw.to_owned())
 }
 
-/// Validates an optional app ID (empty means none): trimmed, at most 100 characters, no control
-/// characters.
+/// Validates an optional app ID (empty means none): normalized to NFC, trimmed, at most 100
+/// characters, no control or format characters.
 ///
 /// # Errors
 /// INVALID_ARGUMENT naming `field`.
 pub fn app_id(raw: &str, field: &str) -> Result<Option<String>, FieldViolation> {
-    let app = raw.trim();
+    let normalized: String = raw.nfc().collect();
+    let app = normalized.trim();
     if app.is_empty() {
         return Ok(None);
     }
-    if app.chars().count() > MAX_APP_ID_CHARS || app.chars().any(char::is_control) {
-        return Err(FieldViolation::new(
-            field,
-            format!("must be at most {MAX_APP_ID_CHARS} characters without control characters"),
-        ));
+    if app.chars().count() > MAX_APP_ID_CHARS {
+        return Err(FieldViolation::new(field, format!("must be at most {MAX_APP_ID_CHARS} characters")));
+    }
+    if let Some(problem) = hidden_characters(app) {
+        return Err(FieldViolation::new(field, problem));
     }
     Ok(Some(app.to_owned()))
 }
@@ -284,6 +305,26 @@ mod tests {
         assert!(display_name(&"x".repeat(101), "f").is_err());
         assert!(display_name(&"é".repeat(100), "f").is_ok(), "limit is in characters, not bytes");
         assert_eq!(display_name("a\u{7}b", "display_name").unwrap_err().field, "display_name");
+    }
+
+    #[test]
+    fn names_that_look_the_same_share_a_key() {
+        let composed = display_name("Café Ingest", "f").unwrap();
+        let decomposed = display_name("CAFE\u{301} INGEST", "f").unwrap();
+        assert_eq!(composed.key, decomposed.key);
+        assert_eq!(decomposed.shown, "CAF\u{c9} INGEST", "stored in NFC");
+        assert_eq!(name_key("Straße"), name_key("STRASSE"), "full case folding");
+        assert_ne!(name_key("Cafe"), name_key("Café"));
+    }
+
+    #[test]
+    fn format_characters_are_refused_in_names_and_app_ids() {
+        for hidden in ["\u{202e}", "\u{200b}", "\u{200d}", "\u{2066}", "\u{feff}", "\u{ad}"] {
+            let name = format!("admin{hidden}bot");
+            assert!(display_name(&name, "display_name").is_err(), "{name:?}");
+            assert_eq!(app_id(&name, "app_id").unwrap_err().field, "app_id", "{name:?}");
+        }
+        assert_eq!(app_id("  statuspage ", "app_id").unwrap().as_deref(), Some("statuspage"));
     }
 
     #[test]

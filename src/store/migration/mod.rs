@@ -3,12 +3,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_tables;
+mod m20261128_000001_normalize_display_names;
 
 /// The ordered list of migrations.
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_create_tables::Migration)]
+        vec![
+            Box::new(m20261127_000001_create_tables::Migration),
+            Box::new(m20261128_000001_normalize_display_names::Migration),
+        ]
     }
 }
