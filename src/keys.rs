@@ -1,8 +1,14 @@
 //! The API key lifecycle: create, read, list, update, regenerate, delete, and bootstrap. Validates
 //! input with the domain rules, enforces the escalation and app-impact rules, persists through the
-//! store, and invalidates cached verifications after every change.
+//! store, and invalidates cached verifications after every change (even when the caller is gone).
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -12,7 +18,7 @@ use crate::{
     auth::{Credential, Secret, hashing::Hasher, local::LocalAuthenticator},
     domain::{self, Actor, ApiKey, Caller, Catalog, Violations},
     error::{Error, Result},
-    store::{KeyChanges, ListQuery, NewKey, Org, Store},
+    store::{Change, KeyChanges, ListQuery, NewKey, Org, SecretHash, Store},
 };
 
 /// Page size when the request says 0.
@@ -84,6 +90,7 @@ pub struct Keys {
     hasher: Arc<Hasher>,
     authenticator: Arc<LocalAuthenticator>,
     catalog: Arc<Catalog>,
+    pause_before_invalidation_ms: AtomicU64,
 }
 
 fn parse_id(raw: &str, field: &str) -> Result<Uuid> {
@@ -124,7 +131,7 @@ impl Keys {
         authenticator: Arc<LocalAuthenticator>,
         catalog: Arc<Catalog>,
     ) -> Self {
-        Self { store, hasher, authenticator, catalog }
+        Self { store, hasher, authenticator, catalog, pause_before_invalidation_ms: AtomicU64::new(0) }
     }
 
     /// The permission catalog.
@@ -249,18 +256,55 @@ impl Keys {
             .then_some(token)
     }
 
-    /// Reads the key to be changed and checks the etag.
-    async fn current(&self, caller: &Caller, id: Uuid, etag: &str) -> Result<ApiKey> {
-        let key = self.store.get_key(caller.org_id, id).await?;
-        key.check_etag(etag)?;
-        Ok(key)
+    /// Changes key `id` of the caller's org through [`Store::mutate`]: `decide` sees the locked,
+    /// current key after the etag and the management rule passed.
+    ///
+    /// The change runs on a task of its own, and that task drops the key's cached verifications
+    /// once the transaction has ended, whatever happens to the caller: a client that cancels or
+    /// times out after the commit cannot leave a revoked credential in the cache.
+    async fn mutate(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        etag: &str,
+        decide: impl FnOnce(&ApiKey) -> Result<Change> + Send + 'static,
+    ) -> Result<Option<ApiKey>> {
+        let (store, authenticator) = (self.store.clone(), self.authenticator.clone());
+        let (caller, etag) = (caller.clone(), etag.to_owned());
+        let pause = Duration::from_millis(self.pause_before_invalidation_ms.load(Ordering::Relaxed));
+        let task = tokio::spawn(async move {
+            let result = store
+                .mutate(caller.org_id, id, &caller.actor, |current| {
+                    current.check_etag(&etag)?;
+                    domain::check_manage(&caller, current)?;
+                    decide(current)
+                })
+                .await;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            // Whatever the outcome: an error after the commit must not leave a stale entry.
+            authenticator.invalidate(id);
+            result
+        });
+        task.await.map_err(|e| Error::internal(format!("mutation task failed: {e}")))?
     }
 
-    /// Applies `patch` to a key of the caller's org.
+    /// Makes every later mutation wait `pause` between its transaction and the cache invalidation.
+    /// Only for tests that cancel a call in that window; never set in production.
+    #[doc(hidden)]
+    pub fn pause_before_invalidation_for_tests(&self, pause: Duration) {
+        let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        self.pause_before_invalidation_ms.store(millis, Ordering::Relaxed);
+    }
+
+    /// Applies `patch` to a key of the caller's org. The caller must hold every permission of the key
+    /// (else a weaker admin could rename or re-describe a stronger key) and every permission it adds.
     ///
     /// # Errors
-    /// INVALID_ARGUMENT, PERMISSION_DENIED (escalation), NOT_FOUND, ALREADY_EXISTS, ABORTED,
-    /// FAILED_PRECONDITION (permissions of an app-managed key without acknowledgement), UNAVAILABLE.
+    /// INVALID_ARGUMENT, PERMISSION_DENIED (escalation), NOT_FOUND, ALREADY_EXISTS, ABORTED (etag
+    /// given and stale), FAILED_PRECONDITION (permissions of an app-managed key without
+    /// acknowledgement), UNAVAILABLE.
     pub async fn update(&self, caller: &Caller, id: &str, patch: KeyPatch, guard: &Precondition) -> Result<ApiKey> {
         let id = parse_id(id, "api_key.id")?;
         let mut v = Violations::default();
@@ -276,21 +320,22 @@ impl Keys {
             .as_deref()
             .and_then(|p| v.check_all(domain::permissions(&self.catalog, p, "api_key.permissions")));
         v.finish()?;
-        let current = self.current(caller, id, &guard.etag).await?;
-        if let Some(new) = &permissions
-            && new != &current.permissions
-        {
-            domain::check_manage(caller, &current)?;
-            let granted: Vec<String> =
-                new.iter().filter(|p| current.permissions.binary_search(p).is_err()).cloned().collect();
-            domain::check_grant(caller, &granted)?;
-            current.check_app_impact(guard.acknowledge_app_impact, "changing its permissions")?;
-        }
-        let changes = KeyChanges { display_name, description, permissions };
-        let result = self.store.update_key(&current, &changes, &caller.actor).await;
-        // Invalidate whatever the outcome: an error after the commit must not leave a stale entry.
-        self.authenticator.invalidate(current.id);
-        let updated = result?;
+        let acknowledged = guard.acknowledge_app_impact;
+        let grantor = caller.clone();
+        let updated = self
+            .mutate(caller, id, &guard.etag, move |current| {
+                if let Some(new) = &permissions
+                    && new != &current.permissions
+                {
+                    let granted: Vec<String> =
+                        new.iter().filter(|p| current.permissions.binary_search(p).is_err()).cloned().collect();
+                    domain::check_grant(&grantor, &granted)?;
+                    current.check_app_impact(acknowledged, "changing its permissions")?;
+                }
+                Ok(Change::Update(KeyChanges { display_name, description, permissions }))
+            })
+            .await?
+            .ok_or_else(|| Error::internal("updated key vanished in its own transaction"))?;
         tracing::info!(key_id = %updated.id, "API key updated");
         Ok(updated)
     }
@@ -299,17 +344,26 @@ impl Keys {
     /// must hold every permission of the key (else it could take over a stronger key).
     ///
     /// # Errors
-    /// INVALID_ARGUMENT, PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED, FAILED_PRECONDITION (app-managed), RESOURCE_EXHAUSTED,
-    /// UNAVAILABLE.
+    /// INVALID_ARGUMENT, PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given
+    /// and stale), FAILED_PRECONDITION (app-managed), RESOURCE_EXHAUSTED, UNAVAILABLE.
     pub async fn regenerate(&self, caller: &Caller, id: &str, guard: &Precondition) -> Result<Issued> {
-        let current = self.current(caller, parse_id(id, "id")?, &guard.etag).await?;
+        let id = parse_id(id, "id")?;
+        // Fail early, before the argon2 work, when the answer is already known; the transaction
+        // checks again on the locked row.
+        let current = self.store.get_key(caller.org_id, id).await?;
+        current.check_etag(&guard.etag)?;
         domain::check_manage(caller, &current)?;
         current.check_app_impact(guard.acknowledge_app_impact, "regenerating its secret")?;
-        let credential = new_credential(current.id)?;
-        let secret_hash = self.hasher.hash(&credential.secret).await?;
-        let result = self.store.replace_secret(&current, secret_hash, &caller.actor).await;
-        self.authenticator.invalidate(current.id);
-        let key = result?;
+        let credential = new_credential(id)?;
+        let secret_hash = SecretHash(self.hasher.hash(&credential.secret).await?);
+        let acknowledged = guard.acknowledge_app_impact;
+        let key = self
+            .mutate(caller, id, &guard.etag, move |current| {
+                current.check_app_impact(acknowledged, "regenerating its secret")?;
+                Ok(Change::ReplaceSecret(secret_hash))
+            })
+            .await?
+            .ok_or_else(|| Error::internal("regenerated key vanished in its own transaction"))?;
         tracing::info!(key_id = %key.id, "API key secret regenerated");
         Ok(Issued { key, credential })
     }
@@ -318,21 +372,23 @@ impl Keys {
     /// caller must hold every permission of the key.
     ///
     /// # Errors
-    /// INVALID_ARGUMENT, PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED, FAILED_PRECONDITION (app-managed), UNAVAILABLE.
+    /// INVALID_ARGUMENT, PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given
+    /// and stale), FAILED_PRECONDITION (app-managed), UNAVAILABLE.
     pub async fn delete(&self, caller: &Caller, id: &str, guard: &Precondition) -> Result<()> {
-        let current = self.current(caller, parse_id(id, "id")?, &guard.etag).await?;
-        domain::check_manage(caller, &current)?;
-        current.check_app_impact(guard.acknowledge_app_impact, "deleting it")?;
-        let result = self.store.delete_key(&current, &caller.actor).await;
-        self.authenticator.invalidate(current.id);
-        result?;
-        tracing::info!(key_id = %current.id, "API key deleted");
+        let id = parse_id(id, "id")?;
+        let acknowledged = guard.acknowledge_app_impact;
+        self.mutate(caller, id, &guard.etag, move |current| {
+            current.check_app_impact(acknowledged, "deleting it")?;
+            Ok(Change::Delete)
+        })
+        .await?;
+        tracing::info!(key_id = %id, "API key deleted");
         Ok(())
     }
 
     /// Creates org `org_name` with a first administrator key holding every permission of the
-    /// catalog. `before_commit` receives the credential before the transaction commits (the server
-    /// writes the bootstrap token file there), so a failure to save it leaves nothing half-done.
+    /// catalog. `before_commit` receives the credential before the transaction begins (the server
+    /// stages the bootstrap token file there), so a failure to save it leaves nothing half-done.
     ///
     /// # Errors
     /// FAILED_PRECONDITION (`ORG_EXISTS`), INVALID_ARGUMENT (org name), UNAVAILABLE, or what

@@ -1,8 +1,8 @@
 //! Persistence with sea-orm: connection setup (SQLite by default, PostgreSQL in production),
 //! migrations, and the repository of orgs, keys, permissions and audit events.
 //!
-//! Every mutation is one transaction whose first statement is a write guarded by the expected
-//! version (optimistic concurrency), and that also writes the audit event. Database errors are
+//! Every change of a key is one transaction ([`Store::mutate`]) that first locks the key's row, then
+//! decides on the current state, writes, and records the audit event. Database errors are
 //! classified in one place, [`db_error`].
 
 use std::time::Duration;
@@ -114,6 +114,27 @@ impl KeyChanges {
             fields.push("permissions");
         }
         fields
+    }
+}
+
+/// What [`Store::mutate`] does to the key it locked.
+#[derive(Debug)]
+pub enum Change {
+    /// Apply these field changes.
+    Update(KeyChanges),
+    /// Replace the secret hash.
+    ReplaceSecret(SecretHash),
+    /// Delete the key.
+    Delete,
+}
+
+/// An argon2id PHC string. Its `Debug` leaves the hash out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHash(pub String);
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(..)")
     }
 }
 
@@ -398,14 +419,14 @@ impl Store {
         Ok(())
     }
 
-    async fn permissions_of(&self, key_ids: &[Uuid]) -> Result<Vec<api_key_permission::Model>> {
+    async fn permissions_of(conn: &impl ConnectionTrait, key_ids: &[Uuid]) -> Result<Vec<api_key_permission::Model>> {
         if key_ids.is_empty() {
             return Ok(Vec::new());
         }
         api_key_permission::Entity::find()
             .filter(api_key_permission::Column::KeyId.is_in(key_ids.iter().copied()))
             .order_by_asc(api_key_permission::Column::Permission)
-            .all(&self.db)
+            .all(conn)
             .await
             .map_err(db_error)
     }
@@ -415,13 +436,17 @@ impl Store {
     /// # Errors
     /// NOT_FOUND (also for keys of other orgs); UNAVAILABLE or INTERNAL.
     pub async fn get_key(&self, org_id: Uuid, id: Uuid) -> Result<ApiKey> {
+        Self::load_key(&self.db, org_id, id).await
+    }
+
+    async fn load_key(conn: &impl ConnectionTrait, org_id: Uuid, id: Uuid) -> Result<ApiKey> {
         let model = api_key::Entity::find_by_id(id)
             .filter(api_key::Column::OrgId.eq(org_id))
-            .one(&self.db)
+            .one(conn)
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
-        let permissions = self.permissions_of(&[id]).await?.into_iter().map(|p| p.permission).collect();
+        let permissions = Self::permissions_of(conn, &[id]).await?.into_iter().map(|p| p.permission).collect();
         Ok(key_from_rows(model, permissions))
     }
 
@@ -454,7 +479,7 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::internal("key without org"))?;
-        let permissions = self.permissions_of(&[id]).await?.into_iter().map(|p| p.permission).collect();
+        let permissions = Self::permissions_of(&self.db, &[id]).await?.into_iter().map(|p| p.permission).collect();
         let secret_hash = model.secret_hash.clone();
         Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group: org.default_group }))
     }
@@ -501,7 +526,7 @@ impl Store {
             .map_err(db_error)?;
         let ids: Vec<Uuid> = models.iter().map(|m| m.id).collect();
         let mut by_key: std::collections::HashMap<Uuid, Vec<String>> = std::collections::HashMap::new();
-        for p in self.permissions_of(&ids).await? {
+        for p in Self::permissions_of(&self.db, &ids).await? {
             by_key.entry(p.key_id).or_default().push(p.permission);
         }
         Ok(models
@@ -514,9 +539,8 @@ impl Store {
             .collect())
     }
 
-    /// An UPDATE of `current` that records `actor` as updater, bumps the version, and touches the row
-    /// only if it is still at `current.version` in `current.org_id` (the optimistic-concurrency guard).
-    fn guarded_update(current: &ApiKey, actor: &Actor) -> sea_orm::UpdateMany<api_key::Entity> {
+    /// An UPDATE of `current` that records `actor` as updater and bumps the version.
+    fn versioned_update(current: &ApiKey, actor: &Actor) -> sea_orm::UpdateMany<api_key::Entity> {
         api_key::Entity::update_many()
             .col_expr(api_key::Column::UpdatedByType, Expr::value(actor.kind.as_str()))
             .col_expr(api_key::Column::UpdatedById, Expr::value(actor.id.as_str()))
@@ -525,7 +549,6 @@ impl Store {
             .col_expr(api_key::Column::Version, Expr::value(current.version + 1))
             .filter(api_key::Column::Id.eq(current.id))
             .filter(api_key::Column::OrgId.eq(current.org_id))
-            .filter(api_key::Column::Version.eq(current.version))
     }
 
     async fn delete_permissions(txn: &impl ConnectionTrait, key_id: Uuid) -> Result<()> {
@@ -537,95 +560,79 @@ impl Store {
         Ok(())
     }
 
-    /// Tells a stale version from a missing key after a guarded write touched no row.
-    async fn guard_failed(&self, org_id: Uuid, id: Uuid) -> Error {
-        match self.get_key(org_id, id).await {
-            Ok(_) => Error::EtagMismatch,
-            Err(e) => e,
-        }
-    }
-
-    /// Applies `changes` if the key is still at `expected_version`.
+    /// Changes key `id` of `org_id` in one transaction: locks the key's row, reads it, lets `decide`
+    /// turn the current key into a [`Change`] (or refuse), applies it with an audit event recorded as
+    /// `actor`, and commits. Returns the key as it is after the change (`None` once deleted).
+    ///
+    /// The row lock comes first, so concurrent mutations of one key queue (a row lock on PostgreSQL,
+    /// the database write lock on SQLite) and each one decides on the latest committed state: a
+    /// request without an etag never fails because another one got there first, and one with an etag
+    /// is ABORTED exactly when the key moved past it.
     ///
     /// # Errors
-    /// NOT_FOUND, ABORTED (version moved), ALREADY_EXISTS (display name taken), UNAVAILABLE, INTERNAL.
-    pub async fn update_key(&self, current: &ApiKey, changes: &KeyChanges, actor: &Actor) -> Result<ApiKey> {
+    /// NOT_FOUND (also for keys of other orgs), what `decide` returns, ALREADY_EXISTS (display name
+    /// taken), UNAVAILABLE, INTERNAL. Nothing is written on error.
+    pub async fn mutate(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        actor: &Actor,
+        decide: impl FnOnce(&ApiKey) -> Result<Change>,
+    ) -> Result<Option<ApiKey>> {
         let txn = self.db.begin().await.map_err(db_error)?;
-        let mut update = Self::guarded_update(current, actor);
-        if let Some((shown, key)) = &changes.display_name {
-            update = update
-                .col_expr(api_key::Column::DisplayName, Expr::value(shown.as_str()))
-                .col_expr(api_key::Column::DisplayNameKey, Expr::value(key.as_str()));
+        let locked = api_key::Entity::update_many()
+            .col_expr(api_key::Column::Version, Expr::col(api_key::Column::Version))
+            .filter(api_key::Column::Id.eq(id))
+            .filter(api_key::Column::OrgId.eq(org_id))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?
+            .rows_affected;
+        if locked == 0 {
+            return Err(Error::KeyNotFound(id.to_string()));
         }
-        if let Some(description) = &changes.description {
-            update = update.col_expr(api_key::Column::Description, Expr::value(description.as_str()));
-        }
-        let result = update.exec(&txn).await;
-        let rows = match result {
-            Ok(r) => r.rows_affected,
-            Err(e) if is_unique_violation(&e) => {
-                let name = changes.display_name.as_ref().map(|(shown, _)| shown.clone()).unwrap_or_default();
-                return Err(Error::DisplayNameTaken(name));
+        let current = Self::load_key(&txn, org_id, id).await?;
+        let (action, fields) = match decide(&current)? {
+            Change::Update(changes) => {
+                let mut update = Self::versioned_update(&current, actor);
+                if let Some((shown, key)) = &changes.display_name {
+                    update = update
+                        .col_expr(api_key::Column::DisplayName, Expr::value(shown.as_str()))
+                        .col_expr(api_key::Column::DisplayNameKey, Expr::value(key.as_str()));
+                }
+                if let Some(description) = &changes.description {
+                    update = update.col_expr(api_key::Column::Description, Expr::value(description.as_str()));
+                }
+                update.exec(&txn).await.map_err(|e| match (&changes.display_name, is_unique_violation(&e)) {
+                    (Some((shown, _)), true) => Error::DisplayNameTaken(shown.clone()),
+                    _ => db_error(e),
+                })?;
+                if let Some(permissions) = &changes.permissions {
+                    Self::delete_permissions(&txn, id).await?;
+                    Self::insert_permissions(&txn, id, permissions).await?;
+                }
+                ("UPDATE", changes.changed_fields())
             }
-            Err(e) => return Err(db_error(e)),
+            Change::ReplaceSecret(secret_hash) => {
+                Self::versioned_update(&current, actor)
+                    .col_expr(api_key::Column::SecretHash, Expr::value(secret_hash.0))
+                    .exec(&txn)
+                    .await
+                    .map_err(db_error)?;
+                ("REGENERATE_SECRET", vec!["secret"])
+            }
+            Change::Delete => {
+                // The foreign key cascades too; deleting explicitly keeps a database without
+                // enforced foreign keys clean.
+                Self::delete_permissions(&txn, id).await?;
+                api_key::Entity::delete_by_id(id).exec(&txn).await.map_err(db_error)?;
+                ("DELETE", Vec::new())
+            }
         };
-        if rows == 0 {
-            drop(txn);
-            return Err(self.guard_failed(current.org_id, current.id).await);
-        }
-        if let Some(permissions) = &changes.permissions {
-            Self::delete_permissions(&txn, current.id).await?;
-            Self::insert_permissions(&txn, current.id, permissions).await?;
-        }
-        Self::audit(&txn, &current.org_id, actor, "UPDATE", current.id, &changes.changed_fields()).await?;
+        Self::audit(&txn, &org_id, actor, action, id, &fields).await?;
+        let after = if action == "DELETE" { None } else { Some(Self::load_key(&txn, org_id, id).await?) };
         txn.commit().await.map_err(db_error)?;
-        self.get_key(current.org_id, current.id).await
-    }
-
-    /// Replaces the secret hash if the key is still at `expected_version`.
-    ///
-    /// # Errors
-    /// NOT_FOUND, ABORTED, UNAVAILABLE, INTERNAL.
-    pub async fn replace_secret(&self, current: &ApiKey, secret_hash: String, actor: &Actor) -> Result<ApiKey> {
-        let txn = self.db.begin().await.map_err(db_error)?;
-        let rows = Self::guarded_update(current, actor)
-            .col_expr(api_key::Column::SecretHash, Expr::value(secret_hash))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?
-            .rows_affected;
-        if rows == 0 {
-            drop(txn);
-            return Err(self.guard_failed(current.org_id, current.id).await);
-        }
-        Self::audit(&txn, &current.org_id, actor, "REGENERATE_SECRET", current.id, &["secret"]).await?;
-        txn.commit().await.map_err(db_error)?;
-        self.get_key(current.org_id, current.id).await
-    }
-
-    /// Deletes the key (and its permissions) if it is still at `current.version`.
-    ///
-    /// # Errors
-    /// NOT_FOUND, ABORTED, UNAVAILABLE, INTERNAL.
-    pub async fn delete_key(&self, current: &ApiKey, actor: &Actor) -> Result<()> {
-        let txn = self.db.begin().await.map_err(db_error)?;
-        let rows = api_key::Entity::delete_many()
-            .filter(api_key::Column::Id.eq(current.id))
-            .filter(api_key::Column::OrgId.eq(current.org_id))
-            .filter(api_key::Column::Version.eq(current.version))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?
-            .rows_affected;
-        if rows == 0 {
-            drop(txn);
-            return Err(self.guard_failed(current.org_id, current.id).await);
-        }
-        // The foreign key cascades too; deleting explicitly keeps a database without enforced
-        // foreign keys clean.
-        Self::delete_permissions(&txn, current.id).await?;
-        Self::audit(&txn, &current.org_id, actor, "DELETE", current.id, &[]).await?;
-        txn.commit().await.map_err(db_error)
+        Ok(after)
     }
 
     /// The audit events of a key, oldest first (for tests and tooling).

@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use apikeys::{
     auth::{Credential, hashing::HashingConfig, local::LocalAuthenticator},
     config::ServerConfig,
+    keys::Keys,
     pb::{self, api_key_service_client::ApiKeyServiceClient},
     server::{self, Application},
     store::Store,
@@ -101,6 +102,7 @@ pub struct TestApp {
     pub admin_token: String,
     pub store: Store,
     pub authenticator: Arc<LocalAuthenticator>,
+    pub keys: Arc<Keys>,
     pub config: ServerConfig,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -128,6 +130,7 @@ impl TestApp {
         let metrics_addr = app.metrics_addr();
         let store = app.store().clone();
         let authenticator = app.authenticator().clone();
+        let keys = app.keys().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run(async {
@@ -138,7 +141,18 @@ impl TestApp {
         });
         let token_path = config.bootstrap_token_path();
         let admin_token = std::fs::read_to_string(&token_path).unwrap_or_default().trim().to_owned();
-        Self { addr, metrics_addr, admin_token, store, authenticator, config, shutdown: Some(tx), task: Some(task), db }
+        Self {
+            addr,
+            metrics_addr,
+            admin_token,
+            store,
+            authenticator,
+            keys,
+            config,
+            shutdown: Some(tx),
+            task: Some(task),
+            db,
+        }
     }
 
     /// Stops the server and waits for it, keeping the database.

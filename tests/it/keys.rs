@@ -443,3 +443,172 @@ async fn database_outage_is_unavailable_not_internal() {
         "BACKEND_UNAVAILABLE",
     );
 }
+
+/// Issue 7.9: renaming or re-describing is a mutation like any other; a weaker admin cannot do it
+/// to a stronger key (here, the first administrator).
+#[tokio::test]
+async fn a_weaker_admin_cannot_rename_or_redescribe_a_stronger_key() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let limited = admin.create("Limited admin", &["api_keys_admin"]).await.unwrap();
+    let as_limited = app.client_as(&limited.token).await;
+    let root_id = credential(&app.admin_token).key_id.to_string();
+    let before = admin.get(&root_id).await.unwrap();
+    for (field, api_key) in [
+        (
+            "display_name",
+            pb::ApiKey { id: root_id.clone(), display_name: "Limited admin's".into(), ..Default::default() },
+        ),
+        ("description", pb::ApiKey { id: root_id.clone(), description: "owned".into(), ..Default::default() }),
+    ] {
+        let request =
+            pb::UpdateApiKeyRequest { api_key: Some(api_key), update_mask: mask(&[field]), ..Default::default() };
+        assert_status(as_limited.update(request).await, Code::PermissionDenied, "PERMISSION_ESCALATION");
+    }
+    assert_eq!(admin.get(&root_id).await.unwrap(), before, "untouched");
+    // Its own peers it may rename.
+    let peer = admin.create("Peer", &["api_keys_admin"]).await.unwrap().api_key.unwrap();
+    let rename = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey { id: peer.id.clone(), display_name: "Peer 2".into(), ..Default::default() }),
+        update_mask: mask(&["display_name"]),
+        ..Default::default()
+    };
+    assert_eq!(as_limited.update(rename).await.unwrap().display_name, "Peer 2");
+}
+
+/// Issue 7.4: requests without an etag are unconditional. Concurrent ones on one key queue on the
+/// key's row lock and all succeed; with an etag, exactly one of those sent with the same etag wins.
+#[tokio::test]
+async fn concurrent_mutations_without_an_etag_all_succeed() {
+    const N: usize = 16;
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let key = admin.create("Hot key", &["read_data"]).await.unwrap().api_key.unwrap();
+
+    let regenerations = futures::future::join_all((0..N).map(|_| admin.regenerate(&key.id, "", false))).await;
+    let issued: Vec<pb::RegenerateApiKeySecretResponse> =
+        regenerations.into_iter().map(|r| r.expect("every unconditional regenerate succeeds")).collect();
+    let version = |k: &pb::ApiKey| k.etag.trim_matches('"').parse::<u64>().unwrap();
+    let versions: BTreeSet<u64> = issued.iter().map(|r| version(r.api_key.as_ref().unwrap())).collect();
+    assert_eq!(versions.len(), N, "each regenerate was its own step: {versions:?}");
+    let last = issued.iter().max_by_key(|r| version(r.api_key.as_ref().unwrap())).unwrap();
+    let mut client = app.client().await;
+    for response in &issued {
+        let result = authenticate_token(&mut client, &response.token, &[]).await;
+        if std::ptr::eq(response, last) {
+            result.expect("the last returned secret works");
+        } else {
+            assert_status(result, Code::Unauthenticated, "UNAUTHENTICATED");
+        }
+    }
+
+    let update = |i: usize, etag: &str| pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey { id: key.id.clone(), description: format!("writer {i}"), ..Default::default() }),
+        update_mask: mask(&["description"]),
+        etag: etag.to_owned(),
+        ..Default::default()
+    };
+    let updates = futures::future::join_all((0..N).map(|i| admin.update(update(i, "")))).await;
+    assert!(updates.iter().all(Result::is_ok), "{updates:?}");
+    let current = admin.get(&key.id).await.unwrap();
+    assert_eq!(version(&current), 1 + 2 * N as u64, "every write counted");
+
+    // The same etag from N writers: one wins, the rest are told the key moved.
+    let guarded = futures::future::join_all((0..N).map(|i| admin.update(update(i, &current.etag)))).await;
+    assert_eq!(guarded.iter().filter(|r| r.is_ok()).count(), 1, "{guarded:?}");
+    for failed in guarded.into_iter().filter(Result::is_err) {
+        assert_status(failed, Code::Aborted, "ETAG_MISMATCH");
+    }
+
+    // N deletes: one deletes, the others find nothing (never ABORTED).
+    let deletes = futures::future::join_all((0..N).map(|_| admin.delete(&key.id, "", false))).await;
+    assert_eq!(deletes.iter().filter(|r| r.is_ok()).count(), 1, "{deletes:?}");
+    for failed in deletes.into_iter().filter(Result::is_err) {
+        assert_status(failed, Code::NotFound, "API_KEY_NOT_FOUND");
+    }
+    let events = app.store.audit_events(credential(&last.token).key_id).await.unwrap();
+    assert_eq!(events.len(), 1 + N + N + 1 + 1, "one audit event per acknowledged change");
+}
+
+/// Issue 7.5: names that look the same are the same name; invisible format characters are refused.
+#[tokio::test]
+async fn names_that_look_the_same_are_one_name() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let nfc = admin.create("Café Ingest", &[]).await.unwrap().api_key.unwrap();
+    assert_status(admin.create("CAFE\u{301} INGEST", &[]).await, Code::AlreadyExists, "DISPLAY_NAME_TAKEN");
+    assert_status(admin.create("café ingest", &[]).await, Code::AlreadyExists, "DISPLAY_NAME_TAKEN");
+    assert_status(admin.create("CAFÉ INGEST", &[]).await, Code::AlreadyExists, "DISPLAY_NAME_TAKEN");
+    assert_status(
+        admin.create("STRASSE", &[]).await.and(admin.create("Straße", &[]).await),
+        Code::AlreadyExists,
+        "DISPLAY_NAME_TAKEN",
+    );
+
+    // Stored and shown in NFC, whatever form was sent; found by either form.
+    let nfd = admin.create("Re\u{301}sume\u{301} bot", &[]).await.unwrap().api_key.unwrap();
+    assert_eq!(nfd.display_name, "Résumé bot");
+    let found = admin
+        .list(pb::ListApiKeysRequest { name_contains: "RE\u{301}SUM".into(), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(found.api_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), vec![nfd.id.as_str()]);
+
+    // Renaming onto a look-alike collides too.
+    let rename = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey {
+            id: nfd.id.clone(),
+            display_name: "CAFE\u{301} ingest".into(),
+            ..Default::default()
+        }),
+        update_mask: mask(&["display_name"]),
+        ..Default::default()
+    };
+    assert_status(admin.update(rename).await, Code::AlreadyExists, "DISPLAY_NAME_TAKEN");
+
+    for hidden in ["\u{202e}", "\u{200b}", "\u{200d}", "\u{2066}", "\u{feff}"] {
+        let spoof = format!("Café{hidden} Ingest");
+        let status = assert_status(admin.create(&spoof, &[]).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+        assert_eq!(violated_fields(&status), vec!["display_name"], "{spoof:?}");
+        let status = assert_status(
+            admin.create_for_app("App key", &[], &format!("slack{hidden}")).await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(violated_fields(&status), vec!["app_id"]);
+        let rename = pb::UpdateApiKeyRequest {
+            api_key: Some(pb::ApiKey { id: nfc.id.clone(), display_name: spoof.clone(), ..Default::default() }),
+            update_mask: mask(&["display_name"]),
+            ..Default::default()
+        };
+        let status = assert_status(admin.update(rename).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+        assert_eq!(violated_fields(&status), vec!["api_key.display_name"]);
+    }
+    let listed = admin.list(Default::default()).await.unwrap().api_keys;
+    assert_eq!(listed.len(), 4, "administrator, Café Ingest, STRASSE, Résumé bot: {listed:?}");
+}
+
+/// Issue 7.7: a client that gives up after the commit (deadline or reset) cannot keep a revoked
+/// credential alive in the cache: invalidation runs whatever happens to the caller.
+#[tokio::test]
+async fn a_delete_cancelled_after_its_commit_still_revokes() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let created = admin.create("Doomed", &["read_data"]).await.unwrap();
+    let id = created.api_key.unwrap().id;
+    let mut client = app.client().await;
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    assert!(!app.authenticator.cache().is_empty(), "the credential is cached");
+
+    // The delete commits, then waits before invalidating; the client gives up in that window.
+    app.keys.pause_before_invalidation_for_tests(std::time::Duration::from_millis(800));
+    let mut request = admin.req(pb::DeleteApiKeyRequest { id: id.clone(), ..Default::default() });
+    request.set_timeout(std::time::Duration::from_millis(300));
+    let cancelled = admin.inner.clone().delete_api_key(request).await.unwrap_err();
+    assert!(matches!(cancelled.code(), Code::Cancelled | Code::DeadlineExceeded), "{cancelled:?}");
+    assert_status(admin.get(&id).await, Code::NotFound, "API_KEY_NOT_FOUND");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    app.keys.pause_before_invalidation_for_tests(std::time::Duration::ZERO);
+    assert_status(authenticate_token(&mut client, &created.token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+}
