@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::hashing::HashingConfig, telemetry::LogFormat};
+use crate::{
+    auth::{cache::MAX_TTL, hashing::HashingConfig},
+    telemetry::LogFormat,
+};
 
 /// A database URL. It may carry a password, so its `Debug` shows it redacted; [`DatabaseUrl::expose`]
 /// gives the real value to the code that connects.
@@ -47,6 +50,83 @@ impl std::str::FromStr for DatabaseUrl {
     }
 }
 
+/// Limits of the gRPC transport: what one client can make the server hold. The `[transport]` table of
+/// the config file; every key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// HTTP/2 streams (RPCs) one connection may have open at once (default 256).
+    pub max_concurrent_streams: u32,
+    /// RPCs of one connection handled at once; further ones wait (default 128).
+    pub concurrency_per_connection: usize,
+    /// Streams a client may make the server reset with protocol errors before its connection is
+    /// closed (h2's MadeYouReset protection, CVE-2025-8671; default 1024).
+    pub max_local_error_reset_streams: usize,
+    /// Streams a client may open and reset before the server accepts them (Rapid Reset,
+    /// CVE-2023-44487; default 20).
+    pub max_pending_accept_reset_streams: usize,
+    /// Seconds an RPC may run before it is cancelled; a shorter `grpc-timeout` from the client wins
+    /// (default 30).
+    pub request_timeout_secs: u64,
+    /// Seconds a TLS handshake may take (default 10).
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds between HTTP/2 keepalive pings on an idle connection (default 60).
+    pub keepalive_interval_secs: u64,
+    /// Seconds to wait for a ping's answer before closing the connection (default 20).
+    pub keepalive_timeout_secs: u64,
+    /// Seconds of TCP idleness before TCP keepalive probes (default 60).
+    pub tcp_keepalive_secs: u64,
+    /// Largest request message in bytes; larger ones get OUT_OF_RANGE (default 65536).
+    pub max_request_bytes: usize,
+    /// Largest header block (metadata) of a request in bytes (default 16384).
+    pub max_header_list_bytes: u32,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 256,
+            concurrency_per_connection: 128,
+            max_local_error_reset_streams: 1024,
+            max_pending_accept_reset_streams: 20,
+            request_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
+            keepalive_interval_secs: 60,
+            keepalive_timeout_secs: 20,
+            tcp_keepalive_secs: 60,
+            max_request_bytes: 64 * 1024,
+            max_header_list_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Checks that every limit allows some traffic.
+    ///
+    /// # Errors
+    /// A message naming the first setting that is zero (or too small to carry a request).
+    pub fn validate(&self) -> Result<(), String> {
+        let zero = [
+            ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+            ("concurrency_per_connection", self.concurrency_per_connection as u64),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
+            ("keepalive_interval_secs", self.keepalive_interval_secs),
+            ("keepalive_timeout_secs", self.keepalive_timeout_secs),
+            ("tcp_keepalive_secs", self.tcp_keepalive_secs),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == 0);
+        if let Some((name, _)) = zero {
+            return Err(format!("transport.{name} must be at least 1"));
+        }
+        if self.max_request_bytes < 1024 || self.max_header_list_bytes < 1024 {
+            return Err("transport.max_request_bytes and transport.max_header_list_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
 /// Everything `apikeys serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -82,6 +162,8 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// Transport limits.
+    pub transport: TransportConfig,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +185,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -114,6 +197,21 @@ impl ServerConfig {
             .as_ref()
             .map(|url| url.expose().to_owned())
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("apikeys.db").display()))
+    }
+
+    /// Checks the settings that could not take effect or would fail later.
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.auth_cache_ttl > MAX_TTL {
+            return Err(format!(
+                "auth_cache_ttl_secs is {}; at most {} (a day) is allowed",
+                self.auth_cache_ttl.as_secs(),
+                MAX_TTL.as_secs()
+            ));
+        }
+        self.transport.validate()
     }
 
     /// The bootstrap token path in effect.
@@ -191,6 +289,9 @@ pub struct Settings {
     /// Log level or filter (default: `RUST_LOG`, else `info`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// See [`ServerConfig::transport`]: the `[transport]` table (only in the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportConfig>,
 }
 
 macro_rules! overlay {
@@ -245,6 +346,7 @@ impl Settings {
             tls_client_ca,
             log_format,
             log_level,
+            transport,
         )
     }
 
@@ -274,6 +376,7 @@ impl Settings {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
+            transport: self.transport.clone().unwrap_or_default(),
         }
     }
 }
@@ -304,22 +407,37 @@ impl ServerConfig {
             tls_client_ca: self.tls_client_ca.clone(),
             log_format: None,
             log_level: None,
+            transport: Some(self.transport.clone()),
         }
     }
 }
 
-/// Hides the password of a database URL, for logs and `apikeys config`.
+/// Hides every password a database URL carries, for logs and `apikeys config`: the one in the user
+/// info (`user:pw@`) and any query parameter whose name contains `password` (`?password=`,
+/// `sslpassword=`). A URL that cannot be parsed is hidden whole after its scheme.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    const MARK: &str = "__APIKEYS_REDACTED__";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://<redacted>"),
+            None => "<redacted>".to_owned(),
+        };
+    };
+    if parsed.password().is_some() && parsed.set_password(Some(MARK)).is_err() {
+        return "<redacted>".to_owned();
     }
+    let sensitive = |name: &str| name.to_ascii_lowercase().contains("password");
+    if parsed.query_pairs().any(|(name, _)| sensitive(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if sensitive(&name) { MARK.to_owned() } else { value.into_owned() };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string().replace(MARK, "<redacted>")
 }
 
 #[cfg(test)]
@@ -357,8 +475,14 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
-        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+        use super::redact_url;
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://data/x.db?mode=rwc"), "sqlite://data/x.db?mode=rwc");
+        let query = redact_url("postgres://h/db?user=u&password=hunter2&sslmode=require&sslpassword=p%40ss");
+        assert_eq!(query, "postgres://h/db?user=u&password=<redacted>&sslmode=require&sslpassword=<redacted>");
+        let both = redact_url("postgres://u:a%3Ab@h:5432/db?PassWord=x");
+        assert!(!both.contains("a%3Ab") && !both.contains("=x"), "{both}");
+        assert_eq!(redact_url("postgres://u:pw@[broken/db"), "postgres://<redacted>");
     }
 }

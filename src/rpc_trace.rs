@@ -100,8 +100,9 @@ where
         let method = method_label(path);
         let span = tracing::info_span!(
             "rpc",
-            // Paths are ASCII; a client-chosen one is cut short so it cannot flood the logs.
-            method = path.get(..200).unwrap_or(path),
+            // A client-chosen path is cut short so it cannot flood the logs (at a character
+            // boundary: paths may carry UTF-8).
+            method = &path[..path.floor_char_boundary(MAX_LOGGED_PATH)],
             code = field::Empty,
             latency_ms = field::Empty,
             key_id = field::Empty,
@@ -135,6 +136,9 @@ where
 }
 
 const AUTHENTICATE: &str = "/apikeys.v1.ApiKeyService/Authenticate";
+
+/// The longest request path logged, in bytes.
+const MAX_LOGGED_PATH: usize = 200;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use tokio::net::TcpListener;
@@ -90,7 +91,8 @@ pub fn tls_config(config: &ServerConfig) -> Result<Option<ServerTlsConfig>, Star
         (None, None) => return Ok(None),
         _ => return Err("tls_cert and tls_key go together".into()),
     };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    let handshake_timeout = Duration::from_secs(config.transport.tls_handshake_timeout_secs);
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(handshake_timeout);
     if let Some(ca) = &config.tls_client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
     }
@@ -99,25 +101,98 @@ pub fn tls_config(config: &ServerConfig) -> Result<Option<ServerTlsConfig>, Star
     Ok(Some(tls))
 }
 
-/// Writes the bootstrap token to `path`, readable by the owner only.
-fn write_token_file(path: &Path, token: &str) -> Result<(), Error> {
-    let fail =
-        |e: std::io::Error| Error::internal(format!("cannot write bootstrap token file {}: {e}", path.display()));
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    // Never reuse an existing file: its mode could be wider than 0600.
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
-        _ => {}
-    }
+/// Creates `dir` and its missing parents, accessible by the owner only (0700; on Unix).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Options that create a new file readable and writable by the owner only (0600; on Unix).
+fn private_file_options() -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(fail)?;
-    file.write_all(format!("{token}\n").as_bytes()).map_err(fail)?;
-    file.sync_all().map_err(fail)
+    options
+}
+
+/// The file of a `sqlite://` URL, unless it is an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:" && !rest.contains("mode=memory")).then(|| PathBuf::from(path))
+}
+
+/// Creates the SQLite file of `url` (and its directory) private to the owner before SQLite opens it;
+/// SQLite gives its `-wal` and `-shm` files the database file's mode. Existing files are left alone.
+fn prepare_sqlite_file(url: &str) -> Result<(), StartupError> {
+    let Some(file) = sqlite_file(url) else { return Ok(()) };
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    }
+    match private_file_options().open(&file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create database file {}: {e}", file.display()).into()),
+    }
+}
+
+/// A bootstrap token written to a temporary file beside its final path, moved into place only once
+/// the bootstrap has committed ([`StagedToken::publish`]). Dropped unpublished, it removes its own
+/// temporary file and nothing else, so a replica that loses a bootstrap race never touches the
+/// winner's token.
+struct StagedToken {
+    target: PathBuf,
+    staged: PathBuf,
+    written: bool,
+}
+
+impl StagedToken {
+    fn new(target: &Path) -> Self {
+        let name = target.file_name().map_or_else(|| "bootstrap-token".into(), |n| n.to_string_lossy().into_owned());
+        let staged = target.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        Self { target: target.to_path_buf(), staged, written: false }
+    }
+
+    fn write(&mut self, token: &str) -> Result<(), Error> {
+        let fail = |e: std::io::Error| {
+            Error::internal(format!("cannot write bootstrap token file {}: {e}", self.staged.display()))
+        };
+        if let Some(parent) = self.staged.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent).map_err(fail)?;
+        }
+        let mut file = private_file_options().open(&self.staged).map_err(fail)?;
+        self.written = true;
+        file.write_all(format!("{token}\n").as_bytes()).map_err(fail)?;
+        file.sync_all().map_err(fail)
+    }
+
+    /// Moves the token to its final path (replacing what was there, which an earlier bootstrap on
+    /// another database may have left).
+    fn publish(mut self) -> Result<(), StartupError> {
+        std::fs::rename(&self.staged, &self.target).map_err(|e| {
+            // The key exists now: keep the only copy of its token where the operator can find it.
+            self.written = false;
+            format!(
+                "the first administrator was created, but its token could not be moved from {} to {}: {e}",
+                self.staged.display(),
+                self.target.display()
+            )
+        })?;
+        self.written = false;
+        Ok(())
+    }
+}
+
+impl Drop for StagedToken {
+    fn drop(&mut self) {
+        if self.written {
+            drop(std::fs::remove_file(&self.staged));
+        }
+    }
 }
 
 /// Connects to the configured database and applies migrations.
@@ -126,10 +201,7 @@ fn write_token_file(path: &Path, token: &str) -> Result<(), Error> {
 /// When the database cannot be reached or migrated.
 pub async fn open_store(config: &ServerConfig) -> Result<Store, StartupError> {
     let url = config.database_url();
-    if config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-    }
+    prepare_sqlite_file(&url)?;
     let store = Store::connect(&StoreConfig {
         url: url.clone(),
         max_connections: config.db_max_connections,
@@ -164,6 +236,7 @@ impl Application {
     /// # Errors
     /// Any startup failure, with a message for the operator.
     pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
+        config.validate()?;
         let tls = tls_config(&config)?;
         let store = open_store(&config).await?;
         let (keys, authenticator) = components(&config, store.clone())?;
@@ -204,6 +277,11 @@ impl Application {
         &self.store
     }
 
+    /// The key lifecycle (tests reach its test-only knobs).
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
     /// The in-process authenticator (tests inspect its cache).
     pub fn authenticator(&self) -> &Arc<LocalAuthenticator> {
         &self.authenticator
@@ -217,13 +295,16 @@ impl Application {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
         let stopping = Arc::new(AtomicBool::new(false));
         let (reporter, health_service) = health(&self.store, &self.config, stopping.clone()).await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-        let api = ApiKeyApi::new(self.keys.clone(), self.authenticator.clone());
+        // Health's descriptors too: grpcurl resolves every method it calls through reflection.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
+        let limits = &self.config.transport;
+        let api = ApiKeyServiceServer::new(ApiKeyApi::new(self.keys.clone(), self.authenticator.clone()))
+            .max_decoding_message_size(limits.max_request_bytes);
         let layer = AuthLayer::new(self.authenticator.clone(), access_policy());
 
         let draining = Arc::new(tokio::sync::Notify::new());
@@ -247,19 +328,32 @@ impl Application {
             }))
         });
         tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(), "apikeys listening");
-        let mut builder = Server::builder();
+        let secs = Duration::from_secs;
+        let mut builder = Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .concurrency_limit_per_connection(limits.concurrency_per_connection)
+            // tonic leaves hyper's limit off unless set: the MadeYouReset protection (CVE-2025-8671).
+            .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
+            .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
+            .timeout(secs(limits.request_timeout_secs))
+            .http2_keepalive_interval(Some(secs(limits.keepalive_interval_secs)))
+            .http2_keepalive_timeout(Some(secs(limits.keepalive_timeout_secs)))
+            .http2_max_header_list_size(limits.max_header_list_bytes);
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
         }
+        let incoming = TcpIncoming::from(self.listener)
+            // TCP_NODELAY: without it, small responses wait for delayed ACKs (~40 ms per call).
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(secs(limits.tcp_keepalive_secs)));
         let serve = builder
             .layer(RpcTraceLayer::new(self.metrics.clone()))
             .layer(layer)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(ApiKeyServiceServer::new(api))
-            // TCP_NODELAY: without it, small responses wait for delayed ACKs (~40 ms per call).
-            .serve_with_incoming_shutdown(TcpIncoming::from(self.listener).with_nodelay(Some(true)), signal);
+            .add_service(health_service.max_decoding_message_size(limits.max_request_bytes))
+            .add_service(reflection_v1.max_decoding_message_size(limits.max_request_bytes))
+            .add_service(reflection_v1alpha.max_decoding_message_size(limits.max_request_bytes))
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => result?,
@@ -285,16 +379,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Creates the first org and its administrator, writing the token to `token_path` before the
-/// database commit (so a failure leaves neither half).
+/// Creates the first org and its administrator. The token is written to a private temporary file
+/// before the database commit (so a failure to save it leaves no key nobody can use) and moved to
+/// `token_path` after it; an instance that loses a bootstrap race to another one leaves the winner's
+/// token alone.
 ///
 /// # Errors
 /// Database or file system failures.
-pub async fn bootstrap(keys: &Keys, org: &str, token_path: &PathBuf) -> Result<(), StartupError> {
-    let result =
-        keys.create_org_admin(org, "default", |credential| write_token_file(token_path, &credential.token())).await;
+pub async fn bootstrap(keys: &Keys, org: &str, token_path: &Path) -> Result<(), StartupError> {
+    let mut staged = StagedToken::new(token_path);
+    let result = keys.create_org_admin(org, "default", |credential| staged.write(&credential.token())).await;
     match result {
         Ok((org, issued)) => {
+            staged.publish()?;
             tracing::warn!(
                 org = %org.name,
                 key_id = %issued.key.id,
@@ -305,14 +402,10 @@ pub async fn bootstrap(keys: &Keys, org: &str, token_path: &PathBuf) -> Result<(
             Ok(())
         }
         Err(Error::FailedPrecondition { reason: "ORG_EXISTS", .. }) => {
-            drop(std::fs::remove_file(token_path));
             tracing::info!("another instance bootstrapped the database first");
             Ok(())
         }
-        Err(e) => {
-            drop(std::fs::remove_file(token_path));
-            Err(format!("bootstrap failed: {e}").into())
-        }
+        Err(e) => Err(format!("bootstrap failed: {e}").into()),
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Authenticator, Credential, layer, local::LocalAuthenticator, missing_permissions},
-    domain::{Actor, ActorType, ApiKey, Caller},
+    domain::{Actor, ActorType, ApiKey, Caller, Violations, is_permission_name},
     error::{Error, Result},
     keys::{CreateKey, Issued, KeyPatch, Keys, ListKeys, Precondition},
     pb,
@@ -229,6 +229,17 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
             )
             .into());
         }
+        // Names are echoed in PERMISSION_DENIED: only well-formed handles get that far.
+        let mut v = Violations::default();
+        for (i, name) in r.required_permissions.iter().enumerate() {
+            if !is_permission_name(name) {
+                v.add(
+                    format!("required_permissions[{i}]"),
+                    "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
+                );
+            }
+        }
+        v.finish()?;
         let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
             (false, true) => Credential::from_token(r.token.trim()),
             (true, false) => Credential::from_parts(r.key_id.trim(), r.secret.trim()),

@@ -1,5 +1,7 @@
 //! Logging setup: tracing to stderr, text or JSON, level from `--log-level` or `RUST_LOG`.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log line format.
@@ -20,7 +22,10 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     };
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        // Colour only on a terminal: files, journald and `docker logs` get plain text.
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init(),
     };
     // A subscriber already installed (tests, embedding) is fine.

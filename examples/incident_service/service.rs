@@ -309,16 +309,20 @@ pub async fn serve<A: Authenticator>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IncidentServiceServer<IncidentApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(apikeys::pb::INCIDENTS_FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Health's descriptors too: grpcurl resolves every method it calls through reflection.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(apikeys::pb::INCIDENTS_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let http = axum::Router::new().route("/v1/incidents", axum::routing::get(list_http)).with_state(store.clone());
     Server::builder()
         .accept_http1(true)
         .layer(AuthLayer::new(authenticator, access_policy()))
         .add_routes(http.into())
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(IncidentServiceServer::new(IncidentApi::new(store)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;

@@ -51,6 +51,20 @@ struct Inner {
     epoch: u64,
 }
 
+/// The longest TTL a cache accepts (a day): a longer one makes revocation meaningless.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Why a cache could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The OS random source failed (for the HMAC key).
+    #[error("OS random source failed: {0}")]
+    Random(#[from] getrandom::Error),
+    /// The TTL is longer than [`MAX_TTL`].
+    #[error("cache TTL of {}s is longer than the longest allowed, {}s (a day)", .0.as_secs(), MAX_TTL.as_secs())]
+    TtlTooLong(Duration),
+}
+
 /// Bounded, TTL-limited cache of verified credentials.
 pub struct VerifiedCache {
     /// HMAC-SHA256 already keyed with the process-random key: cloning it per lookup saves hashing
@@ -74,8 +88,11 @@ impl VerifiedCache {
     /// disables caching.
     ///
     /// # Errors
-    /// Fails only if the OS random source fails (startup).
-    pub fn new(ttl: Duration, capacity: usize) -> Result<Self, getrandom::Error> {
+    /// A TTL longer than [`MAX_TTL`], or a failing OS random source (startup).
+    pub fn new(ttl: Duration, capacity: usize) -> Result<Self, CacheError> {
+        if ttl > MAX_TTL {
+            return Err(CacheError::TtlTooLong(ttl));
+        }
         let mut mac_key = [0u8; 32];
         getrandom::fill(&mut mac_key)?;
         let mac = <HmacSha256 as KeyInit>::new_from_slice(&mac_key)
@@ -158,7 +175,9 @@ impl VerifiedCache {
                 }
             }
         }
-        inner.entries.insert(key, Entry { principal, key_id, expires_at: now + self.ttl });
+        // `new` bounds the TTL, so this cannot overflow; if it could, not caching is the safe answer.
+        let Some(expires_at) = now.checked_add(self.ttl) else { return };
+        inner.entries.insert(key, Entry { principal, key_id, expires_at });
     }
 
     /// Drops every entry of `key_id` and moves to a new epoch. Called after the key is updated,
@@ -228,6 +247,13 @@ mod tests {
         cache.insert(key, principal(&cred), cred.key_id, cache.epoch());
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&key).is_none(), "expired");
+    }
+
+    #[test]
+    fn ttls_beyond_a_day_are_refused() {
+        assert!(VerifiedCache::new(MAX_TTL, 1).is_ok());
+        let error = VerifiedCache::new(Duration::from_secs(u64::MAX), 1).unwrap_err();
+        assert!(error.to_string().contains("longer than"), "{error}");
     }
 
     #[test]

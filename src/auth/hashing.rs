@@ -33,7 +33,8 @@ pub struct HashingConfig {
     pub parallelism: u32,
     /// Hashes computed at once (default: the number of cores).
     pub max_concurrent: usize,
-    /// Requests allowed to wait for a slot; beyond that RESOURCE_EXHAUSTED (default 64).
+    /// Requests allowed to wait for a slot when all are busy; beyond that RESOURCE_EXHAUSTED. 0 means
+    /// no waiting: a request that finds every slot busy is refused at once (default 64).
     pub max_waiting: usize,
 }
 
@@ -112,6 +113,28 @@ impl Hasher {
     }
 
     async fn run<T: Send + 'static>(&self, job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static) -> Result<T> {
+        // A free slot is taken at once; only when every slot is busy does the request queue, and
+        // only while the queue has room (a queue of 0 means: never wait).
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                permit
+            }
+            Err(_) => self.wait_for_slot().await?,
+        };
+        let argon2 = self.argon2.clone();
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let result = job(&argon2);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| Error::internal(format!("hashing task failed: {e}")))
+    }
+
+    /// Waits in the bounded queue for a hashing slot.
+    async fn wait_for_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
         let previously_waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
         // Decrements on every exit, including when the caller's future is dropped while it waits
         // (client cancellation or deadline): a leaked count would shed every later request.
@@ -125,16 +148,7 @@ impl Hasher {
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.wait_nanos.fetch_add(waited, Ordering::Relaxed);
         self.waits.fetch_add(1, Ordering::Relaxed);
-        let permit = permit.map_err(|_| Error::internal("hashing semaphore closed"))?;
-        let argon2 = self.argon2.clone();
-        self.computed.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            let result = job(&argon2);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| Error::internal(format!("hashing task failed: {e}")))
+        permit.map_err(|_| Error::internal("hashing semaphore closed"))
     }
 
     /// The argon2id PHC string of `secret`, with a fresh random salt.

@@ -199,6 +199,11 @@ where
                 Rule::Require(required) => required,
             };
             let credential = read_credential(&request);
+            // The inner service may log its request metadata: keep the credential out of it (and
+            // out of HPACK tables if it is forwarded).
+            if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
+                value.set_sensitive(true);
+            }
             match authorize(&*authenticator, credential, &required).await {
                 Ok(principal) => {
                     tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
@@ -317,6 +322,34 @@ mod tests {
 
     async fn who(Extension(principal): Extension<Principal>) -> String {
         principal.key_id
+    }
+
+    #[tokio::test]
+    async fn the_credential_is_hidden_from_the_inner_services_debug_output() {
+        let known = credential();
+        let fixed = Fixed { known: known.clone(), down: Uuid::new_v4() };
+        let seen = Arc::new(std::sync::Mutex::new(String::new()));
+        let recorder = seen.clone();
+        let inner = tower::service_fn(move |request: Request<Body>| {
+            // What a consumer logging `tonic::Request::metadata()` would print.
+            *recorder.lock().unwrap() =
+                format!("{:?}", tonic::metadata::MetadataMap::from_headers(request.headers().clone()));
+            async { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
+        });
+        let service =
+            AuthLayer::new(Arc::new(fixed), AccessPolicy::new().require("/svc.v1.Svc/Read", ["read"])).layer(inner);
+        for authorization in [known.bearer(), known.basic()] {
+            let request = Request::post("/svc.v1.Svc/Read")
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .header(header::AUTHORIZATION, &authorization)
+                .body(Body::empty())
+                .unwrap();
+            service.clone().oneshot(request).await.unwrap();
+            let debug = seen.lock().unwrap().clone();
+            assert!(debug.contains("authorization"), "the header is still there: {debug}");
+            let secret_part = authorization.split_once(' ').unwrap().1;
+            assert!(!debug.contains(secret_part), "credential in Debug output: {debug}");
+        }
     }
 
     #[tokio::test]

@@ -74,8 +74,8 @@ impl RemoteAuthenticator {
     /// so a consumer can start while apikeys is down).
     ///
     /// # Errors
-    /// Fails only if the OS random source fails (startup).
-    pub fn new(channel: Channel, config: RemoteConfig) -> Result<Self, getrandom::Error> {
+    /// A cache TTL longer than a day, or a failing OS random source (startup).
+    pub fn new(channel: Channel, config: RemoteConfig) -> Result<Self, super::cache::CacheError> {
         Ok(Self {
             client: ApiKeyServiceClient::new(channel),
             timeout: config.timeout,

@@ -63,7 +63,7 @@ impl Catalog {
         let file: CatalogFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut names = BTreeSet::new();
         for p in &file.permission {
-            if !valid_name(&p.name) {
+            if !is_permission_name(&p.name) {
                 return Err(format!("invalid permission name {:?}: use [a-z][a-z0-9_.:-]*, at most 64", p.name));
             }
             if !names.insert(p.name.clone()) {
@@ -94,7 +94,8 @@ impl Catalog {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` has the syntax of a permission handle: `[a-z][a-z0-9_.:-]*`, at most 64 characters.
+pub fn is_permission_name(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())

@@ -3,7 +3,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use apikeys::pb;
+use apikeys::{pb, server::Application};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -109,6 +109,31 @@ async fn reflection_lists_and_describes_the_service() {
     let ours = decoded.iter().find(|f| f.package() == "apikeys.v1").expect("apikeys.v1 file");
     assert!(ours.message_type.iter().any(|m| m.name() == "CreateApiKeyRequest"));
     assert!(ours.service.iter().any(|s| s.name() == "ApiKeyService" && s.method.len() == 8));
+
+    // grpcurl resolves health through reflection too (issue 7.1).
+    assert_reflects(app.channel().await, "grpc.health.v1.Health").await;
+}
+
+/// Asserts that the server behind `channel` describes `service` through reflection v1 and v1alpha.
+pub async fn assert_reflects(channel: tonic::transport::Channel, service: &str) {
+    let symbol = MessageRequest::FileContainingSymbol(service.to_owned());
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(symbol) };
+    let mut v1 = ServerReflectionClient::new(channel.clone());
+    let answer = v1.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner().message().await;
+    let response = answer.unwrap().unwrap().message_response;
+    assert!(matches!(response, Some(MessageResponse::FileDescriptorResponse(_))), "v1: {service}: {response:?}");
+
+    use tonic_reflection::pb::v1alpha as alpha;
+    let symbol = alpha::server_reflection_request::MessageRequest::FileContainingSymbol(service.to_owned());
+    let request = alpha::ServerReflectionRequest { host: String::new(), message_request: Some(symbol) };
+    let mut v1alpha = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let answer =
+        v1alpha.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner().message().await;
+    let response = answer.unwrap().unwrap().message_response;
+    assert!(
+        matches!(response, Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))),
+        "v1alpha: {service}: {response:?}"
+    );
 }
 
 /// Runs the real binary with debug logs, drives it through every secret-bearing RPC, and checks that
@@ -159,13 +184,23 @@ async fn the_binary_never_logs_a_secret() {
     let created = admin.create("Logged", &["read_data"]).await.unwrap();
     secrets.extend([created.token.clone(), created.secret.clone()]);
     let id = created.api_key.unwrap().id;
-    let mut client = pb::api_key_service_client::ApiKeyServiceClient::new(channel);
+    let mut client = pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
     authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
     let _ = authenticate_token(&mut client, &created.token, &["edit_data"]).await;
     let regenerated = admin.regenerate(&id, "", false).await.unwrap();
     secrets.extend([regenerated.token.clone(), regenerated.secret.clone()]);
     let _ = authenticate_token(&mut client, &created.token, &[]).await;
     admin.delete(&id, "", false).await.unwrap();
+
+    // A long path whose 200th byte falls inside a UTF-8 character: logged cut at a character
+    // boundary, not whole (issue 7.10).
+    let long_path = format!("/{}é{}", "a".repeat(198), "b".repeat(4000));
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::try_from(long_path.as_str()).unwrap();
+    let codec = tonic_prost::ProstCodec::<pb::ListPermissionsRequest, pb::ListPermissionsResponse>::default();
+    let refused = grpc.unary(tonic::Request::new(pb::ListPermissionsRequest {}), path, codec).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "not in the access policy: {refused:?}");
 
     // SIGTERM: graceful shutdown.
     let pid = child.id().to_string();
@@ -177,13 +212,16 @@ async fn the_binary_never_logs_a_secret() {
     assert!(logs.contains("bootstrap-token"), "the token file path is logged");
     assert!(logs.contains("API key created"), "logs were captured at all");
     assert!(logs.contains("shutting down"));
+    // Colour codes only on a terminal; these logs went to a file (issue 7.3).
+    assert!(!logs.contains('\u{1b}'), "ANSI escape codes in a log file");
+    assert!(logs.contains(&long_path[..199]), "the cut path is logged");
+    assert!(!logs.contains("bbbbbbbbbb"), "the path was logged whole");
     // One span per RPC, with the method, the code and the authenticated key's ID.
     let admin_id = credential(&admin_token).key_id.to_string();
-    let plain = strip_ansi(&logs);
-    let create_line = plain
+    let create_line = logs
         .lines()
         .find(|l| l.contains("rpc finished") && l.contains("CreateApiKey"))
-        .unwrap_or_else(|| panic!("no rpc span for CreateApiKey in:\n{plain}"));
+        .unwrap_or_else(|| panic!("no rpc span for CreateApiKey in:\n{logs}"));
     assert!(create_line.contains("method=\"/apikeys.v1.ApiKeyService/CreateApiKey\""), "{create_line}");
     assert!(create_line.contains(&format!("key_id={admin_id}")), "{create_line}");
     assert!(create_line.contains("code=\"OK\""), "{create_line}");
@@ -193,20 +231,95 @@ async fn the_binary_never_logs_a_secret() {
     }
 }
 
-/// `text` without ANSI colour sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
+/// Issue 7.10: the data directory is 0700 and the SQLite database and its WAL are 0600, whatever
+/// the umask; the bootstrap token is written through a private temporary file.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let app = TestApp::spawn().await;
+    let data_dir = &app.config.data_dir;
+    assert_eq!(mode(data_dir), 0o700, "{}", data_dir.display());
+    assert_eq!(mode(&app.config.bootstrap_token_path()), 0o600);
+    if app.db.pg.is_none() {
+        app.admin().await.create("Written", &[]).await.unwrap();
+        for file in ["apikeys.db", "apikeys.db-wal", "apikeys.db-shm"] {
+            assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
         }
     }
-    out
+    let names: Vec<String> =
+        std::fs::read_dir(data_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "no staged token left behind: {names:?}");
+}
+
+/// Issue 7.10: several instances bootstrapping one empty database at once, with one token path: one
+/// wins, and the token file holds the winner's token (the losers never touch it).
+#[tokio::test]
+async fn racing_bootstraps_keep_the_winners_token() {
+    let db = TestDb::new().await;
+    let config = db.config();
+    // Migrated first, so the race is about the bootstrap alone.
+    apikeys::server::open_store(&config).await.unwrap();
+    let builds = futures::future::join_all((0..4).map(|_| Application::build(config.clone()))).await;
+    let apps: Vec<Application> = builds.into_iter().map(|b| b.expect("every instance starts")).collect();
+    drop(apps);
+    let token =
+        std::fs::read_to_string(config.bootstrap_token_path()).expect("the winner's token file").trim().to_owned();
+    let names: Vec<String> = std::fs::read_dir(&config.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "losers cleaned up after themselves: {names:?}");
+    let app = TestApp::start(db, config).await;
+    let listed = app.client_as(&token).await.list(Default::default()).await.expect("the token in the file works");
+    assert_eq!(listed.api_keys.len(), 1, "one org, one administrator");
+}
+
+/// Issue 7.8: a request larger than the decode limit is refused with a clear error, and the same
+/// connection keeps serving.
+#[tokio::test]
+async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
+    let app = TestApp::spawn_with(|c| c.transport.max_request_bytes = 4096).await;
+    let admin = app.admin().await;
+    let huge =
+        pb::CreateApiKeyRequest { display_name: "Big".into(), description: "x".repeat(5000), ..Default::default() };
+    let status = admin.create_full(huge).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("4096"), "names the limit: {}", status.message());
+    admin.create("Small", &[]).await.expect("the connection still serves");
+    let listed = admin.list(Default::default()).await.unwrap();
+    assert!(listed.api_keys.iter().all(|k| k.display_name != "Big"), "nothing written");
+    // Default limit: 64 KiB, far above any valid request.
+    assert_eq!(apikeys::config::TransportConfig::default().max_request_bytes, 65536);
+}
+
+/// Issue 7.10: `hash_queue = 0` means "never wait", not "always refuse": the server bootstraps and
+/// issues keys.
+#[tokio::test]
+async fn a_hash_queue_of_zero_never_waits_but_still_hashes() {
+    let app = TestApp::spawn_with(|c| c.hashing.max_waiting = 0).await;
+    let created = app.admin().await.create("No queue", &["read_data"]).await.unwrap();
+    authenticate_token(&mut app.client().await, &created.token, &["read_data"]).await.unwrap();
+}
+
+/// Issue 7.10: settings that would fail later (an `Instant + ttl` overflow on every verification, a
+/// zero transport limit) stop the server at startup with a message naming them.
+#[tokio::test]
+async fn startup_refuses_settings_that_would_fail_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data").display().to_string();
+    apikeys(&["serve", "--data-dir", &data_dir, "--auth-cache-ttl-secs", "18446744073709551615"])
+        .await
+        .fails_with("auth_cache_ttl_secs");
+    let file = dir.path().join("apikeys.toml");
+    std::fs::write(&file, "[transport]\nrequest_timeout_secs = 0\n").unwrap();
+    apikeys(&["serve", "--data-dir", &data_dir, "--config", &file.display().to_string()])
+        .await
+        .fails_with("transport.request_timeout_secs");
+    let db = TestDb::new().await;
+    let mut config = db.config();
+    config.auth_cache_ttl = Duration::from_secs(u64::MAX);
+    let error = Application::build(config).await.unwrap_err().to_string();
+    assert!(error.contains("at most 86400"), "{error}");
 }
