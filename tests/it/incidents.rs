@@ -34,14 +34,14 @@ use crate::{harness::*, incident_service};
 const ALL: &[&str] = &["create_incident", "read_all_incidents", "edit_all_incidents_fields"];
 
 /// A running incident service verifying credentials against `apikeys`.
-struct Consumer {
-    addr: SocketAddr,
+pub struct Consumer {
+    pub addr: SocketAddr,
     authenticator: Arc<RemoteAuthenticator>,
     _shutdown: oneshot::Sender<()>,
 }
 
 impl Consumer {
-    async fn spawn(apikeys: SocketAddr, cache_ttl: Duration) -> Self {
+    pub async fn spawn(apikeys: SocketAddr, cache_ttl: Duration) -> Self {
         let channel = Channel::from_shared(format!("http://{apikeys}")).unwrap().connect_lazy();
         let config = RemoteConfig { cache_ttl, timeout: Duration::from_secs(2), ..RemoteConfig::default() };
         let authenticator = Arc::new(RemoteAuthenticator::new(channel, config).unwrap());

@@ -14,4 +14,6 @@ mod keys;
 mod metrics;
 mod operations;
 mod python_client;
+mod readme;
 mod tls;
+mod upgrade;
