@@ -14,11 +14,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log target silenced below ERROR; see [`init`].
+const QUIET_TARGET: &str = "sqlx_postgres::options::parse=error";
+
 /// Installs the global subscriber. `level` wins over `RUST_LOG`; neither means `info`.
 pub fn init(format: LogFormat, level: Option<&str>) {
     let filter = match level {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // sqlx warns about connection parameters it does not know with their values, which can be
+    // passwords (`?sslpassword=`): that target never logs below ERROR, whatever the filter says.
+    let filter = match QUIET_TARGET.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     };
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
@@ -30,4 +39,12 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     };
     // A subscriber already installed (tests, embedding) is fine.
     drop(result);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_quiet_directive_parses() {
+        assert!(super::QUIET_TARGET.parse::<tracing_subscriber::filter::Directive>().is_ok());
+    }
 }

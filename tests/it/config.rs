@@ -33,6 +33,21 @@ log_format = "json"
     assert_eq!(config["auth_cache_ttl_secs"], 60, "default");
     assert_eq!(config["database_url"], "postgres://apikeys:<redacted>@db.internal/apikeys");
     assert!(!run.stdout.contains("hunter2"));
+    assert_eq!(config["transport"]["max_concurrent_streams"], 256, "the [transport] defaults are shown");
+    assert_eq!(config["transport"]["max_request_bytes"], 65536);
+
+    // Every password form is hidden, in `apikeys config` and in the server's log (issue 7.10).
+    let url = "postgres://apikeys@127.0.0.1:1/apikeys?password=hunter3&sslpassword=hunter4";
+    let shown = apikeys_env(&["config", "--format", "json"], &[("APIKEYS_DATABASE_URL", url)]).await.ok();
+    assert!(!shown.stdout.contains("hunter3") && !shown.stdout.contains("hunter4"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("password=<redacted>"), "{}", shown.stdout);
+    let data_dir = dir.path().join("data").display().to_string();
+    let failed =
+        apikeys_env(&["serve", "--data-dir", &data_dir, "--log-level", "trace"], &[("APIKEYS_DATABASE_URL", url)])
+            .await;
+    assert!(!failed.success, "nothing listens on port 1");
+    assert!(failed.stderr.contains("password=<redacted>"), "{}", failed.stderr);
+    assert!(!failed.stderr.contains("hunter3") && !failed.stderr.contains("hunter4"), "{}", failed.stderr);
 
     // The TOML output is itself a valid config file.
     let toml_out = apikeys_env(&["config"], &env).await.ok().stdout;
