@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use apikeys::{
-    auth::{Credential, hashing::HashingConfig},
+    auth::Credential,
     config::ServerConfig,
     pb::{self, api_key_service_client::ApiKeyServiceClient},
     server::Application,
@@ -25,8 +25,7 @@ async fn start(cache_ttl: Duration) -> Running {
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.path().to_path_buf(),
-        hashing: HashingConfig::default(),
-        auth_cache_ttl: cache_ttl,
+        auth_cache_ttl_secs: cache_ttl.as_secs(),
         ..ServerConfig::default()
     };
     let app = Application::build(config.clone()).await.expect("server starts");

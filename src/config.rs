@@ -1,9 +1,22 @@
-//! Server configuration: one plain struct with documented defaults ([`ServerConfig`]), and the
-//! [`Settings`] layers it is made of. The CLI stacks them with the precedence flags > `APIKEYS_*`
-//! environment variables > TOML file (`--config`) > defaults; tests build [`ServerConfig`] directly.
+//! Server configuration: [`ServerConfig`] is the one place a setting is declared, with its doc
+//! comment and its default. [`load`] layers it: defaults, then the TOML file (`--config`), then
+//! `APIKEYS_*` environment variables, then command-line flags, each later layer winning, and
+//! remembers where each value came from. The flags and environment variables are derived from the
+//! struct ([`settings`]), so adding a setting is adding a field.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::LazyLock,
+    time::Duration,
+};
 
+use figment::{
+    Figment, Metadata, Profile, Provider,
+    providers::{Format as _, Toml},
+    value::{Dict, Map, Value},
+};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -13,7 +26,7 @@ use crate::{
 
 /// A database URL. It may carry a password, so its `Debug` shows it redacted; [`DatabaseUrl::expose`]
 /// gives the real value to the code that connects.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct DatabaseUrl(String);
 
@@ -52,33 +65,33 @@ impl std::str::FromStr for DatabaseUrl {
 
 /// Limits of the gRPC transport: what one client can make the server hold. The `[transport]` table of
 /// the config file; every key is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
-    /// HTTP/2 streams (RPCs) one connection may have open at once (default 256).
+    /// HTTP/2 streams (RPCs) one connection may have open at once.
     pub max_concurrent_streams: u32,
-    /// RPCs of one connection handled at once; further ones wait (default 128).
+    /// RPCs of one connection handled at once; further ones wait.
     pub concurrency_per_connection: usize,
     /// Streams a client may make the server reset with protocol errors before its connection is
-    /// closed (h2's MadeYouReset protection, CVE-2025-8671; default 1024).
+    /// closed (h2's MadeYouReset protection, CVE-2025-8671).
     pub max_local_error_reset_streams: usize,
     /// Streams a client may open and reset before the server accepts them (Rapid Reset,
-    /// CVE-2023-44487; default 20).
+    /// CVE-2023-44487).
     pub max_pending_accept_reset_streams: usize,
     /// Seconds an RPC may run before it is cancelled; a shorter `grpc-timeout` from the client wins
-    /// (default 30).
+    ///.
     pub request_timeout_secs: u64,
-    /// Seconds a TLS handshake may take (default 10).
+    /// Seconds a TLS handshake may take.
     pub tls_handshake_timeout_secs: u64,
-    /// Seconds between HTTP/2 keepalive pings on an idle connection (default 60).
+    /// Seconds between HTTP/2 keepalive pings on an idle connection.
     pub keepalive_interval_secs: u64,
-    /// Seconds to wait for a ping's answer before closing the connection (default 20).
+    /// Seconds to wait for a ping's answer before closing the connection.
     pub keepalive_timeout_secs: u64,
-    /// Seconds of TCP idleness before TCP keepalive probes (default 60).
+    /// Seconds of TCP idleness before TCP keepalive probes.
     pub tcp_keepalive_secs: u64,
-    /// Largest request message in bytes; larger ones get OUT_OF_RANGE (default 65536).
+    /// Largest request message in bytes; larger ones get OUT_OF_RANGE.
     pub max_request_bytes: usize,
-    /// Largest header block (metadata) of a request in bytes (default 16384).
+    /// Largest header block (metadata) of a request in bytes.
     pub max_header_list_bytes: u32,
 }
 
@@ -127,47 +140,68 @@ impl TransportConfig {
     }
 }
 
-/// Everything `apikeys serve` needs.
-#[derive(Debug, Clone)]
+/// Everything `apikeys serve` needs. Each field is a setting: a key of the TOML file, the flag
+/// `--<key with - for _>` and the variable `APIKEYS_<KEY>` (`APIKEYS_TRANSPORT__<KEY>` in the
+/// `[transport]` table). Its doc comment is its help text; `apikeys config` shows every value in
+/// effect and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on; port 0 picks a free one (default 127.0.0.1:50051).
+    /// Address to listen on for gRPC; port 0 picks a free one. A warning is logged for a
+    /// non-loopback address without TLS.
     pub listen: SocketAddr,
-    /// Database URL; `None` means the SQLite file `<data_dir>/apikeys.db`.
+    /// Database URL: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`. Unset: the SQLite file
+    /// `<data_dir>/apikeys.db`.
     pub database_url: Option<DatabaseUrl>,
-    /// Directory for the SQLite file and the bootstrap token (default `./data`).
+    /// Directory for the SQLite file and the bootstrap token (created 0700).
     pub data_dir: PathBuf,
-    /// Pool size (default 8).
+    /// Database connection pool size.
     pub db_max_connections: u32,
-    /// Name of the org created on first start (default `default`).
+    /// Name of the org created on first start.
     pub bootstrap_org: String,
-    /// Where the first administrator's token is written (default `<data_dir>/bootstrap-token`).
+    /// Where the first administrator's token is written on first start. Unset:
+    /// `<data_dir>/bootstrap-token`.
     pub bootstrap_token_file: Option<PathBuf>,
-    /// Replacement permission catalog (TOML); `None` uses the built-in one.
+    /// Replacement permission catalog (TOML, the format of the built-in one). Unset: built-in.
     pub permissions_file: Option<PathBuf>,
-    /// argon2 parameters and admission limits.
-    pub hashing: HashingConfig,
-    /// How long a successful verification is cached (default 60 s; 0 disables the cache).
-    pub auth_cache_ttl: Duration,
-    /// Most cached verifications (default 10 000).
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// argon2 computations at once (the default is the number of cores).
+    pub hash_concurrency: usize,
+    /// Verifications waiting while every argon2 slot is busy; beyond that RESOURCE_EXHAUSTED.
+    /// 0: never wait.
+    pub hash_queue: usize,
+    /// Seconds a successful verification is cached (0 disables the cache; at most 86400).
+    pub auth_cache_ttl_secs: u64,
+    /// Most cached verifications.
     pub auth_cache_capacity: usize,
-    /// How often the health check pings the database (default 5 s).
-    pub health_interval: Duration,
-    /// How long in-flight RPCs may take to finish on shutdown (default 10 s).
-    pub shutdown_grace: Duration,
-    /// Address of the Prometheus `/metrics` HTTP listener; `None` (default) means no listener.
+    /// Milliseconds between the health check's database pings.
+    pub health_interval_ms: u64,
+    /// Seconds in-flight RPCs get to finish on SIGTERM / Ctrl-C.
+    pub shutdown_grace_secs: u64,
+    /// Address of the Prometheus `/metrics` HTTP listener. Unset: no listener.
     pub metrics_listen: Option<SocketAddr>,
-    /// PEM certificate chain for TLS; with `tls_key`, the gRPC port speaks TLS only (default: none).
+    /// PEM certificate chain; with `tls_key`, gRPC is served over TLS only.
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `tls_cert`.
+    /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).
+    /// PEM CA bundle; clients must present a certificate it signed (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
-    /// Transport limits.
+    /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
+    pub log_format: LogFormat,
+    /// Log level or filter, e.g. `debug` or `apikeys=debug,info`. Unset: `RUST_LOG`, else `info`.
+    pub log_level: Option<String>,
+    /// Transport limits: what one client can make the server hold.
     pub transport: TransportConfig,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let hashing = HashingConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: None,
@@ -176,15 +210,21 @@ impl Default for ServerConfig {
             bootstrap_org: "default".to_owned(),
             bootstrap_token_file: None,
             permissions_file: None,
-            hashing: HashingConfig::default(),
-            auth_cache_ttl: Duration::from_secs(60),
+            argon2_memory_kib: hashing.memory_kib,
+            argon2_iterations: hashing.iterations,
+            argon2_parallelism: hashing.parallelism,
+            hash_concurrency: hashing.max_concurrent,
+            hash_queue: hashing.max_waiting,
+            auth_cache_ttl_secs: 60,
             auth_cache_capacity: 10_000,
-            health_interval: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(10),
+            health_interval_ms: 5000,
+            shutdown_grace_secs: 10,
             metrics_listen: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            log_format: LogFormat::Text,
+            log_level: None,
             transport: TransportConfig::default(),
         }
     }
@@ -199,217 +239,211 @@ impl ServerConfig {
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("apikeys.db").display()))
     }
 
+    /// The bootstrap token path in effect.
+    pub fn bootstrap_token_path(&self) -> PathBuf {
+        self.bootstrap_token_file.clone().unwrap_or_else(|| self.data_dir.join("bootstrap-token"))
+    }
+
+    /// The argon2 parameters and admission limits.
+    pub fn hashing(&self) -> HashingConfig {
+        HashingConfig {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+            max_concurrent: self.hash_concurrency,
+            max_waiting: self.hash_queue,
+        }
+    }
+
+    /// How long a successful verification is cached.
+    pub fn auth_cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.auth_cache_ttl_secs)
+    }
+
+    /// The same configuration with the database password redacted, for showing.
+    #[must_use]
+    pub fn redacted(&self) -> Self {
+        Self { database_url: Some(redact_url(&self.database_url()).into()), ..self.clone() }
+    }
+
     /// Checks the settings that could not take effect or would fail later.
     ///
     /// # Errors
     /// A message naming the setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self.auth_cache_ttl > MAX_TTL {
+        if self.auth_cache_ttl() > MAX_TTL {
             return Err(format!(
                 "auth_cache_ttl_secs is {}; at most {} (a day) is allowed",
-                self.auth_cache_ttl.as_secs(),
+                self.auth_cache_ttl_secs,
                 MAX_TTL.as_secs()
             ));
         }
+        if self.health_interval_ms == 0 {
+            return Err("health_interval_ms must be at least 1".to_owned());
+        }
         self.transport.validate()
     }
+}
 
-    /// The bootstrap token path in effect.
-    pub fn bootstrap_token_path(&self) -> PathBuf {
-        self.bootstrap_token_file.clone().unwrap_or_else(|| self.data_dir.join("bootstrap-token"))
+/// One setting as the tooling sees it: its key, its help text and its default.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    /// `hash_queue`, or `transport.max_request_bytes` in a table.
+    pub key: String,
+    /// The field's doc comment.
+    pub doc: String,
+    /// The default value (null when unset by default).
+    pub default: serde_json::Value,
+}
+
+impl Setting {
+    /// The command-line flag, without its dashes: `hash-queue`, `transport-max-request-bytes`.
+    pub fn flag(&self) -> String {
+        self.key.replace(['.', '_'], "-")
+    }
+
+    /// The environment variable: `APIKEYS_HASH_QUEUE`, `APIKEYS_TRANSPORT__MAX_REQUEST_BYTES`.
+    pub fn env(&self) -> String {
+        format!("APIKEYS_{}", self.key.replace('.', "__").to_uppercase())
+    }
+
+    /// `raw` (a flag's or variable's text) as a value of this setting's type, which its default
+    /// tells: numbers and booleans are parsed, everything else stays text.
+    fn parse(&self, raw: &str, source: &str) -> Result<Value, String> {
+        let bad = |what: &str| format!("{source}: expected {what}, got {raw:?}");
+        Ok(match &self.default {
+            serde_json::Value::Number(_) => Value::from(raw.trim().parse::<u64>().map_err(|_| bad("a whole number"))?),
+            serde_json::Value::Bool(_) => Value::from(raw.trim().parse::<bool>().map_err(|_| bad("true or false"))?),
+            _ => Value::from(raw.to_owned()),
+        })
     }
 }
 
-/// One layer of settings: what a TOML file, or the flags and environment variables, say. Every field
-/// is optional; a missing one falls through to the layer below. Keys are the flag names with `_`
-/// instead of `-`; unknown keys are rejected.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// See [`ServerConfig::listen`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// See [`ServerConfig::database_url`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<DatabaseUrl>,
-    /// See [`ServerConfig::data_dir`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// See [`ServerConfig::permissions_file`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub permissions_file: Option<PathBuf>,
-    /// argon2id memory cost in KiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub argon2_memory_kib: Option<u32>,
-    /// argon2id iterations.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub argon2_iterations: Option<u32>,
-    /// argon2id lanes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub argon2_parallelism: Option<u32>,
-    /// See [`ServerConfig::bootstrap_org`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bootstrap_org: Option<String>,
-    /// See [`ServerConfig::bootstrap_token_file`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bootstrap_token_file: Option<PathBuf>,
-    /// See [`ServerConfig::db_max_connections`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub db_max_connections: Option<u32>,
-    /// argon2 computations at once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hash_concurrency: Option<usize>,
-    /// Credential checks allowed to wait for argon2.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hash_queue: Option<usize>,
-    /// Verification cache TTL in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_cache_ttl_secs: Option<u64>,
-    /// See [`ServerConfig::auth_cache_capacity`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_cache_capacity: Option<usize>,
-    /// Shutdown grace period in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// See [`ServerConfig::metrics_listen`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// See [`ServerConfig::tls_cert`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    /// See [`ServerConfig::tls_key`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    /// See [`ServerConfig::tls_client_ca`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Log format (`text` or `json`; default `text`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
-    /// Log level or filter (default: `RUST_LOG`, else `info`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
-    /// See [`ServerConfig::transport`]: the `[transport]` table (only in the file).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transport: Option<TransportConfig>,
+/// Every setting of [`ServerConfig`], in declaration order, tables flattened to dotted keys.
+pub fn settings() -> &'static [Setting] {
+    static SETTINGS: LazyLock<Vec<Setting>> = LazyLock::new(|| {
+        let schema = serde_json::to_value(schemars::schema_for!(ServerConfig)).unwrap_or_default();
+        let defaults = serde_json::to_value(ServerConfig::default()).unwrap_or_default();
+        let mut out = Vec::new();
+        collect_settings(&schema, &schema, &defaults, "", &mut out);
+        out
+    });
+    &SETTINGS
 }
 
-macro_rules! overlay {
-    ($low:expr, $high:expr, $($field:ident),+ $(,)?) => {
-        Settings { $($field: $high.$field.or($low.$field)),+ }
-    };
-}
-
-impl Settings {
-    /// Reads a TOML settings file.
-    ///
-    /// # Errors
-    /// A message naming the file and the problem, e.g. the unknown key.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))
-    }
-
-    /// Parses TOML settings.
-    ///
-    /// # Errors
-    /// The parser's message, which names an unknown key and lists the valid ones.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.message().to_owned())
-    }
-
-    /// `self` with every setting `higher` gives replaced by it.
-    #[must_use]
-    pub fn overlaid_with(self, higher: Self) -> Self {
-        overlay!(
-            self,
-            higher,
-            listen,
-            database_url,
-            data_dir,
-            permissions_file,
-            argon2_memory_kib,
-            argon2_iterations,
-            argon2_parallelism,
-            bootstrap_org,
-            bootstrap_token_file,
-            db_max_connections,
-            hash_concurrency,
-            hash_queue,
-            auth_cache_ttl_secs,
-            auth_cache_capacity,
-            shutdown_grace_secs,
-            metrics_listen,
-            tls_cert,
-            tls_key,
-            tls_client_ca,
-            log_format,
-            log_level,
-            transport,
-        )
-    }
-
-    /// The server configuration: these settings over the defaults.
-    pub fn server_config(&self) -> ServerConfig {
-        let d = ServerConfig::default();
-        ServerConfig {
-            listen: self.listen.unwrap_or(d.listen),
-            database_url: self.database_url.clone(),
-            data_dir: self.data_dir.clone().unwrap_or(d.data_dir),
-            db_max_connections: self.db_max_connections.unwrap_or(d.db_max_connections),
-            bootstrap_org: self.bootstrap_org.clone().unwrap_or(d.bootstrap_org),
-            bootstrap_token_file: self.bootstrap_token_file.clone(),
-            permissions_file: self.permissions_file.clone(),
-            hashing: HashingConfig {
-                memory_kib: self.argon2_memory_kib.unwrap_or(d.hashing.memory_kib),
-                iterations: self.argon2_iterations.unwrap_or(d.hashing.iterations),
-                parallelism: self.argon2_parallelism.unwrap_or(d.hashing.parallelism),
-                max_concurrent: self.hash_concurrency.unwrap_or(d.hashing.max_concurrent),
-                max_waiting: self.hash_queue.unwrap_or(d.hashing.max_waiting),
-            },
-            auth_cache_ttl: self.auth_cache_ttl_secs.map_or(d.auth_cache_ttl, Duration::from_secs),
-            auth_cache_capacity: self.auth_cache_capacity.unwrap_or(d.auth_cache_capacity),
-            health_interval: d.health_interval,
-            shutdown_grace: self.shutdown_grace_secs.map_or(d.shutdown_grace, Duration::from_secs),
-            metrics_listen: self.metrics_listen,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            tls_client_ca: self.tls_client_ca.clone(),
-            transport: self.transport.clone().unwrap_or_default(),
+fn collect_settings(
+    root: &serde_json::Value,
+    schema: &serde_json::Value,
+    defaults: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<Setting>,
+) {
+    let Some(properties) = schema.get("properties").and_then(serde_json::Value::as_object) else { return };
+    for (name, property) in properties {
+        let key = format!("{prefix}{name}");
+        let default = defaults.get(name).cloned().unwrap_or_default();
+        let table = property
+            .get("$ref")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+            .and_then(|name| root.get("$defs")?.get(name))
+            .filter(|def| def.get("properties").is_some());
+        match table {
+            Some(def) => collect_settings(root, def, &default, &format!("{key}."), out),
+            None => {
+                let doc = property.get("description").and_then(serde_json::Value::as_str).unwrap_or_default();
+                out.push(Setting { key, doc: doc.replace('\n', " "), default });
+            }
         }
     }
 }
 
-impl ServerConfig {
-    /// Every setting in effect, as a [`Settings`] layer (for `apikeys config`), with the database
-    /// password redacted. Printed as TOML it is a valid config file.
-    pub fn effective_settings(&self) -> Settings {
-        Settings {
-            listen: Some(self.listen),
-            database_url: Some(redact_url(&self.database_url()).into()),
-            data_dir: Some(self.data_dir.clone()),
-            permissions_file: self.permissions_file.clone(),
-            argon2_memory_kib: Some(self.hashing.memory_kib),
-            argon2_iterations: Some(self.hashing.iterations),
-            argon2_parallelism: Some(self.hashing.parallelism),
-            bootstrap_org: Some(self.bootstrap_org.clone()),
-            bootstrap_token_file: Some(self.bootstrap_token_path()),
-            db_max_connections: Some(self.db_max_connections),
-            hash_concurrency: Some(self.hashing.max_concurrent),
-            hash_queue: Some(self.hashing.max_waiting),
-            auth_cache_ttl_secs: Some(self.auth_cache_ttl.as_secs()),
-            auth_cache_capacity: Some(self.auth_cache_capacity),
-            shutdown_grace_secs: Some(self.shutdown_grace.as_secs()),
-            metrics_listen: self.metrics_listen,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            tls_client_ca: self.tls_client_ca.clone(),
-            log_format: None,
-            log_level: None,
-            transport: Some(self.transport.clone()),
+/// One layer of values with a name saying where they came from.
+struct Layer {
+    name: String,
+    values: Dict,
+}
+
+impl Layer {
+    /// A layer holding one setting's value; a dotted key is a value inside a table.
+    fn single(name: String, key: &str, value: Value) -> Self {
+        let (mut key, mut value) = (key, value);
+        while let Some((table, leaf)) = key.rsplit_once('.') {
+            value = Value::from(Dict::from([(leaf.to_owned(), value)]));
+            key = table;
+        }
+        Self { name, values: Dict::from([(key.to_owned(), value)]) }
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
+/// A configuration and where each of its values came from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration in effect.
+    pub config: ServerConfig,
+    figment: Figment,
+}
+
+impl Loaded {
+    /// Where the value of setting `key` came from: `default`, `file PATH`, `environment VAR` or
+    /// `flag --NAME`.
+    pub fn source(&self, key: &str) -> String {
+        let Some(metadata) = self.figment.find_metadata(key) else { return "default".to_owned() };
+        match metadata.source.as_ref().and_then(figment::Source::file_path) {
+            Some(path) => format!("file {}", path.display()),
+            None => metadata.name.to_string(),
         }
     }
+}
+
+/// Loads the configuration: defaults, then `file` (if any), then `APIKEYS_*` environment variables,
+/// then `flags` (setting key and raw text, as given on the command line).
+///
+/// # Errors
+/// A message naming the file, variable or flag and what is wrong: an unknown key, a value of the
+/// wrong type, an unreadable file, or a setting that would fail later ([`ServerConfig::validate`]).
+pub fn load(file: Option<&Path>, flags: &[(String, String)]) -> Result<Loaded, String> {
+    let defaults = Value::serialize(ServerConfig::default()).map_err(|e| e.to_string())?;
+    let mut figment =
+        Figment::from(Layer { name: "default".to_owned(), values: defaults.into_dict().unwrap_or_default() });
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(format!("cannot read config file {}: not a readable file", path.display()));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    for setting in settings() {
+        let var = setting.env();
+        if let Some(raw) = std::env::var_os(&var) {
+            let raw = raw.into_string().map_err(|_| format!("{var} is not valid UTF-8"))?;
+            let value = setting.parse(&raw, &var)?;
+            figment = figment.merge(Layer::single(format!("environment {var}"), &setting.key, value));
+        }
+    }
+    for (key, raw) in flags {
+        let setting = settings().iter().find(|s| &s.key == key).ok_or_else(|| format!("unknown setting {key}"))?;
+        let flag = format!("flag --{}", setting.flag());
+        let value = setting.parse(raw, &flag)?;
+        figment = figment.merge(Layer::single(flag, key, value));
+    }
+    let config: ServerConfig = figment.extract().map_err(|e| describe(&e))?;
+    config.validate()?;
+    Ok(Loaded { config, figment })
+}
+
+/// figment's error, every one of them, each with where the value came from.
+fn describe(error: &figment::Error) -> String {
+    error.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// Hides every password a database URL carries, for logs and `apikeys config`: the one in the user
@@ -442,35 +476,62 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Settings;
+    use super::*;
 
     #[test]
-    fn higher_layers_win_and_missing_settings_fall_through() {
-        let file = Settings::from_toml("listen = \"0.0.0.0:1\"\nhash_queue = 5\nbootstrap_org = \"file\"").unwrap();
-        let env = Settings { hash_queue: Some(7), bootstrap_org: Some("env".into()), ..Settings::default() };
-        let flags = Settings { bootstrap_org: Some("flag".into()), ..Settings::default() };
-        let config = file.overlaid_with(env).overlaid_with(flags).server_config();
-        assert_eq!(config.listen.to_string(), "0.0.0.0:1");
-        assert_eq!(config.hashing.max_waiting, 7);
-        assert_eq!(config.bootstrap_org, "flag");
-        assert_eq!(config.db_max_connections, 8, "default");
+    fn every_field_is_a_setting_with_its_doc_and_default() {
+        let keys: Vec<&str> = settings().iter().map(|s| s.key.as_str()).collect();
+        assert!(keys.contains(&"hash_queue") && keys.contains(&"transport.max_request_bytes"), "{keys:?}");
+        for setting in settings() {
+            assert!(!setting.doc.is_empty(), "{} has no doc comment", setting.key);
+        }
+        let queue = settings().iter().find(|s| s.key == "hash_queue").unwrap();
+        assert_eq!(queue.default, serde_json::json!(64));
+        assert_eq!((queue.flag(), queue.env()), ("hash-queue".to_owned(), "APIKEYS_HASH_QUEUE".to_owned()));
+        let nested = settings().iter().find(|s| s.key == "transport.max_request_bytes").unwrap();
+        assert_eq!(nested.env(), "APIKEYS_TRANSPORT__MAX_REQUEST_BYTES");
+        assert_eq!(nested.flag(), "transport-max-request-bytes");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("apikeys.toml");
+        std::fs::write(&file, "hash_queue = 5\nbootstrap_org = \"file\"\n[transport]\nmax_request_bytes = 2048\n")
+            .unwrap();
+        let flags = vec![
+            ("bootstrap_org".to_owned(), "flag".to_owned()),
+            ("transport.request_timeout_secs".to_owned(), "7".to_owned()),
+        ];
+        let loaded = load(Some(&file), &flags).unwrap();
+        assert_eq!(loaded.config.hash_queue, 5);
+        assert_eq!(loaded.config.bootstrap_org, "flag");
+        assert_eq!(loaded.config.transport.max_request_bytes, 2048);
+        assert_eq!(loaded.config.transport.request_timeout_secs, 7);
+        assert_eq!(loaded.config.db_max_connections, 8, "default");
+        assert_eq!(loaded.source("bootstrap_org"), "flag --bootstrap-org");
+        assert!(loaded.source("hash_queue").starts_with("file "), "{}", loaded.source("hash_queue"));
+        assert_eq!(loaded.source("transport.request_timeout_secs"), "flag --transport-request-timeout-secs");
+        assert_eq!(loaded.source("db_max_connections"), "default");
+        let bad = load(None, &[("hash_queue".to_owned(), "many".to_owned())]).unwrap_err();
+        assert!(bad.contains("--hash-queue") && bad.contains("many"), "{bad}");
     }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let error = Settings::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 5").unwrap_err();
-        assert!(error.contains("listen_port"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("apikeys.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_port = 5").unwrap();
+        let error = load(Some(&file), &[]).unwrap_err();
+        assert!(error.contains("listen_port") && error.contains("apikeys.toml"), "{error}");
     }
 
     #[test]
-    fn effective_settings_round_trip_and_hide_the_password() {
-        let settings = Settings { database_url: Some("postgres://u:pw@h/db".into()), ..Settings::default() };
-        let effective = settings.server_config().effective_settings();
-        let text = toml::to_string(&effective).unwrap();
-        assert!(!text.contains("pw@"), "{text}");
-        assert!(!format!("{settings:?}").contains("pw@"), "Debug hides the password");
-        assert!(!format!("{:?}", settings.server_config()).contains("pw@"));
-        assert_eq!(Settings::from_toml(&text).unwrap(), effective);
+    fn redacted_hides_the_password() {
+        let config = ServerConfig { database_url: Some("postgres://u:pw@h/db".into()), ..ServerConfig::default() };
+        assert!(!format!("{config:?}").contains("pw@"), "Debug hides the password");
+        let shown = serde_json::to_string(&config.redacted()).unwrap();
+        assert!(!shown.contains("pw@") && shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

@@ -223,8 +223,8 @@ pub fn components(config: &ServerConfig, store: Store) -> Result<(Arc<Keys>, Arc
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
     };
-    let hasher = Arc::new(Hasher::new(&config.hashing)?);
-    let cache = VerifiedCache::new(config.auth_cache_ttl, config.auth_cache_capacity)?;
+    let hasher = Arc::new(Hasher::new(&config.hashing())?);
+    let cache = VerifiedCache::new(config.auth_cache_ttl(), config.auth_cache_capacity)?;
     let authenticator = Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache));
     let keys = Arc::new(Keys::new(store, hasher, authenticator.clone(), Arc::new(catalog)));
     Ok((keys, authenticator))
@@ -358,7 +358,7 @@ impl Application {
         tokio::select! {
             result = &mut serve => result?,
             () = draining.notified() => {
-                match tokio::time::timeout(self.config.shutdown_grace, &mut serve).await {
+                match tokio::time::timeout(Duration::from_secs(self.config.shutdown_grace_secs), &mut serve).await {
                     Ok(result) => result?,
                     Err(_) => tracing::warn!("grace period over: abandoning RPCs still in flight"),
                 }
@@ -420,7 +420,8 @@ async fn health(
         tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
     let up = store.ping().await.is_ok();
     set_health(&reporter, up).await;
-    let (store, task_reporter, interval) = (store.clone(), reporter.clone(), config.health_interval);
+    let interval = Duration::from_millis(config.health_interval_ms);
+    let (store, task_reporter) = (store.clone(), reporter.clone());
     tokio::spawn(async move {
         let mut was_up = up;
         loop {

@@ -6,7 +6,7 @@
 //!   ([`keys`]), `authenticate`, `permissions` and `health` ([`public`]), printing tables or JSON
 //!   ([`output`]).
 //!
-//! Every flag has an `APIKEYS_*` environment variable; `serve` settings can also come from a TOML file.
+//! Every flag has an `APIKEYS_*` environment variable; server settings can also come from a TOML file.
 
 pub mod connection;
 pub mod keys;
@@ -17,7 +17,7 @@ pub mod serve;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    config::Settings,
+    config::ServerConfig,
     server::{self, Application, StartupError},
     telemetry::{self, LogFormat},
 };
@@ -26,12 +26,6 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "apikeys", version, about, long_about = None)]
 pub struct Cli {
-    /// Log format [default: text].
-    #[arg(long, env = "APIKEYS_LOG_FORMAT", value_enum, global = true)]
-    pub log_format: Option<LogFormat>,
-    /// Log level or filter (e.g. `debug`, `apikeys=debug,info`); overrides RUST_LOG.
-    #[arg(long, env = "APIKEYS_LOG_LEVEL", global = true)]
-    pub log_level: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -41,20 +35,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server (migrates, and on first start bootstraps the first administrator).
-    #[command(after_help = "Examples:
+    #[command(after_help = "Every setting is a flag, an APIKEYS_* variable and a key of the --config file; \
+`apikeys config` shows the values in effect and where each came from.
+
+Examples:
   apikeys serve
   apikeys serve --config /etc/apikeys.toml --metrics-listen 127.0.0.1:9090
   apikeys serve --listen 0.0.0.0:50051 --tls-cert cert.pem --tls-key key.pem --tls-client-ca clients.pem")]
-    Serve(serve::ServeArgs),
+    Serve(serve::SettingsArgs),
     /// Apply database migrations and exit.
     #[command(after_help = "Example:
   apikeys migrate --database-url postgres://apikeys@db/apikeys")]
-    Migrate(serve::StorageArgs),
+    Migrate(serve::SettingsArgs),
     /// Create an organization with its first administrator key, offline, and print the token once.
     #[command(after_help = "Example:
   apikeys bootstrap --org acme")]
     Bootstrap(serve::BootstrapArgs),
-    /// Print the configuration `serve` would use (flags > env > file > defaults), secrets redacted.
+    /// Print the configuration `serve` would use (flags > env > file > defaults), secrets redacted,
+    /// with where each value came from.
     #[command(after_help = "Examples:
   apikeys config --config /etc/apikeys.toml
   APIKEYS_HASH_QUEUE=128 apikeys config --format json")]
@@ -73,21 +71,18 @@ pub enum Command {
     Health(public::HealthArgs),
 }
 
-impl Cli {
-    /// The log settings given on the command line or in the environment.
-    fn log_settings(&self) -> Settings {
-        Settings { log_format: self.log_format, log_level: self.log_level.clone(), ..Settings::default() }
-    }
+/// Loads the settings and starts logging as they say.
+fn load_and_log(args: &serve::SettingsArgs) -> Result<ServerConfig, StartupError> {
+    let config = args.load()?.config;
+    telemetry::init(config.log_format, config.log_level.as_deref());
+    Ok(config)
+}
 
-    fn init_logs(settings: &Settings) {
-        telemetry::init(settings.log_format.unwrap_or(LogFormat::Text), settings.log_level.as_deref());
-    }
-
-    /// Client commands log only warnings unless asked: their output is the point.
-    fn init_client_logs(logs: Settings) {
-        let quiet = Settings { log_level: Some("warn".to_owned()), ..Settings::default() };
-        Self::init_logs(&quiet.overlaid_with(logs));
-    }
+/// Client commands log only warnings unless `APIKEYS_LOG_LEVEL` or `RUST_LOG` asks: their output is
+/// the point.
+fn init_client_logs() {
+    let level = std::env::var("APIKEYS_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG"));
+    telemetry::init(LogFormat::Text, Some(level.as_deref().unwrap_or("warn")));
 }
 
 /// Runs the parsed command line.
@@ -96,26 +91,19 @@ impl Cli {
 /// Whatever the command fails with, as a message for the operator (for client commands: the server's
 /// code and message).
 pub async fn run(cli: Cli) -> Result<(), StartupError> {
-    let logs = cli.log_settings();
     match cli.command {
         Command::Serve(args) => {
-            let settings = args.layered()?.overlaid_with(logs);
-            Cli::init_logs(&settings);
-            let app = Application::build(settings.server_config()).await?;
+            let app = Application::build(load_and_log(&args)?).await?;
             app.run(serve::shutdown_signal()).await
         }
-        Command::Config(args) => serve::print_config(&args.serve.layered()?.overlaid_with(logs), args.format),
+        Command::Config(args) => serve::print_config(&args.settings.load()?, args.format),
         Command::Migrate(args) => {
-            let settings = args.layered()?.overlaid_with(logs);
-            Cli::init_logs(&settings);
-            server::open_store(&settings.server_config()).await?;
+            server::open_store(&load_and_log(&args)?).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::Bootstrap(args) => {
-            let settings = args.storage.layered()?.overlaid_with(logs);
-            Cli::init_logs(&settings);
-            let config = settings.server_config();
+            let config = load_and_log(&args.settings)?;
             let store = server::open_store(&config).await?;
             let (keys, _) = server::components(&config, store)?;
             let (org, issued) = keys.create_org_admin(&args.org, "default", |_| Ok(())).await?;
@@ -125,19 +113,19 @@ pub async fn run(cli: Cli) -> Result<(), StartupError> {
             Ok(())
         }
         Command::Key(command) => {
-            Cli::init_client_logs(logs);
+            init_client_logs();
             keys::run(command).await
         }
         Command::Authenticate(args) => {
-            Cli::init_client_logs(logs);
+            init_client_logs();
             public::authenticate(args).await
         }
         Command::Permissions(args) => {
-            Cli::init_client_logs(logs);
+            init_client_logs();
             public::permissions(args).await
         }
         Command::Health(args) => {
-            Cli::init_client_logs(logs);
+            init_client_logs();
             public::health(args).await
         }
     }

@@ -1,88 +1,77 @@
-//! The server side of the command line: `serve`, `migrate`, `bootstrap` and `config`, and how their
-//! flags, `APIKEYS_*` environment variables and the optional TOML file (`--config`) stack up into a
-//! [`ServerConfig`]: flags > environment > file > defaults.
+//! The server side of the command line: `serve`, `migrate`, `bootstrap` and `config`. Every setting
+//! of [`crate::config::ServerConfig`] is a flag of these commands, generated from the struct ([`SettingFlags`]), and
+//! `--config FILE` names the TOML file; [`crate::config::load`] layers them.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, ValueEnum};
 
 use crate::{
-    config::{DatabaseUrl, Settings},
+    config::{self, Loaded, settings},
     server::StartupError,
-    telemetry::LogFormat,
 };
 
-/// Where the data lives, and the config file. Shared by `serve`, `migrate`, `bootstrap` and `config`.
-#[derive(Debug, Clone, Default, Args)]
-pub struct StorageArgs {
-    /// TOML file with settings (keys are the flag names with `_`); flags and env vars win over it.
-    #[arg(long, env = "APIKEYS_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Database URL (`sqlite://...` or `postgres://...`) [default: SQLite file in the data directory].
-    #[arg(long, env = "APIKEYS_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<DatabaseUrl>,
-    /// Directory for the SQLite file and the bootstrap token [default: data].
-    #[arg(long, env = "APIKEYS_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Replace the built-in permission catalog with this TOML file.
-    #[arg(long, env = "APIKEYS_PERMISSIONS_FILE")]
-    pub permissions_file: Option<PathBuf>,
-    /// argon2id memory cost in KiB [default: 19456].
-    #[arg(long, env = "APIKEYS_ARGON2_MEMORY_KIB")]
-    pub argon2_memory_kib: Option<u32>,
-    /// argon2id iterations [default: 2].
-    #[arg(long, env = "APIKEYS_ARGON2_ITERATIONS")]
-    pub argon2_iterations: Option<u32>,
-    /// argon2id lanes [default: 1].
-    #[arg(long, env = "APIKEYS_ARGON2_PARALLELISM")]
-    pub argon2_parallelism: Option<u32>,
+/// The settings given as flags: one `--<setting>` per setting of [`crate::config::ServerConfig`], with the field's
+/// doc comment as help.
+#[derive(Debug, Clone, Default)]
+pub struct SettingFlags(Vec<(String, String)>);
+
+/// A default as `--help` shows it.
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "unset".to_owned(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
-/// `apikeys serve` (and `apikeys config`, which shows what `serve` would use).
+impl Args for SettingFlags {
+    fn augment_args(command: Command) -> Command {
+        settings().iter().fold(command, |command, setting| {
+            let help = format!("{} [default: {}] [env: {}]", setting.doc, shown(&setting.default), setting.env());
+            command.arg(Arg::new(setting.key.clone()).long(setting.flag()).value_name("VALUE").help(help))
+        })
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let given = settings()
+            .iter()
+            .filter_map(|s| matches.get_one::<String>(&s.key).map(|raw| (s.key.clone(), raw.clone())))
+            .collect();
+        Ok(Self(given))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// Where `serve`, `migrate`, `bootstrap` and `config` get their settings.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:50051].
-    #[arg(long, env = "APIKEYS_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Storage settings.
+pub struct SettingsArgs {
+    /// TOML file with settings (keys are the flag names with `_`); variables and flags win over it.
+    #[arg(long, env = "APIKEYS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The settings.
     #[command(flatten)]
-    pub storage: StorageArgs,
-    /// Name of the org created on first start [default: default].
-    #[arg(long, env = "APIKEYS_BOOTSTRAP_ORG")]
-    pub bootstrap_org: Option<String>,
-    /// Where the first administrator's token is written on first start [default: <data-dir>/bootstrap-token].
-    #[arg(long, env = "APIKEYS_BOOTSTRAP_TOKEN_FILE")]
-    pub bootstrap_token_file: Option<PathBuf>,
-    /// Database pool size [default: 8].
-    #[arg(long, env = "APIKEYS_DB_MAX_CONNECTIONS")]
-    pub db_max_connections: Option<u32>,
-    /// argon2 computations at once [default: number of cores].
-    #[arg(long, env = "APIKEYS_HASH_CONCURRENCY")]
-    pub hash_concurrency: Option<usize>,
-    /// Credential checks allowed to wait for argon2; beyond that RESOURCE_EXHAUSTED [default: 64].
-    #[arg(long, env = "APIKEYS_HASH_QUEUE")]
-    pub hash_queue: Option<usize>,
-    /// Seconds a successful verification is cached; 0 disables the cache [default: 60].
-    #[arg(long, env = "APIKEYS_AUTH_CACHE_TTL_SECS")]
-    pub auth_cache_ttl_secs: Option<u64>,
-    /// Most cached verifications [default: 10000].
-    #[arg(long, env = "APIKEYS_AUTH_CACHE_CAPACITY")]
-    pub auth_cache_capacity: Option<usize>,
-    /// Seconds in-flight RPCs get to finish on shutdown [default: 10].
-    #[arg(long, env = "APIKEYS_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
-    #[arg(long, env = "APIKEYS_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
-    #[arg(long, env = "APIKEYS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "APIKEYS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle: require client certificates signed by it (mutual TLS; needs --tls-cert).
-    #[arg(long, env = "APIKEYS_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
+    pub flags: SettingFlags,
+}
+
+impl SettingsArgs {
+    /// The configuration these arguments, the environment and the file describe.
+    ///
+    /// # Errors
+    /// An unreadable file, an unknown key, a bad value, or a setting that would fail later.
+    pub fn load(&self) -> Result<Loaded, StartupError> {
+        Ok(config::load(self.config.as_deref(), &self.flags.0)?)
+    }
 }
 
 /// `apikeys bootstrap`.
@@ -91,18 +80,18 @@ pub struct BootstrapArgs {
     /// Name of the organization to create.
     #[arg(long)]
     pub org: String,
-    /// Storage settings.
+    /// Settings (storage, hashing).
     #[command(flatten)]
-    pub storage: StorageArgs,
+    pub settings: SettingsArgs,
 }
 
 /// How `apikeys config` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum ConfigFormat {
-    /// A TOML file `--config` accepts.
+    /// A TOML file `--config` accepts, each value followed by where it came from.
     #[default]
     Toml,
-    /// One JSON object.
+    /// `{"config": {...}, "sources": {"key": "where it came from"}}`.
     Json,
 }
 
@@ -114,83 +103,52 @@ pub struct ConfigArgs {
     pub format: ConfigFormat,
     /// The settings `serve` would get.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub settings: SettingsArgs,
 }
 
-impl StorageArgs {
-    /// The storage settings given as flags or environment variables.
-    fn settings(&self) -> Settings {
-        Settings {
-            database_url: self.database_url.clone(),
-            data_dir: self.data_dir.clone(),
-            permissions_file: self.permissions_file.clone(),
-            argon2_memory_kib: self.argon2_memory_kib,
-            argon2_iterations: self.argon2_iterations,
-            argon2_parallelism: self.argon2_parallelism,
-            ..Settings::default()
-        }
-    }
+/// The value of `key` (dotted for tables) in `values`.
+fn lookup<'a>(values: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    key.split('.').fold(values, |at, part| &at[part])
+}
 
-    /// The settings of the `--config` file, if any.
-    fn file(&self) -> Result<Settings, StartupError> {
-        Ok(match &self.config {
-            Some(path) => Settings::from_file(path)?,
-            None => Settings::default(),
-        })
+/// A JSON scalar as a TOML value.
+fn toml_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => toml::Value::String(text.clone()).to_string(),
+        other => other.to_string(),
     }
 }
 
-impl ServeArgs {
-    /// The settings given as flags or environment variables (clap lets a flag win over its variable).
-    pub fn settings(&self) -> Settings {
-        Settings {
-            listen: self.listen,
-            bootstrap_org: self.bootstrap_org.clone(),
-            bootstrap_token_file: self.bootstrap_token_file.clone(),
-            db_max_connections: self.db_max_connections,
-            hash_concurrency: self.hash_concurrency,
-            hash_queue: self.hash_queue,
-            auth_cache_ttl_secs: self.auth_cache_ttl_secs,
-            auth_cache_capacity: self.auth_cache_capacity,
-            shutdown_grace_secs: self.shutdown_grace_secs,
-            metrics_listen: self.metrics_listen,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            tls_client_ca: self.tls_client_ca.clone(),
-            ..self.storage.settings()
-        }
-    }
-
-    /// The file's settings overlaid with the flags and environment variables.
-    ///
-    /// # Errors
-    /// The config file cannot be read or has unknown keys or bad values.
-    pub fn layered(&self) -> Result<Settings, StartupError> {
-        Ok(self.storage.file()?.overlaid_with(self.settings()))
-    }
-}
-
-impl StorageArgs {
-    /// The file's storage settings overlaid with the flags and environment variables.
-    ///
-    /// # Errors
-    /// The config file cannot be read or has unknown keys or bad values.
-    pub fn layered(&self) -> Result<Settings, StartupError> {
-        Ok(self.file()?.overlaid_with(self.settings()))
-    }
-}
-
-/// Prints the effective configuration of `serve`, secrets redacted.
+/// Prints the configuration in effect, the database password redacted, and where each value came
+/// from.
 ///
 /// # Errors
 /// The configuration cannot be serialized (a bug).
-pub fn print_config(layered: &Settings, format: ConfigFormat) -> Result<(), StartupError> {
-    let mut settings = layered.server_config().effective_settings();
-    settings.log_format = Some(layered.log_format.unwrap_or(LogFormat::Text));
-    settings.log_level.clone_from(&layered.log_level);
+pub fn print_config(loaded: &Loaded, format: ConfigFormat) -> Result<(), StartupError> {
+    let values = serde_json::to_value(loaded.config.redacted())?;
     let text = match format {
-        ConfigFormat::Toml => toml::to_string(&settings)?,
-        ConfigFormat::Json => serde_json::to_string_pretty(&settings)? + "\n",
+        ConfigFormat::Json => {
+            let sources: serde_json::Map<String, serde_json::Value> =
+                settings().iter().map(|s| (s.key.clone(), loaded.source(&s.key).into())).collect();
+            serde_json::to_string_pretty(&serde_json::json!({ "config": values, "sources": sources }))? + "\n"
+        }
+        ConfigFormat::Toml => {
+            let mut text = String::new();
+            let mut table = "";
+            for setting in settings() {
+                let (section, name) = setting.key.rsplit_once('.').unwrap_or(("", &setting.key));
+                if section != table {
+                    text.push_str(&format!("\n[{section}]\n"));
+                    table = section;
+                }
+                let source = loaded.source(&setting.key);
+                match lookup(&values, &setting.key) {
+                    serde_json::Value::Null => text.push_str(&format!("# {name} is unset ({source})\n")),
+                    value => text.push_str(&format!("{name} = {}  # {source}\n", toml_value(value))),
+                }
+            }
+            text
+        }
     };
     print!("{text}");
     Ok(())

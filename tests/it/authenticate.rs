@@ -183,7 +183,7 @@ async fn cache_hits_run_no_argon2_and_changes_invalidate_at_once() {
 
 #[tokio::test]
 async fn cache_entries_expire_after_the_ttl() {
-    let app = TestApp::spawn_with(|c| c.auth_cache_ttl = Duration::from_millis(300)).await;
+    let app = TestApp::spawn_with(|c| c.auth_cache_ttl_secs = 1).await;
     let created = app.admin().await.create("Short-lived", &[]).await.unwrap();
     let mut client = app.client().await;
     let hasher = app.authenticator.hasher();
@@ -191,17 +191,17 @@ async fn cache_entries_expire_after_the_ttl() {
     let n = hasher.computed();
     authenticate_token(&mut client, &created.token, &[]).await.unwrap();
     assert_eq!(hasher.computed(), n);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     authenticate_token(&mut client, &created.token, &[]).await.unwrap();
     assert_eq!(hasher.computed(), n + 1, "expired entry verified again");
 }
 
 /// One argon2 slot with costly parameters and a wait queue of `max_waiting`, so a burst overflows it.
 fn one_slow_hashing_slot(config: &mut apikeys::config::ServerConfig, max_waiting: usize) {
-    config.hashing.memory_kib = 8 * 1024;
-    config.hashing.iterations = 2;
-    config.hashing.max_concurrent = 1;
-    config.hashing.max_waiting = max_waiting;
+    config.argon2_memory_kib = 8 * 1024;
+    config.argon2_iterations = 2;
+    config.hash_concurrency = 1;
+    config.hash_queue = max_waiting;
 }
 
 /// A well-formed token for `key_id` with a fresh, wrong secret: always a cache miss needing argon2.

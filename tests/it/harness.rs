@@ -86,9 +86,11 @@ impl TestDb {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: self.pg.as_ref().map(|pg| pg.url.as_str().into()),
             data_dir: self.dir.path().join("data"),
-            hashing: fast_hashing(),
-            health_interval: Duration::from_millis(200),
-            shutdown_grace: Duration::from_secs(2),
+            argon2_memory_kib: fast_hashing().memory_kib,
+            argon2_iterations: fast_hashing().iterations,
+            argon2_parallelism: fast_hashing().parallelism,
+            health_interval_ms: 200,
+            shutdown_grace_secs: 2,
             ..ServerConfig::default()
         }
     }

@@ -332,9 +332,9 @@ async fn concurrent_misses_for_one_credential_make_one_upstream_call() {
     // No cache at apikeys, and argon2 slow enough that overlapping calls would show: every upstream
     // Authenticate then costs exactly one argon2 verification, which the hasher counts.
     let app = TestApp::spawn_with(|config| {
-        config.auth_cache_ttl = Duration::ZERO;
-        config.hashing.memory_kib = 8 * 1024;
-        config.hashing.iterations = 2;
+        config.auth_cache_ttl_secs = 0;
+        config.argon2_memory_kib = 8 * 1024;
+        config.argon2_iterations = 2;
     })
     .await;
     let consumer = Consumer::spawn(app.addr, Duration::from_secs(30)).await;

@@ -298,7 +298,7 @@ async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
 /// issues keys.
 #[tokio::test]
 async fn a_hash_queue_of_zero_never_waits_but_still_hashes() {
-    let app = TestApp::spawn_with(|c| c.hashing.max_waiting = 0).await;
+    let app = TestApp::spawn_with(|c| c.hash_queue = 0).await;
     let created = app.admin().await.create("No queue", &["read_data"]).await.unwrap();
     authenticate_token(&mut app.client().await, &created.token, &["read_data"]).await.unwrap();
 }
@@ -319,7 +319,7 @@ async fn startup_refuses_settings_that_would_fail_later() {
         .fails_with("transport.request_timeout_secs");
     let db = TestDb::new().await;
     let mut config = db.config();
-    config.auth_cache_ttl = Duration::from_secs(u64::MAX);
+    config.auth_cache_ttl_secs = u64::MAX;
     let error = Application::build(config).await.unwrap_err().to_string();
     assert!(error.contains("at most 86400"), "{error}");
 }
