@@ -77,15 +77,9 @@ pub enum Error {
         /// What was attempted, e.g. "changing its permissions".
         action: &'static str,
     },
-    /// FAILED_PRECONDITION with a domain-specific reason (used by consumers such as the reference
-    /// incident service to cite an account rule).
-    #[error("{message}")]
-    FailedPrecondition {
-        /// UPPER_SNAKE reason.
-        reason: &'static str,
-        /// Explanation for people.
-        message: String,
-    },
+    /// FAILED_PRECONDITION, reason `ORG_EXISTS`: an organization of that name exists (bootstrap).
+    #[error("organization {0:?} already exists")]
+    OrgExists(String),
     /// RESOURCE_EXHAUSTED, reason `HASHING_BUSY`: the argon2 wait queue is full.
     #[error("too many credential checks in progress; retry with backoff")]
     HashingBusy,
@@ -120,7 +114,7 @@ impl Error {
             Self::KeyNotFound(_) => Code::NotFound,
             Self::DisplayNameTaken(_) => Code::AlreadyExists,
             Self::EtagMismatch => Code::Aborted,
-            Self::AppManagedKey { .. } | Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::AppManagedKey { .. } | Self::OrgExists(_) => Code::FailedPrecondition,
             Self::HashingBusy => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
@@ -139,7 +133,7 @@ impl Error {
             Self::DisplayNameTaken(_) => "DISPLAY_NAME_TAKEN",
             Self::EtagMismatch => "ETAG_MISMATCH",
             Self::AppManagedKey { .. } => "APP_MANAGED_KEY",
-            Self::FailedPrecondition { reason, .. } => reason,
+            Self::OrgExists(_) => "ORG_EXISTS",
             Self::HashingBusy => "HASHING_BUSY",
             Self::Unavailable(_) => "BACKEND_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
-    auth::{Credential, Secret, hashing::Hasher, local::LocalAuthenticator},
+    auth::{Credential, Secret, cache::VerifiedCache, hashing::Hasher},
     domain::{self, Actor, ApiKey, Caller, Catalog, Violations},
     error::{Error, Result},
     store::{Change, KeyChanges, ListQuery, NewKey, Org, SecretHash, Store},
@@ -88,7 +88,7 @@ pub struct Precondition {
 pub struct Keys {
     store: Store,
     hasher: Arc<Hasher>,
-    authenticator: Arc<LocalAuthenticator>,
+    cache: Arc<VerifiedCache>,
     catalog: Arc<Catalog>,
     pause_before_invalidation_ms: AtomicU64,
 }
@@ -124,14 +124,9 @@ fn hex8(bytes: &[u8]) -> String {
 }
 
 impl Keys {
-    /// The lifecycle over `store`.
-    pub fn new(
-        store: Store,
-        hasher: Arc<Hasher>,
-        authenticator: Arc<LocalAuthenticator>,
-        catalog: Arc<Catalog>,
-    ) -> Self {
-        Self { store, hasher, authenticator, catalog, pause_before_invalidation_ms: AtomicU64::new(0) }
+    /// The lifecycle over `store`, dropping a key's entries from `cache` whenever it changes.
+    pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>, catalog: Arc<Catalog>) -> Self {
+        Self { store, hasher, cache, catalog, pause_before_invalidation_ms: AtomicU64::new(0) }
     }
 
     /// The permission catalog.
@@ -269,7 +264,7 @@ impl Keys {
         etag: &str,
         decide: impl FnOnce(&ApiKey) -> Result<Change> + Send + 'static,
     ) -> Result<Option<ApiKey>> {
-        let (store, authenticator) = (self.store.clone(), self.authenticator.clone());
+        let (store, cache) = (self.store.clone(), self.cache.clone());
         let (caller, etag) = (caller.clone(), etag.to_owned());
         let pause = Duration::from_millis(self.pause_before_invalidation_ms.load(Ordering::Relaxed));
         let task = tokio::spawn(async move {
@@ -284,7 +279,7 @@ impl Keys {
                 tokio::time::sleep(pause).await;
             }
             // Whatever the outcome: an error after the commit must not leave a stale entry.
-            authenticator.invalidate(id);
+            cache.invalidate(id);
             result
         });
         task.await.map_err(|e| Error::internal(format!("mutation task failed: {e}")))?
@@ -327,9 +322,7 @@ impl Keys {
                 if let Some(new) = &permissions
                     && new != &current.permissions
                 {
-                    let granted: Vec<String> =
-                        new.iter().filter(|p| current.permissions.binary_search(p).is_err()).cloned().collect();
-                    domain::check_grant(&grantor, &granted)?;
+                    domain::check_permission_change(&grantor, current, new)?;
                     current.check_app_impact(acknowledged, "changing its permissions")?;
                 }
                 Ok(Change::Update(KeyChanges { display_name, description, permissions }))
@@ -391,7 +384,7 @@ impl Keys {
     /// stages the bootstrap token file there), so a failure to save it leaves nothing half-done.
     ///
     /// # Errors
-    /// FAILED_PRECONDITION (`ORG_EXISTS`), INVALID_ARGUMENT (org name), UNAVAILABLE, or what
+    /// FAILED_PRECONDITION ([`Error::OrgExists`]), INVALID_ARGUMENT (org name), UNAVAILABLE, or what
     /// `before_commit` returns.
     pub async fn create_org_admin(
         &self,

@@ -125,7 +125,7 @@ impl Metrics {
 
     /// Counts one Authenticate result (`ok` or the lower-case AIP-193 reason).
     pub fn observe_authenticate(&self, outcome: &str) {
-        self.authenticate.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
+        self.authenticate.get_or_create(&OutcomeLabels { outcome: outcome.to_lowercase() }).inc();
     }
 
     /// The OpenMetrics text of every metric.

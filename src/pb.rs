@@ -11,21 +11,10 @@ pub mod apikeys {
     }
 }
 
-/// `incidents.v1`: the reference consumer's contract (see `examples/incident_service/`).
-pub mod incidents {
-    /// Version 1 of the contract.
-    pub mod v1 {
-        tonic::include_proto!("incidents.v1");
-    }
-}
-
 pub use apikeys::v1::*;
 
 /// Encoded `FileDescriptorSet` of `apikeys.v1` and its imports, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/apikeys_descriptor.bin"));
-
-/// Encoded `FileDescriptorSet` of `incidents.v1` and its imports, for the reference consumer.
-pub const INCIDENTS_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/incidents_descriptor.bin"));
 
 const REDACTED: &str = "<redacted>";
 

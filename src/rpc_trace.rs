@@ -13,34 +13,11 @@ use std::{
     time::Instant,
 };
 
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use tonic::{Code, Status};
 use tracing::{Instrument as _, field};
 
-use crate::{
-    error::{code_name, status_reason},
-    metrics::Metrics,
-};
-
-/// The methods this server serves; other paths are labelled `unknown`.
-const KNOWN_METHODS: &[&str] = &[
-    "/apikeys.v1.ApiKeyService/CreateApiKey",
-    "/apikeys.v1.ApiKeyService/GetApiKey",
-    "/apikeys.v1.ApiKeyService/ListApiKeys",
-    "/apikeys.v1.ApiKeyService/UpdateApiKey",
-    "/apikeys.v1.ApiKeyService/RegenerateApiKeySecret",
-    "/apikeys.v1.ApiKeyService/DeleteApiKey",
-    "/apikeys.v1.ApiKeyService/Authenticate",
-    "/apikeys.v1.ApiKeyService/ListPermissions",
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
-
-fn method_label(path: &str) -> &'static str {
-    KNOWN_METHODS.iter().find(|m| **m == path).copied().unwrap_or("unknown")
-}
+use crate::{error::code_name, methods, metrics::Metrics};
 
 /// Tower layer adding the span and metrics; see the module docs.
 #[derive(Debug, Clone)]
@@ -72,14 +49,6 @@ pub struct RpcTrace<S> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
-/// The gRPC code of a response, and its status if it failed.
-fn outcome(headers: &HeaderMap) -> (Code, Option<Status>) {
-    match Status::from_header_map(headers) {
-        Some(status) => (status.code(), Some(status)),
-        None => (Code::Ok, None),
-    }
-}
-
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for RpcTrace<S>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
@@ -97,7 +66,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        let method = method_label(path);
+        let method = methods::label(path);
         let span = tracing::info_span!(
             "rpc",
             // A client-chosen path is cut short so it cannot flood the logs (at a character
@@ -114,9 +83,9 @@ where
             async move {
                 let result = future.await;
                 let latency = started.elapsed();
-                let (code, status) = match &result {
-                    Ok(response) => outcome(response.headers()),
-                    Err(_) => (Code::Unknown, None),
+                let code = match &result {
+                    Ok(response) => Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code()),
+                    Err(_) => Code::Unknown,
                 };
                 let code_text = code_name(code);
                 let span = tracing::Span::current();
@@ -124,10 +93,6 @@ where
                 span.record("latency_ms", latency.as_secs_f64() * 1000.0);
                 tracing::info!("rpc finished");
                 metrics.observe_rpc(method, code_text, latency);
-                if method == AUTHENTICATE {
-                    let reason = status.map_or_else(|| "ok".to_owned(), |s| status_reason(&s).to_lowercase());
-                    metrics.observe_authenticate(if reason.is_empty() { "unknown" } else { &reason });
-                }
                 result
             }
             .instrument(span),
@@ -135,20 +100,5 @@ where
     }
 }
 
-const AUTHENTICATE: &str = "/apikeys.v1.ApiKeyService/Authenticate";
-
 /// The longest request path logged, in bytes.
 const MAX_LOGGED_PATH: usize = 200;
-
-#[cfg(test)]
-mod tests {
-    use crate::server::SERVICE_NAME;
-
-    #[test]
-    fn known_methods_belong_to_this_server() {
-        for method in super::KNOWN_METHODS.iter().filter(|m| m.starts_with("/apikeys.")) {
-            assert!(method.starts_with(&format!("/{}/", SERVICE_NAME)), "{method}");
-        }
-        assert_eq!(super::method_label("/apikeys.v1.ApiKeyService/Nope"), "unknown");
-    }
-}

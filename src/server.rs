@@ -25,11 +25,12 @@ use tonic_health::{
 };
 
 use crate::{
-    auth::{AccessPolicy, AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator},
+    auth::{AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator},
     config::{ServerConfig, redact_url},
-    domain::{ADMIN_PERMISSION, Catalog},
+    domain::Catalog,
     error::Error,
     keys::Keys,
+    methods,
     metrics::{self, Metrics},
     pb::{self, api_key_service_server::ApiKeyServiceServer},
     rpc_trace::RpcTraceLayer,
@@ -39,23 +40,6 @@ use crate::{
 
 /// A startup failure, with a message for the operator.
 pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The gRPC service name of the API, as health checks use it.
-pub const SERVICE_NAME: &str = "apikeys.v1.ApiKeyService";
-
-/// The access policy of apikeys itself: admin RPCs need [`ADMIN_PERMISSION`]; Authenticate,
-/// ListPermissions, health and reflection are public.
-pub fn access_policy() -> AccessPolicy {
-    let admin = ["CreateApiKey", "GetApiKey", "ListApiKeys", "UpdateApiKey", "RegenerateApiKeySecret", "DeleteApiKey"];
-    admin
-        .iter()
-        .fold(AccessPolicy::new(), |policy, method| {
-            policy.require(&format!("/{SERVICE_NAME}/{method}"), [ADMIN_PERMISSION])
-        })
-        .public(&format!("/{SERVICE_NAME}/Authenticate"))
-        .public(&format!("/{SERVICE_NAME}/ListPermissions"))
-        .public_health_and_reflection()
-}
 
 /// A bound, ready-to-serve apikeys.
 pub struct Application {
@@ -224,9 +208,9 @@ pub fn components(config: &ServerConfig, store: Store) -> Result<(Arc<Keys>, Arc
         None => Catalog::builtin()?,
     };
     let hasher = Arc::new(Hasher::new(&config.hashing())?);
-    let cache = VerifiedCache::new(config.auth_cache_ttl(), config.auth_cache_capacity)?;
-    let authenticator = Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache));
-    let keys = Arc::new(Keys::new(store, hasher, authenticator.clone(), Arc::new(catalog)));
+    let cache = Arc::new(VerifiedCache::new(config.auth_cache_ttl(), config.auth_cache_capacity)?);
+    let authenticator = Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone()));
+    let keys = Arc::new(Keys::new(store, hasher, cache, Arc::new(catalog)));
     Ok((keys, authenticator))
 }
 
@@ -303,9 +287,13 @@ impl Application {
         };
         let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
         let limits = &self.config.transport;
-        let api = ApiKeyServiceServer::new(ApiKeyApi::new(self.keys.clone(), self.authenticator.clone()))
-            .max_decoding_message_size(limits.max_request_bytes);
-        let layer = AuthLayer::new(self.authenticator.clone(), access_policy());
+        let api = ApiKeyServiceServer::new(ApiKeyApi::new(
+            self.keys.clone(),
+            self.authenticator.clone(),
+            self.metrics.clone(),
+        ))
+        .max_decoding_message_size(limits.max_request_bytes);
+        let layer = AuthLayer::new(self.authenticator.clone(), methods::access_policy());
 
         let draining = Arc::new(tokio::sync::Notify::new());
         let signal = {
@@ -401,7 +389,7 @@ pub async fn bootstrap(keys: &Keys, org: &str, token_path: &Path) -> Result<(), 
             );
             Ok(())
         }
-        Err(Error::FailedPrecondition { reason: "ORG_EXISTS", .. }) => {
+        Err(Error::OrgExists(_)) => {
             tracing::info!("another instance bootstrapped the database first");
             Ok(())
         }
@@ -444,5 +432,5 @@ async fn health(
 async fn set_health(reporter: &HealthReporter, up: bool) {
     let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
     reporter.set_service_status("", status).await;
-    reporter.set_service_status(SERVICE_NAME, status).await;
+    reporter.set_service_status(pb::api_key_service_server::SERVICE_NAME, status).await;
 }

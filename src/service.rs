@@ -8,27 +8,56 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    auth::{Authenticator, Credential, layer, local::LocalAuthenticator, missing_permissions},
-    domain::{Actor, ActorType, ApiKey, Caller, Violations, is_permission_name},
+    auth::{Credential, authorize, layer, local::LocalAuthenticator},
+    domain::{Actor, ActorType, ApiKey, Caller, MAX_REQUIRED_PERMISSIONS, Violations, is_permission_name},
     error::{Error, Result},
     keys::{CreateKey, Issued, KeyPatch, Keys, ListKeys, Precondition},
+    metrics::Metrics,
     pb,
 };
-
-/// Most permissions one Authenticate call may require (the catalog is far smaller).
-pub const MAX_REQUIRED_PERMISSIONS: usize = 256;
 
 /// The gRPC service implementation.
 #[derive(Debug, Clone)]
 pub struct ApiKeyApi {
     keys: Arc<Keys>,
     authenticator: Arc<LocalAuthenticator>,
+    metrics: Arc<Metrics>,
 }
 
 impl ApiKeyApi {
-    /// The service over the key lifecycle and the in-process authenticator.
-    pub fn new(keys: Arc<Keys>, authenticator: Arc<LocalAuthenticator>) -> Self {
-        Self { keys, authenticator }
+    /// The service over the key lifecycle and the in-process authenticator, counting Authenticate
+    /// outcomes in `metrics`.
+    pub fn new(keys: Arc<Keys>, authenticator: Arc<LocalAuthenticator>, metrics: Arc<Metrics>) -> Self {
+        Self { keys, authenticator, metrics }
+    }
+
+    /// The Authenticate RPC: the credential in the request, verified, with `required_permissions`
+    /// held.
+    async fn check(&self, r: pb::AuthenticateRequest) -> Result<pb::Principal> {
+        if r.required_permissions.len() > MAX_REQUIRED_PERMISSIONS {
+            return Err(Error::invalid(
+                "required_permissions",
+                format!("at most {MAX_REQUIRED_PERMISSIONS} permissions can be required at once"),
+            ));
+        }
+        let mut v = Violations::default();
+        // Names are echoed in PERMISSION_DENIED: only well-formed handles get that far.
+        for (i, name) in r.required_permissions.iter().enumerate() {
+            if !is_permission_name(name) {
+                v.add(
+                    format!("required_permissions[{i}]"),
+                    "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
+                );
+            }
+        }
+        v.finish()?;
+        let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
+            (false, true) => Credential::from_token(r.token.trim()),
+            (true, false) => Credential::from_parts(r.key_id.trim(), r.secret.trim()),
+            _ => return Err(Error::invalid("token", "give either token, or key_id and secret")),
+        }
+        .map_err(|_| Error::Unauthenticated)?;
+        authorize(&*self.authenticator, credential, &r.required_permissions).await
     }
 }
 
@@ -221,37 +250,10 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let r = request.into_inner();
-        if r.required_permissions.len() > MAX_REQUIRED_PERMISSIONS {
-            return Err(Error::invalid(
-                "required_permissions",
-                format!("at most {MAX_REQUIRED_PERMISSIONS} permissions can be required at once"),
-            )
-            .into());
-        }
-        // Names are echoed in PERMISSION_DENIED: only well-formed handles get that far.
-        let mut v = Violations::default();
-        for (i, name) in r.required_permissions.iter().enumerate() {
-            if !is_permission_name(name) {
-                v.add(
-                    format!("required_permissions[{i}]"),
-                    "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
-                );
-            }
-        }
-        v.finish()?;
-        let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
-            (false, true) => Credential::from_token(r.token.trim()),
-            (true, false) => Credential::from_parts(r.key_id.trim(), r.secret.trim()),
-            _ => return Err(Error::invalid("token", "give either token, or key_id and secret").into()),
-        }
-        .map_err(|_| Error::Unauthenticated)?;
-        let principal = self.authenticator.authenticate(credential).await?;
-        let missing = missing_permissions(&principal, &r.required_permissions);
-        if !missing.is_empty() {
-            return Err(Error::MissingPermissions(missing).into());
-        }
-        Ok(Response::new(pb::AuthenticateResponse { principal: Some(principal) }))
+        let result = self.check(request.into_inner()).await;
+        // Counted here, where the outcome is known.
+        self.metrics.observe_authenticate(result.as_ref().map_or_else(|e| e.reason(), |_| "OK"));
+        Ok(Response::new(pb::AuthenticateResponse { principal: Some(result?) }))
     }
 
     async fn list_permissions(

@@ -18,7 +18,7 @@ use std::{
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tonic::{Code, Status};
 
-use super::{Authenticator, Credential, Principal, missing_permissions};
+use super::{Authenticator, Credential, Principal, authorize};
 use crate::error::Error;
 
 /// What a path needs.
@@ -204,7 +204,11 @@ where
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);
             }
-            match authorize(&*authenticator, credential, &required).await {
+            let authorized = match credential {
+                Ok(credential) => authorize(&*authenticator, credential, &required).await,
+                Err(error) => Err(error),
+            };
+            match authorized {
                 Ok(principal) => {
                     tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
                     request.extensions_mut().insert(principal);
@@ -219,17 +223,6 @@ where
 fn read_credential<B>(request: &Request<B>) -> Result<Credential, Error> {
     let header = request.headers().get(header::AUTHORIZATION).ok_or(Error::Unauthenticated)?;
     Credential::from_authorization(header.as_bytes()).map_err(|_| Error::Unauthenticated)
-}
-
-async fn authorize<A: Authenticator>(
-    authenticator: &A,
-    credential: Result<Credential, Error>,
-    required: &[String],
-) -> Result<Principal, Error> {
-    let credential = credential?;
-    let principal = authenticator.authenticate(credential).await?;
-    let missing = missing_permissions(&principal, required);
-    if missing.is_empty() { Ok(principal) } else { Err(Error::MissingPermissions(missing)) }
 }
 
 fn is_grpc<B>(request: &Request<B>) -> bool {

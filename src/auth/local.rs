@@ -17,18 +17,14 @@ use crate::{
 pub struct LocalAuthenticator {
     store: Store,
     hasher: Arc<Hasher>,
-    cache: VerifiedCache,
+    cache: Arc<VerifiedCache>,
 }
 
 impl LocalAuthenticator {
-    /// An authenticator over `store`, verifying with `hasher`, caching in `cache`.
-    pub fn new(store: Store, hasher: Arc<Hasher>, cache: VerifiedCache) -> Self {
+    /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
+    /// lifecycle shares, to drop a key's entries when it changes).
+    pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>) -> Self {
         Self { store, hasher, cache }
-    }
-
-    /// Drops cached verifications of `key_id`; called after every change to the key.
-    pub fn invalidate(&self, key_id: uuid::Uuid) {
-        self.cache.invalidate(key_id);
     }
 
     /// The hasher (its counters feed metrics and tests).

@@ -39,17 +39,30 @@ impl<A: Authenticator> Authenticator for std::sync::Arc<A> {
     }
 }
 
-/// The permissions of `required` that `principal` does not hold, in the order given, without
-/// duplicates. `principal.permissions` must be sorted (apikeys always sends them sorted).
-pub fn missing_permissions<S: AsRef<str>>(principal: &Principal, required: &[S]) -> Vec<String> {
+/// The permissions of `wanted` that `held` does not contain, in the order given, without duplicates:
+/// the one set difference behind every permission rule (required by a method, granted by an admin,
+/// held by a key being managed). `held` must be sorted (apikeys always keeps permissions sorted).
+pub fn lacking<'a>(held: &[String], wanted: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    let mut missing: Vec<String> = Vec::new();
-    for name in required {
-        let name = name.as_ref();
-        let held = principal.permissions.binary_search_by(|p| p.as_str().cmp(name)).is_ok();
-        if !held && seen.insert(name) {
-            missing.push(name.to_owned());
-        }
-    }
-    missing
+    wanted
+        .into_iter()
+        .filter(|name| held.binary_search_by(|p| p.as_str().cmp(name)).is_err() && seen.insert(*name))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Verifies `credential` with `authenticator` and checks that its principal holds every permission
+/// in `required`: the check the auth layer runs for every protected request, and the Authenticate
+/// RPC for its caller.
+///
+/// # Errors
+/// What the authenticator returns, or PERMISSION_DENIED naming the missing permissions.
+pub async fn authorize<A: Authenticator, S: AsRef<str>>(
+    authenticator: &A,
+    credential: Credential,
+    required: &[S],
+) -> Result<Principal> {
+    let principal = authenticator.authenticate(credential).await?;
+    let missing = lacking(&principal.permissions, required.iter().map(AsRef::as_ref));
+    if missing.is_empty() { Ok(principal) } else { Err(crate::Error::MissingPermissions(missing)) }
 }

@@ -7,7 +7,10 @@ use unicode_normalization::UnicodeNormalization as _;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 use uuid::Uuid;
 
-use crate::error::{Error, FieldViolation, Result};
+use crate::{
+    auth::lacking,
+    error::{Error, FieldViolation, Result},
+};
 
 pub mod catalog;
 
@@ -19,6 +22,8 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 /// Longest app ID, in characters.
 pub const MAX_APP_ID_CHARS: usize = 100;
+/// Most permissions one Authenticate call may require (the catalog is far smaller).
+pub const MAX_REQUIRED_PERMISSIONS: usize = 256;
 
 /// Kinds of actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,8 +251,7 @@ pub fn permissions(catalog: &Catalog, raw: &[String], field: &str) -> Result<Vec
 /// # Errors
 /// PERMISSION_DENIED naming the permissions the caller lacks.
 pub fn check_grant(caller: &Caller, granted: &[String]) -> Result<()> {
-    let lacking: Vec<String> =
-        granted.iter().filter(|p| caller.permissions.binary_search(p).is_err()).cloned().collect();
+    let lacking = lacking(&caller.permissions, granted.iter().map(String::as_str));
     if lacking.is_empty() { Ok(()) } else { Err(Error::Escalation(lacking)) }
 }
 
@@ -257,9 +261,18 @@ pub fn check_grant(caller: &Caller, granted: &[String]) -> Result<()> {
 /// # Errors
 /// PERMISSION_DENIED naming the key's permissions the caller lacks.
 pub fn check_manage(caller: &Caller, key: &ApiKey) -> Result<()> {
-    let lacking: Vec<String> =
-        key.permissions.iter().filter(|p| caller.permissions.binary_search(p).is_err()).cloned().collect();
+    let lacking = lacking(&caller.permissions, key.permissions.iter().map(String::as_str));
     if lacking.is_empty() { Ok(()) } else { Err(Error::KeyOutranksCaller(lacking)) }
+}
+
+/// The permission rule of an update: the caller may change the permission set of a key it manages
+/// only by granting permissions it holds itself. `new` is the validated new set.
+///
+/// # Errors
+/// PERMISSION_DENIED naming the added permissions the caller lacks.
+pub fn check_permission_change(caller: &Caller, key: &ApiKey, new: &[String]) -> Result<()> {
+    let added = lacking(&key.permissions, new.iter().map(String::as_str));
+    check_grant(caller, &added)
 }
 
 /// Collects field violations into one INVALID_ARGUMENT.

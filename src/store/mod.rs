@@ -322,7 +322,7 @@ impl Store {
     /// Creates an org together with its first key, in one transaction.
     ///
     /// # Errors
-    /// `FailedPrecondition` (`ORG_EXISTS`) if the name is taken; UNAVAILABLE or INTERNAL.
+    /// FAILED_PRECONDITION ([`Error::OrgExists`]) if the name is taken; UNAVAILABLE or INTERNAL.
     pub async fn create_org_with_key(&self, name: &str, default_group: &str, key: NewKey) -> Result<(Org, ApiKey)> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let org = org::ActiveModel {
@@ -332,11 +332,7 @@ impl Store {
             create_time: Set(Utc::now()),
         };
         if let Err(e) = org::Entity::insert(org).exec(&txn).await {
-            return Err(if is_unique_violation(&e) {
-                Error::FailedPrecondition { reason: "ORG_EXISTS", message: format!("org {name:?} already exists") }
-            } else {
-                db_error(e)
-            });
+            return Err(if is_unique_violation(&e) { Error::OrgExists(name.to_owned()) } else { db_error(e) });
         }
         let created = Self::insert_key(&txn, key, "BOOTSTRAP").await?;
         txn.commit().await.map_err(db_error)?;

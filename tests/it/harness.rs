@@ -392,3 +392,74 @@ impl TestApp {
         apikeys(&all).await
     }
 }
+
+/// The real `apikeys serve` binary on `127.0.0.1:0` over a test database, with cheap hashing. Its
+/// output goes to files (not pipes, which trace logs would fill and block); its address is read
+/// from its own "apikeys listening" log line, so no port is guessed.
+pub struct Binary {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    logs: [std::path::PathBuf; 2],
+}
+
+impl Binary {
+    /// Starts it with `extra` flags and waits until it listens and has bootstrapped.
+    pub async fn serve(db: &TestDb, extra: &[&str]) -> Self {
+        let data_dir = db.dir.path().join("data");
+        let logs = [db.dir.path().join("stdout.log"), db.dir.path().join("stderr.log")];
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .args(extra)
+            .env_remove("APIKEYS_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::from(std::fs::File::create(&logs[0]).unwrap()))
+            .stderr(std::process::Stdio::from(std::fs::File::create(&logs[1]).unwrap()));
+        if let Some(pg) = &db.pg {
+            command.args(["--database-url", &pg.url]);
+        }
+        // Owned from here on, so a failed start is still killed and reaped (Drop).
+        let mut server = Self { child: command.spawn().unwrap(), addr: ([0, 0, 0, 0], 0).into(), logs };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&server.logs[1]).unwrap_or_default();
+            let listening = text.lines().find(|l| l.contains("apikeys listening")).and_then(|line| {
+                let at = line.find("addr=")? + "addr=".len();
+                line[at..].split_whitespace().next()?.trim_matches('"').parse().ok()
+            });
+            if let Some(addr) = listening {
+                server.addr = addr;
+                return server;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not start:\n{text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, a clean exit, and everything it printed.
+    pub fn terminate(&mut self) -> String {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+        self.logs.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -11,15 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apikeys::{
-    auth::{
-        Credential, Secret,
-        remote::{RemoteAuthenticator, RemoteConfig},
-    },
-    pb::incidents::v1::{
-        CreateIncidentRequest, Incident, ListIncidentsRequest, UpdateIncidentRequest,
-        incident_service_client::IncidentServiceClient,
-    },
+use apikeys::auth::{
+    Credential, Secret,
+    remote::{RemoteAuthenticator, RemoteConfig},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -29,7 +23,16 @@ use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_types::StatusExt as _;
 
-use crate::{harness::*, incident_service};
+use crate::{
+    harness::*,
+    incident_service::{
+        self,
+        pb::{
+            CreateIncidentRequest, Incident, ListIncidentsRequest, UpdateIncidentRequest,
+            incident_service_client::IncidentServiceClient,
+        },
+    },
+};
 
 const ALL: &[&str] = &["create_incident", "read_all_incidents", "edit_all_incidents_fields"];
 

@@ -14,9 +14,13 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     response
 }
 
-/// The value of the sample whose line starts with `series` (name and labels), 0 if absent.
+/// The value of the sample whose line starts with `series` (name and labels). A missing series fails
+/// the test: a renamed metric must not read as zero.
+#[track_caller]
 fn value(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 #[tokio::test]
@@ -48,6 +52,7 @@ async fn counters_move_with_traffic() {
     assert_eq!(value(&after, latency), 1.0);
     assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="ok"}"#), 2.0);
     assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="missing_permissions"}"#), 1.0);
+    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="unauthenticated"}"#), 1.0);
     assert!(value(&after, "apikeys_auth_cache_hits_total") >= 2.0, "{after}");
     assert!(value(&after, "apikeys_auth_cache_misses_total") >= 1.0);
     assert!(value(&after, "apikeys_argon2_computations_total") > value(&before, "apikeys_argon2_computations_total"));
@@ -58,8 +63,40 @@ async fn counters_move_with_traffic() {
     assert!(!after.contains(&created.token) && !after.contains(&created.secret));
 }
 
+/// The local addresses (hex, as /proc shows them) of the TCP sockets in LISTEN state that process
+/// `pid` holds.
+#[cfg(target_os = "linux")]
+fn listening(pid: u32) -> Vec<String> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    let sockets: Vec<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Columns: sl local_address rem_address st ... inode (the tenth).
+            if fields.len() > 9 && fields[3] == "0A" && sockets.iter().any(|s| s == fields[9]) {
+                found.push(fields[1].to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// Without `metrics_listen`, the real binary listens on the gRPC port and nothing else; with it, on
+/// one more.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn metrics_are_off_by_default() {
-    let app = TestApp::spawn().await;
-    assert!(app.metrics_addr.is_none());
+    let db = TestDb::new().await;
+    let server = Binary::serve(&db, &[]).await;
+    let ports = listening(server.pid());
+    assert_eq!(ports.len(), 1, "one listener, the gRPC port: {ports:?}");
+    assert!(ports[0].ends_with(&format!(":{:04X}", server.addr.port())), "{ports:?}");
+
+    let with = TestDb::new().await;
+    let metered = Binary::serve(&with, &["--metrics-listen", "127.0.0.1:0"]).await;
+    assert_eq!(listening(metered.pid()).len(), 2, "gRPC and metrics");
 }

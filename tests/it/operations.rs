@@ -1,7 +1,7 @@
 //! Operating the server: bootstrap, restart, health, reflection, graceful shutdown, and the real
 //! binary's logs never containing a secret.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use apikeys::{pb, server::Application};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -141,40 +141,9 @@ pub async fn assert_reflects(channel: tonic::transport::Channel, service: &str) 
 #[tokio::test]
 async fn the_binary_never_logs_a_secret() {
     let db = TestDb::new().await;
-    let data_dir = db.dir.path().join("data");
-    let (log_path, err_path) = (db.dir.path().join("stdout.log"), db.dir.path().join("stderr.log"));
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
-    command
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1", "--log-level", "trace"])
-        .env_remove("APIKEYS_DATABASE_URL")
-        .env_remove("RUST_LOG")
-        // A file, not a pipe: trace logs would fill a pipe nobody reads and block the server.
-        .stdout(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()));
-    if let Some(pg) = &db.pg {
-        command.args(["--database-url", &pg.url]);
-    }
-    let mut child = command.spawn().unwrap();
-
-    let token_path = data_dir.join("bootstrap-token");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let channel = loop {
-        if token_path.exists()
-            && let Ok(channel) = tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await
-        {
-            break channel;
-        }
-        assert!(std::time::Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut server = Binary::serve(&db, &["--log-level", "trace"]).await;
+    let channel = tonic::transport::Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let token_path = db.dir.path().join("data").join("bootstrap-token");
     let admin_token = std::fs::read_to_string(&token_path).unwrap().trim().to_owned();
     let admin = Client {
         inner: pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone()),
@@ -203,11 +172,7 @@ async fn the_binary_never_logs_a_secret() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "not in the access policy: {refused:?}");
 
     // SIGTERM: graceful shutdown.
-    let pid = child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
-    let logs = std::fs::read_to_string(&err_path).unwrap() + &std::fs::read_to_string(&log_path).unwrap();
+    let logs = server.terminate();
 
     assert!(logs.contains("bootstrap-token"), "the token file path is logged");
     assert!(logs.contains("API key created"), "logs were captured at all");
