@@ -68,14 +68,14 @@ impl Authenticator for LocalAuthenticator {
             return Ok((*principal).clone());
         }
         let epoch = self.cache.epoch();
-        let hash = self.store.find_secret_hash(credential.key_id).await?;
+        let hash = self.store.find_secret_hash(credential.key_id.into()).await?;
         let matched = self.hasher.verify(&credential.secret, hash.clone()).await?;
         if !matched {
             return Err(Error::Unauthenticated);
         }
         // The rest is read only after a match, so unknown keys and wrong secrets take the same path.
         // The hash is compared again: the key may have been regenerated or deleted meanwhile.
-        match self.store.find_auth_record(credential.key_id).await? {
+        match self.store.find_auth_record(credential.key_id.into()).await? {
             Some(record) if Some(&record.secret_hash) == hash.as_ref() => {
                 let principal = Arc::new(principal_of(record.key, record.default_group));
                 self.cache.insert(cache_key, principal.clone(), credential.key_id, epoch);

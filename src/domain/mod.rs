@@ -25,6 +25,57 @@ pub const MAX_APP_ID_CHARS: usize = 100;
 /// Most permissions one Authenticate call may require (the catalog is far smaller).
 pub const MAX_REQUIRED_PERMISSIONS: usize = 256;
 
+/// Defines a UUID newtype ID: typed, so a key ID and an org ID cannot be swapped, and parsed once,
+/// at the edge.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh random ID.
+            pub fn generate() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            /// The UUID (for storage and the wire).
+            pub fn uuid(self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Uuid::try_parse(text.trim()).map(Self)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An API key account's ID: server-generated, never changes, not secret.
+    KeyId
+);
+uuid_id!(
+    /// An organization's ID.
+    OrgId
+);
+
 /// Kinds of actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActorType {
@@ -78,7 +129,7 @@ impl Actor {
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// Organization the caller acts in.
-    pub org_id: Uuid,
+    pub org_id: OrgId,
     /// As whom it is recorded.
     pub actor: Actor,
     /// Permissions it holds, sorted.
@@ -89,9 +140,9 @@ pub struct Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
     /// Never changes.
-    pub id: Uuid,
+    pub id: KeyId,
     /// Owning organization.
-    pub org_id: Uuid,
+    pub org_id: OrgId,
     /// Trimmed display name.
     pub display_name: String,
     /// Description.
@@ -343,7 +394,7 @@ mod tests {
     #[test]
     fn grants_are_limited_to_held_permissions() {
         let caller =
-            Caller { org_id: Uuid::nil(), actor: Actor::system("t"), permissions: vec!["a".into(), "c".into()] };
+            Caller { org_id: OrgId::generate(), actor: Actor::system("t"), permissions: vec!["a".into(), "c".into()] };
         assert!(check_grant(&caller, &["a".into(), "c".into()]).is_ok());
         match check_grant(&caller, &["a".into(), "b".into()]) {
             Err(Error::Escalation(lacking)) => assert_eq!(lacking, vec!["b".to_owned()]),

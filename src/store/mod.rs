@@ -19,7 +19,7 @@ use sea_orm_migration::MigratorTrait;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Actor, ActorType, ApiKey},
+    domain::{Actor, ActorType, ApiKey, KeyId, OrgId},
     error::{Error, Result},
 };
 
@@ -31,8 +31,8 @@ use entities::{api_key, api_key_permission, audit_event, org};
 /// An organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Org {
-    /// UUID.
-    pub id: Uuid,
+    /// ID.
+    pub id: OrgId,
     /// Unique name.
     pub name: String,
     /// Group owning incidents created without an owner by the org's API keys.
@@ -41,7 +41,7 @@ pub struct Org {
 
 impl From<org::Model> for Org {
     fn from(m: org::Model) -> Self {
-        Self { id: m.id, name: m.name, default_group: m.default_group }
+        Self { id: m.id.into(), name: m.name, default_group: m.default_group }
     }
 }
 
@@ -59,9 +59,9 @@ pub struct AuthRecord {
 #[derive(Clone)]
 pub struct NewKey {
     /// Server-generated ID (known before the insert, so a token can be prepared first).
-    pub id: Uuid,
+    pub id: KeyId,
     /// Owning org.
-    pub org_id: Uuid,
+    pub org_id: OrgId,
     /// Display name as shown.
     pub display_name: String,
     /// Case-folded display name.
@@ -148,7 +148,7 @@ pub struct ListQuery {
     /// A permission the keys must hold.
     pub permission: Option<String>,
     /// Keyset position: the (name key, id) of the last key of the previous page.
-    pub after: Option<(String, Uuid)>,
+    pub after: Option<(String, KeyId)>,
     /// Page size.
     pub limit: u64,
 }
@@ -203,8 +203,8 @@ fn key_from_rows(m: api_key::Model, mut permissions: Vec<String>) -> ApiKey {
     // Byte order, whatever the database collation: the domain binary-searches these lists.
     permissions.sort_unstable();
     ApiKey {
-        id: m.id,
-        org_id: m.org_id,
+        id: m.id.into(),
+        org_id: m.org_id.into(),
         display_name: m.display_name,
         description: m.description,
         permissions,
@@ -326,7 +326,7 @@ impl Store {
     pub async fn create_org_with_key(&self, name: &str, default_group: &str, key: NewKey) -> Result<(Org, ApiKey)> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let org = org::ActiveModel {
-            id: Set(key.org_id),
+            id: Set(key.org_id.uuid()),
             name: Set(name.to_owned()),
             default_group: Set(default_group.to_owned()),
             create_time: Set(Utc::now()),
@@ -355,8 +355,8 @@ impl Store {
         let now = Utc::now();
         let id = key.id;
         let model = api_key::ActiveModel {
-            id: Set(id),
-            org_id: Set(key.org_id),
+            id: Set(id.uuid()),
+            org_id: Set(key.org_id.uuid()),
             display_name: Set(key.display_name.clone()),
             display_name_key: Set(key.display_name_key),
             description: Set(key.description),
@@ -377,37 +377,37 @@ impl Store {
         })?;
         Self::insert_permissions(txn, id, &key.permissions).await?;
         let fields: &[&str] = &["display_name", "description", "permissions", "app_id", "secret"];
-        Self::audit(txn, &inserted.org_id, &key.actor, action, id, fields).await?;
+        Self::audit(txn, key.org_id, &key.actor, action, id, fields).await?;
         Ok(key_from_rows(inserted, key.permissions))
     }
 
-    async fn insert_permissions(txn: &impl ConnectionTrait, key_id: Uuid, permissions: &[String]) -> Result<()> {
+    async fn insert_permissions(txn: &impl ConnectionTrait, key_id: KeyId, permissions: &[String]) -> Result<()> {
         if permissions.is_empty() {
             return Ok(());
         }
         let rows = permissions
             .iter()
-            .map(|p| api_key_permission::ActiveModel { key_id: Set(key_id), permission: Set(p.clone()) });
+            .map(|p| api_key_permission::ActiveModel { key_id: Set(key_id.uuid()), permission: Set(p.clone()) });
         api_key_permission::Entity::insert_many(rows).exec(txn).await.map_err(db_error)?;
         Ok(())
     }
 
     async fn audit(
         txn: &impl ConnectionTrait,
-        org_id: &Uuid,
+        org_id: OrgId,
         actor: &Actor,
         action: &str,
-        key_id: Uuid,
+        key_id: KeyId,
         fields: &[&str],
     ) -> Result<()> {
         let event = audit_event::ActiveModel {
             id: Set(Uuid::new_v4()),
-            org_id: Set(*org_id),
+            org_id: Set(org_id.uuid()),
             actor_type: Set(actor.kind.as_str().to_owned()),
             actor_id: Set(actor.id.clone()),
             actor_name: Set(actor.display_name.clone()),
             action: Set(action.to_owned()),
-            key_id: Set(key_id),
+            key_id: Set(key_id.uuid()),
             changed_fields: Set(serde_json::to_string(fields).map_err(Error::internal)?),
             time: Set(Utc::now()),
         };
@@ -431,18 +431,18 @@ impl Store {
     ///
     /// # Errors
     /// NOT_FOUND (also for keys of other orgs); UNAVAILABLE or INTERNAL.
-    pub async fn get_key(&self, org_id: Uuid, id: Uuid) -> Result<ApiKey> {
+    pub async fn get_key(&self, org_id: OrgId, id: KeyId) -> Result<ApiKey> {
         Self::load_key(&self.db, org_id, id).await
     }
 
-    async fn load_key(conn: &impl ConnectionTrait, org_id: Uuid, id: Uuid) -> Result<ApiKey> {
-        let model = api_key::Entity::find_by_id(id)
-            .filter(api_key::Column::OrgId.eq(org_id))
+    async fn load_key(conn: &impl ConnectionTrait, org_id: OrgId, id: KeyId) -> Result<ApiKey> {
+        let model = api_key::Entity::find_by_id(id.uuid())
+            .filter(api_key::Column::OrgId.eq(org_id.uuid()))
             .one(conn)
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
-        let permissions = Self::permissions_of(conn, &[id]).await?.into_iter().map(|p| p.permission).collect();
+        let permissions = Self::permissions_of(conn, &[id.uuid()]).await?.into_iter().map(|p| p.permission).collect();
         Ok(key_from_rows(model, permissions))
     }
 
@@ -451,8 +451,8 @@ impl Store {
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn find_secret_hash(&self, id: Uuid) -> Result<Option<String>> {
-        let hash = api_key::Entity::find_by_id(id)
+    pub async fn find_secret_hash(&self, id: KeyId) -> Result<Option<String>> {
+        let hash = api_key::Entity::find_by_id(id.uuid())
             .select_only()
             .column(api_key::Column::SecretHash)
             .into_tuple::<String>()
@@ -466,8 +466,8 @@ impl Store {
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn find_auth_record(&self, id: Uuid) -> Result<Option<AuthRecord>> {
-        let Some(model) = api_key::Entity::find_by_id(id).one(&self.db).await.map_err(db_error)? else {
+    pub async fn find_auth_record(&self, id: KeyId) -> Result<Option<AuthRecord>> {
+        let Some(model) = api_key::Entity::find_by_id(id.uuid()).one(&self.db).await.map_err(db_error)? else {
             return Ok(None);
         };
         let org = org::Entity::find_by_id(model.org_id)
@@ -475,7 +475,8 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::internal("key without org"))?;
-        let permissions = Self::permissions_of(&self.db, &[id]).await?.into_iter().map(|p| p.permission).collect();
+        let permissions =
+            Self::permissions_of(&self.db, &[id.uuid()]).await?.into_iter().map(|p| p.permission).collect();
         let secret_hash = model.secret_hash.clone();
         Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group: org.default_group }))
     }
@@ -484,8 +485,8 @@ impl Store {
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn list_keys(&self, org_id: Uuid, query: &ListQuery) -> Result<Vec<(ApiKey, String)>> {
-        let mut select = api_key::Entity::find().filter(api_key::Column::OrgId.eq(org_id));
+    pub async fn list_keys(&self, org_id: OrgId, query: &ListQuery) -> Result<Vec<(ApiKey, String)>> {
+        let mut select = api_key::Entity::find().filter(api_key::Column::OrgId.eq(org_id.uuid()));
         if let Some(text) = &query.name_contains {
             let pattern = LikeExpr::new(format!("%{}%", like_escape(text))).escape('\\');
             select = select.filter(api_key::Column::DisplayNameKey.like(pattern));
@@ -509,7 +510,7 @@ impl Store {
                 Condition::any().add(api_key::Column::DisplayNameKey.gt(name_key.as_str())).add(
                     Condition::all()
                         .add(api_key::Column::DisplayNameKey.eq(name_key.as_str()))
-                        .add(api_key::Column::Id.gt(*id)),
+                        .add(api_key::Column::Id.gt(id.uuid())),
                 ),
             );
         }
@@ -543,13 +544,13 @@ impl Store {
             .col_expr(api_key::Column::UpdatedByName, Expr::value(actor.display_name.as_str()))
             .col_expr(api_key::Column::UpdateTime, Expr::value(Utc::now()))
             .col_expr(api_key::Column::Version, Expr::value(current.version + 1))
-            .filter(api_key::Column::Id.eq(current.id))
-            .filter(api_key::Column::OrgId.eq(current.org_id))
+            .filter(api_key::Column::Id.eq(current.id.uuid()))
+            .filter(api_key::Column::OrgId.eq(current.org_id.uuid()))
     }
 
-    async fn delete_permissions(txn: &impl ConnectionTrait, key_id: Uuid) -> Result<()> {
+    async fn delete_permissions(txn: &impl ConnectionTrait, key_id: KeyId) -> Result<()> {
         api_key_permission::Entity::delete_many()
-            .filter(api_key_permission::Column::KeyId.eq(key_id))
+            .filter(api_key_permission::Column::KeyId.eq(key_id.uuid()))
             .exec(txn)
             .await
             .map_err(db_error)?;
@@ -570,16 +571,16 @@ impl Store {
     /// taken), UNAVAILABLE, INTERNAL. Nothing is written on error.
     pub async fn mutate(
         &self,
-        org_id: Uuid,
-        id: Uuid,
+        org_id: OrgId,
+        id: KeyId,
         actor: &Actor,
         decide: impl FnOnce(&ApiKey) -> Result<Change>,
     ) -> Result<Option<ApiKey>> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let locked = api_key::Entity::update_many()
             .col_expr(api_key::Column::Version, Expr::col(api_key::Column::Version))
-            .filter(api_key::Column::Id.eq(id))
-            .filter(api_key::Column::OrgId.eq(org_id))
+            .filter(api_key::Column::Id.eq(id.uuid()))
+            .filter(api_key::Column::OrgId.eq(org_id.uuid()))
             .exec(&txn)
             .await
             .map_err(db_error)?
@@ -621,11 +622,11 @@ impl Store {
                 // The foreign key cascades too; deleting explicitly keeps a database without
                 // enforced foreign keys clean.
                 Self::delete_permissions(&txn, id).await?;
-                api_key::Entity::delete_by_id(id).exec(&txn).await.map_err(db_error)?;
+                api_key::Entity::delete_by_id(id.uuid()).exec(&txn).await.map_err(db_error)?;
                 ("DELETE", Vec::new())
             }
         };
-        Self::audit(&txn, &org_id, actor, action, id, &fields).await?;
+        Self::audit(&txn, org_id, actor, action, id, &fields).await?;
         let after = if action == "DELETE" { None } else { Some(Self::load_key(&txn, org_id, id).await?) };
         txn.commit().await.map_err(db_error)?;
         Ok(after)
@@ -635,9 +636,9 @@ impl Store {
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn audit_events(&self, key_id: Uuid) -> Result<Vec<audit_event::Model>> {
+    pub async fn audit_events(&self, key_id: impl Into<KeyId>) -> Result<Vec<audit_event::Model>> {
         audit_event::Entity::find()
-            .filter(audit_event::Column::KeyId.eq(key_id))
+            .filter(audit_event::Column::KeyId.eq(key_id.into().uuid()))
             .order_by_asc(audit_event::Column::Time)
             .all(&self.db)
             .await

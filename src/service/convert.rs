@@ -1,0 +1,268 @@
+//! The edge of the service: protobuf requests parsed into validated domain input (typed IDs, checked
+//! names, catalog permissions), with every bad field named by its proto path; page tokens; and domain
+//! values turned back into protobuf. Nothing past this module sees a proto field path or a string ID.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tonic::Request;
+
+use crate::{
+    auth::layer,
+    domain::{self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, MAX_DISPLAY_NAME_CHARS, Violations},
+    error::{Error, Result},
+    keys::{CreateKey, KeyPatch, Precondition},
+    pb,
+    store::ListQuery,
+};
+
+/// Page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+/// Largest page size; larger requests are clamped.
+pub const MAX_PAGE_SIZE: u64 = 1000;
+
+/// The admin caller, from the principal the auth layer put into the request.
+///
+/// # Errors
+/// UNAUTHENTICATED if no principal is there (a wiring bug; fails closed).
+pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
+    let principal = layer::principal(request)?;
+    Ok(Caller {
+        org_id: principal.org_id.parse().map_err(|_| Error::Unauthenticated)?,
+        actor: Actor {
+            kind: ActorType::ApiKey,
+            id: principal.key_id.clone(),
+            display_name: principal.display_name.clone(),
+        },
+        permissions: principal.permissions.clone(),
+    })
+}
+
+/// A key ID from `field`.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `field`.
+pub fn key_id(raw: &str, field: &str) -> Result<KeyId> {
+    raw.parse().map_err(|_| Error::invalid(field, "must be a UUID"))
+}
+
+/// The guards every mutation request carries.
+pub fn precondition(etag: String, acknowledge_app_impact: bool) -> Precondition {
+    Precondition { etag, acknowledge_app_impact }
+}
+
+/// A validated CreateApiKey.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming every bad field.
+pub fn create(r: pb::CreateApiKeyRequest, catalog: &Catalog) -> Result<CreateKey> {
+    let mut v = Violations::default();
+    let display_name = v.check(domain::display_name(&r.display_name, "display_name"));
+    let description = v.check(domain::description(&r.description, "description"));
+    let permissions = v.check_all(domain::permissions(catalog, &r.permissions, "permissions"));
+    let app_id = v.check(domain::app_id(&r.app_id, "app_id"));
+    v.finish()?;
+    match (display_name, description, permissions, app_id) {
+        (Some(display_name), Some(description), Some(permissions), Some(app_id)) => {
+            Ok(CreateKey { display_name, description, permissions, app_id })
+        }
+        _ => Err(Error::internal("validation passed without values")),
+    }
+}
+
+/// The key ID and validated patch of an UpdateApiKey (AIP-134): the fields named in `update_mask`,
+/// `*` for all, and with no mask every field that is set.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming every bad field.
+pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, KeyPatch, Precondition)> {
+    let api_key = r.api_key.ok_or_else(|| Error::invalid("api_key", "is required"))?;
+    let id = key_id(&api_key.id, "api_key.id")?;
+    let paths: Vec<String> = match r.update_mask {
+        Some(mask) if !mask.paths.is_empty() => mask.paths,
+        _ => [
+            ("display_name", !api_key.display_name.is_empty()),
+            ("description", !api_key.description.is_empty()),
+            ("permissions", !api_key.permissions.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(path, _)| path.to_owned())
+        .collect(),
+    };
+    if paths.is_empty() {
+        return Err(Error::invalid("update_mask", "names no field to update"));
+    }
+    let (mut name, mut description, mut permissions) = (false, false, false);
+    for path in &paths {
+        match path.as_str() {
+            "display_name" => name = true,
+            "description" => description = true,
+            "permissions" => permissions = true,
+            "*" => (name, description, permissions) = (true, true, true),
+            other => {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!("{other:?} cannot be updated; use display_name, description, permissions or *"),
+                ));
+            }
+        }
+    }
+    let mut v = Violations::default();
+    let patch = KeyPatch {
+        display_name: name
+            .then(|| v.check(domain::display_name(&api_key.display_name, "api_key.display_name")))
+            .flatten(),
+        description: description
+            .then(|| v.check(domain::description(&api_key.description, "api_key.description")))
+            .flatten(),
+        permissions: permissions
+            .then(|| v.check_all(domain::permissions(catalog, &api_key.permissions, "api_key.permissions")))
+            .flatten(),
+    };
+    v.finish()?;
+    Ok((id, patch, precondition(r.etag, r.acknowledge_app_impact)))
+}
+
+/// A validated ListApiKeys: the store query (one row more than the page, to tell whether another
+/// page follows) and what the next page token needs.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The query.
+    pub query: ListQuery,
+    /// Keys per page.
+    pub page_size: u64,
+    fingerprint: String,
+}
+
+/// Opaque page token: where the previous page ended and a fingerprint of the filters it was for.
+#[derive(Serialize, Deserialize)]
+struct PageToken {
+    k: String,
+    i: uuid::Uuid,
+    f: String,
+}
+
+fn filter_fingerprint(query: &ListQuery) -> String {
+    let mut hasher = Sha256::new();
+    for part in [&query.name_contains, &query.app_id, &query.permission] {
+        hasher.update(part.as_deref().unwrap_or("\u{0}").as_bytes());
+        hasher.update([0xff]);
+    }
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token(text: &str) -> Option<PageToken> {
+    if text.len() > 2048 {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+    let token: PageToken = serde_json::from_slice(&json).ok()?;
+    // The position goes into a query: refuse what no display name can contain.
+    (!token.k.chars().any(char::is_control) && token.k.chars().count() <= MAX_DISPLAY_NAME_CHARS).then_some(token)
+}
+
+/// A validated ListApiKeys request.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming every bad field (page_size, page_token, filters).
+pub fn list(r: pb::ListApiKeysRequest, catalog: &Catalog) -> Result<ListPage> {
+    let mut v = Violations::default();
+    if r.page_size < 0 {
+        v.add("page_size", "must not be negative");
+    }
+    let page_size = match u64::try_from(r.page_size).unwrap_or(0) {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    };
+    let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+    let permission = non_empty(&r.permission);
+    if let Some(p) = &permission
+        && !catalog.contains(p)
+    {
+        v.add("permission", format!("unknown permission {p:?}"));
+    }
+    for (field, value) in [("name_contains", &r.name_contains), ("app_id", &r.app_id)] {
+        if value.chars().any(char::is_control) {
+            v.add(field, "must not contain control characters");
+        }
+    }
+    if r.name_contains.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        v.add("name_contains", "is longer than any display name");
+    }
+    let mut query = ListQuery {
+        name_contains: non_empty(&r.name_contains).map(|s| domain::name_key(&s)),
+        app_id: non_empty(&r.app_id),
+        permission,
+        after: None,
+        limit: page_size + 1,
+    };
+    let fingerprint = filter_fingerprint(&query);
+    if !r.page_token.is_empty() {
+        match decode_token(&r.page_token) {
+            Some(token) if token.f == fingerprint => query.after = Some((token.k, token.i.into())),
+            Some(_) => v.add("page_token", "was issued for different filters"),
+            None => v.add("page_token", "is malformed"),
+        }
+    }
+    v.finish()?;
+    Ok(ListPage { query, page_size, fingerprint })
+}
+
+impl ListPage {
+    /// The response for `rows` (what the query returned): at most a page of keys, and the token of
+    /// the next page (empty at the end).
+    ///
+    /// # Errors
+    /// INTERNAL if the token cannot be encoded (a bug).
+    pub fn response(&self, mut rows: Vec<(ApiKey, String)>) -> Result<pb::ListApiKeysResponse> {
+        let more = rows.len() as u64 > self.page_size;
+        rows.truncate(usize::try_from(self.page_size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some((key, name_key)) if more => {
+                let token = PageToken { k: name_key.clone(), i: key.id.uuid(), f: self.fingerprint.clone() };
+                let json = serde_json::to_vec(&token).map_err(Error::internal)?;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+            }
+            _ => String::new(),
+        };
+        Ok(pb::ListApiKeysResponse { api_keys: rows.into_iter().map(|(key, _)| key.into()).collect(), next_page_token })
+    }
+}
+
+fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+impl From<Actor> for pb::Actor {
+    fn from(actor: Actor) -> Self {
+        let kind = match actor.kind {
+            ActorType::ApiKey => pb::ActorType::ApiKey,
+            ActorType::User => pb::ActorType::User,
+            ActorType::System => pb::ActorType::System,
+        };
+        Self { r#type: kind.into(), id: actor.id, display_name: actor.display_name }
+    }
+}
+
+impl From<ApiKey> for pb::ApiKey {
+    fn from(key: ApiKey) -> Self {
+        let etag = key.etag();
+        Self {
+            id: key.id.to_string(),
+            org_id: key.org_id.to_string(),
+            display_name: key.display_name,
+            description: key.description,
+            permissions: key.permissions,
+            app_id: key.app_id.unwrap_or_default(),
+            created_by: Some(key.created_by.into()),
+            updated_by: Some(key.updated_by.into()),
+            create_time: Some(timestamp(key.create_time)),
+            update_time: Some(timestamp(key.update_time)),
+            etag,
+        }
+    }
+}

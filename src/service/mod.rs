@@ -1,0 +1,163 @@
+//! `apikeys.v1.ApiKeyService`: thin handlers that parse the request at the edge ([`convert`]), call
+//! the key lifecycle, and convert the answer back.
+//! Authentication of admin RPCs happened before, in the auth layer; handlers read the principal from
+//! the request extensions.
+
+pub mod convert;
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth::{Credential, authorize, local::LocalAuthenticator},
+    domain::{MAX_REQUIRED_PERMISSIONS, Violations, is_permission_name},
+    error::{Error, Result},
+    keys::{Issued, Keys},
+    metrics::Metrics,
+    pb,
+};
+
+/// The gRPC service implementation.
+#[derive(Debug, Clone)]
+pub struct ApiKeyApi {
+    keys: Arc<Keys>,
+    authenticator: Arc<LocalAuthenticator>,
+    metrics: Arc<Metrics>,
+}
+
+impl ApiKeyApi {
+    /// The service over the key lifecycle and the in-process authenticator, counting Authenticate
+    /// outcomes in `metrics`.
+    pub fn new(keys: Arc<Keys>, authenticator: Arc<LocalAuthenticator>, metrics: Arc<Metrics>) -> Self {
+        Self { keys, authenticator, metrics }
+    }
+
+    /// The Authenticate RPC: the credential in the request, verified, with `required_permissions`
+    /// held.
+    async fn check(&self, r: pb::AuthenticateRequest) -> Result<pb::Principal> {
+        if r.required_permissions.len() > MAX_REQUIRED_PERMISSIONS {
+            return Err(Error::invalid(
+                "required_permissions",
+                format!("at most {MAX_REQUIRED_PERMISSIONS} permissions can be required at once"),
+            ));
+        }
+        let mut v = Violations::default();
+        // Names are echoed in PERMISSION_DENIED: only well-formed handles get that far.
+        for (i, name) in r.required_permissions.iter().enumerate() {
+            if !is_permission_name(name) {
+                v.add(
+                    format!("required_permissions[{i}]"),
+                    "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
+                );
+            }
+        }
+        v.finish()?;
+        let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
+            (false, true) => Credential::from_token(r.token.trim()),
+            (true, false) => Credential::from_parts(r.key_id.trim(), r.secret.trim()),
+            _ => return Err(Error::invalid("token", "give either token, or key_id and secret")),
+        }
+        .map_err(|_| Error::Unauthenticated)?;
+        authorize(&*self.authenticator, credential, &r.required_permissions).await
+    }
+}
+
+fn issued(issued: Issued) -> (Option<pb::ApiKey>, String, String) {
+    let token = issued.credential.token();
+    let secret = issued.credential.secret.expose_text();
+    (Some(issued.key.into()), secret, token)
+}
+
+#[tonic::async_trait]
+impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let input = convert::create(request.into_inner(), self.keys.catalog())?;
+        let (api_key, secret, token) = issued(self.keys.create(&caller, input).await?);
+        Ok(Response::new(pb::CreateApiKeyResponse { api_key, secret, token }))
+    }
+
+    async fn get_api_key(
+        &self,
+        request: Request<pb::GetApiKeyRequest>,
+    ) -> Result<Response<pb::GetApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let key = self.keys.get(&caller, convert::key_id(&request.get_ref().id, "id")?).await?;
+        Ok(Response::new(pb::GetApiKeyResponse { api_key: Some(key.into()) }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let page = convert::list(request.into_inner(), self.keys.catalog())?;
+        let rows = self.keys.list(&caller, &page.query).await?;
+        Ok(Response::new(page.response(rows)?))
+    }
+
+    async fn update_api_key(
+        &self,
+        request: Request<pb::UpdateApiKeyRequest>,
+    ) -> Result<Response<pb::UpdateApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let (id, patch, guard) = convert::update(request.into_inner(), self.keys.catalog())?;
+        let key = self.keys.update(&caller, id, patch, &guard).await?;
+        Ok(Response::new(pb::UpdateApiKeyResponse { api_key: Some(key.into()) }))
+    }
+
+    async fn regenerate_api_key_secret(
+        &self,
+        request: Request<pb::RegenerateApiKeySecretRequest>,
+    ) -> Result<Response<pb::RegenerateApiKeySecretResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let r = request.into_inner();
+        let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
+        let (api_key, secret, token) =
+            issued(self.keys.regenerate(&caller, convert::key_id(&r.id, "id")?, &guard).await?);
+        Ok(Response::new(pb::RegenerateApiKeySecretResponse { api_key, secret, token }))
+    }
+
+    async fn delete_api_key(
+        &self,
+        request: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let r = request.into_inner();
+        let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
+        self.keys.delete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
+        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+    }
+
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        let result = self.check(request.into_inner()).await;
+        // Counted here, where the outcome is known.
+        self.metrics.observe_authenticate(result.as_ref().map_or_else(|e| e.reason(), |_| "OK"));
+        Ok(Response::new(pb::AuthenticateResponse { principal: Some(result?) }))
+    }
+
+    async fn list_permissions(
+        &self,
+        _request: Request<pb::ListPermissionsRequest>,
+    ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
+        let permissions = self
+            .keys
+            .catalog()
+            .permissions()
+            .iter()
+            .map(|p| pb::Permission {
+                name: p.name.clone(),
+                category: p.category.clone(),
+                description: p.description.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPermissionsResponse { permissions }))
+    }
+}
