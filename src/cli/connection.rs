@@ -4,6 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
 use tonic::{
     Request, Status,
     metadata::MetadataValue,
@@ -42,24 +43,15 @@ pub struct ClientArgs {
 }
 
 /// Admin credentials: a token of a key holding `api_keys_admin`. Its `Debug` hides the token.
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// Admin token (`apk_...`). Prefer --token-file or the environment variable: arguments are visible
     /// to other local users.
     #[arg(long, env = "APIKEYS_TOKEN", hide_env_values = true, global = true, conflicts_with = "token_file")]
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
     /// File holding the admin token (e.g. the bootstrap-token file).
     #[arg(long, env = "APIKEYS_TOKEN_FILE", value_name = "FILE", global = true)]
     pub token_file: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for AdminArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminArgs")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_file", &self.token_file)
-            .finish()
-    }
 }
 
 fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, StartupError> {
@@ -152,7 +144,7 @@ impl AdminArgs {
     /// No token given, or the token file cannot be read.
     pub fn authorization(&self) -> Result<MetadataValue<tonic::metadata::Ascii>, StartupError> {
         let token = match (&self.token, &self.token_file) {
-            (Some(token), _) => token.trim().to_owned(),
+            (Some(token), _) => token.expose_secret().trim().to_owned(),
             (None, Some(path)) => String::from_utf8(read(path, "token file")?)
                 .map_err(|_| format!("token file {} is not text", path.display()))?
                 .trim()

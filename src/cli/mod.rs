@@ -143,7 +143,7 @@ mod tests {
         ] {
             let cli = super::Cli::try_parse_from(args).unwrap();
             let debug = format!("{cli:?}");
-            assert!(!debug.contains("supersecret") && debug.contains("<redacted>"), "{debug}");
+            assert!(!debug.contains("supersecret") && debug.contains("REDACTED"), "{debug}");
         }
     }
 }

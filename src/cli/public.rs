@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::json;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -17,7 +18,7 @@ use crate::{
 };
 
 /// `apikeys authenticate`. Its `Debug` hides the credential.
-#[derive(Args)]
+#[derive(Debug, Args)]
 #[command(after_help = "Examples:
   apikeys authenticate --credential-file token.txt --require read_data
   APIKEYS_CREDENTIAL=apk_... apikeys authenticate --output json
@@ -29,7 +30,7 @@ pub struct AuthenticateArgs {
     /// The token to check; or, with --key-id, the secret. Prefer --credential-file or the
     /// environment variable: arguments are visible to other local users.
     #[arg(long, env = "APIKEYS_CREDENTIAL", hide_env_values = true, conflicts_with = "credential_file")]
-    pub credential: Option<String>,
+    pub credential: Option<SecretString>,
     /// File holding the token (or, with --key-id, the secret); `-` reads standard input.
     #[arg(long, value_name = "FILE")]
     pub credential_file: Option<PathBuf>,
@@ -39,18 +40,6 @@ pub struct AuthenticateArgs {
     /// A permission the key must hold (repeat for more); PERMISSION_DENIED names the missing ones.
     #[arg(long = "require", value_name = "NAME")]
     pub required: Vec<String>,
-}
-
-impl std::fmt::Debug for AuthenticateArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthenticateArgs")
-            .field("client", &self.client)
-            .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
-            .field("credential_file", &self.credential_file)
-            .field("key_id", &self.key_id)
-            .field("required", &self.required)
-            .finish()
-    }
 }
 
 /// `apikeys permissions`.
@@ -81,7 +70,7 @@ pub struct HealthArgs {
 
 fn read_credential(args: &AuthenticateArgs) -> Result<String, StartupError> {
     let text = match (&args.credential, &args.credential_file) {
-        (Some(value), _) => value.clone(),
+        (Some(value), _) => value.expose_secret().to_owned(),
         (None, Some(path)) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())
             .map_err(|e| format!("cannot read the credential from standard input: {e}"))?,
         (None, Some(path)) => {
