@@ -2,9 +2,10 @@
 //! `latency_ms` and the authenticated `key_id` (recorded by the auth layer inside it; never a secret),
 //! a closing `rpc finished` event, and the RPC metrics.
 //!
-//! The code is read from the response headers: tonic sends a failed unary call as a trailers-only
-//! response carrying `grpc-status` there. A response without it is a success whose status travels in
-//! the trailers (a streaming call that fails after its first message is counted as OK).
+//! An RPC ends, and is logged and counted with its code, when its status is known: at the headers of
+//! a trailers-only response (how tonic answers a failed unary call), else at the trailers after the
+//! last message, so a streaming call that fails after its first message counts with its real code.
+//! A response body dropped before its end (the client went away) counts as CANCELLED.
 
 use std::{
     pin::Pin,
@@ -14,6 +15,7 @@ use std::{
 };
 
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tonic::{Code, Status};
 use tracing::{Instrument as _, field};
 
@@ -49,14 +51,90 @@ pub struct RpcTrace<S> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
+/// What is known when an RPC ends: reported once, by whichever comes first of a trailers-only
+/// response, the trailers, a body error, or the body being dropped unfinished.
+struct Finish {
+    method: &'static str,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    span: tracing::Span,
+}
+
+impl Finish {
+    fn done(self, code: Code) {
+        let latency = self.started.elapsed();
+        let code_text = code_name(code);
+        self.span.record("code", code_text);
+        self.span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+        self.span.in_scope(|| tracing::info!("rpc finished"));
+        self.metrics.observe_rpc(self.method, code_text, latency);
+    }
+}
+
+/// The gRPC status carried by `headers` (trailers, or the headers of a trailers-only response).
+fn status_code(headers: &http::HeaderMap) -> Option<Code> {
+    Status::from_header_map(headers).map(|s| s.code())
+}
+
+pin_project! {
+    /// A response body that reports the RPC's end: its trailers' `grpc-status`, a stream error
+    /// (UNKNOWN), or CANCELLED if it is dropped before the end (the client went away).
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        finish: Option<Finish>,
+    }
+
+    impl<B> PinnedDrop for TracedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(finish) = this.project().finish.take() {
+                finish.done(Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TracedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let code = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| status_code(trailers).unwrap_or(Code::Ok)),
+            Some(Err(_)) => Some(Code::Unknown),
+            // Ended without trailers: a gRPC response always has them, so something broke.
+            None => Some(Code::Unknown),
+        };
+        if let Some(code) = code
+            && let Some(finish) = this.finish.take()
+        {
+            finish.done(code);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for RpcTrace<S>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Send + 'static,
+    ResBody: http_body::Body + Send + 'static,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<TracedBody<ResBody>>;
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -76,24 +154,28 @@ where
             latency_ms = field::Empty,
             key_id = field::Empty,
         );
-        let started = Instant::now();
+        let finish = Finish { method, started: Instant::now(), metrics: self.metrics.clone(), span: span.clone() };
         let future = span.in_scope(|| self.inner.call(request));
-        let metrics = self.metrics.clone();
         Box::pin(
             async move {
-                let result = future.await;
-                let latency = started.elapsed();
-                let code = match &result {
-                    Ok(response) => Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code()),
-                    Err(_) => Code::Unknown,
-                };
-                let code_text = code_name(code);
-                let span = tracing::Span::current();
-                span.record("code", code_text);
-                span.record("latency_ms", latency.as_secs_f64() * 1000.0);
-                tracing::info!("rpc finished");
-                metrics.observe_rpc(method, code_text, latency);
-                result
+                match future.await {
+                    Ok(response) => {
+                        // A trailers-only response (how tonic answers a failed unary call) ends here;
+                        // any other ends with its body's trailers.
+                        let finish = match status_code(response.headers()) {
+                            Some(code) => {
+                                finish.done(code);
+                                None
+                            }
+                            None => Some(finish),
+                        };
+                        Ok(response.map(|inner| TracedBody { inner, finish }))
+                    }
+                    Err(error) => {
+                        finish.done(Code::Unknown);
+                        Err(error)
+                    }
+                }
             }
             .instrument(span),
         )

@@ -100,3 +100,47 @@ async fn metrics_are_off_by_default() {
     let metered = Binary::serve(&with, &["--metrics-listen", "127.0.0.1:0"]).await;
     assert_eq!(listening(metered.pid()).len(), 2, "gRPC and metrics");
 }
+
+/// A streaming RPC is counted when it ends, with the code it ends with: here a health Watch that the
+/// client drops after its first message is CANCELLED (it used to count as OK at its headers), and a
+/// reflection stream the client closes ends OK.
+#[tokio::test]
+async fn streams_are_counted_when_they_end() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+
+    let app = TestApp::spawn_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = app.metrics_addr.expect("metrics listener bound");
+    let mut health = HealthClient::new(app.channel().await);
+    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    watch.message().await.unwrap().expect("the current status");
+    let watch_series = r#"apikeys_rpc_requests_total{method="/grpc.health.v1.Health/Watch",code="#;
+    assert!(!scrape(addr).await.contains(watch_series), "not counted while it runs");
+    drop(watch);
+
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection.server_reflection_info(tokio_stream::once(list)).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+
+    let reflection_ok =
+        r#"apikeys_rpc_requests_total{method="/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",code="OK"}"#;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = scrape(addr).await;
+        if text.contains(&format!("{watch_series}\"CANCELLED\"}}")) && text.contains(reflection_ok) {
+            assert_eq!(value(&text, &format!("{watch_series}\"CANCELLED\"}}")), 1.0);
+            assert!(!text.contains(&format!("{watch_series}\"OK\"}}")), "{text}");
+            assert_eq!(value(&text, reflection_ok), 1.0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "streams never counted:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
