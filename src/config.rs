@@ -494,39 +494,6 @@ mod tests {
     }
 
     #[test]
-    fn flags_win_over_the_file_and_say_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("apikeys.toml");
-        std::fs::write(&file, "hash_queue = 5\nbootstrap_org = \"file\"\n[transport]\nmax_request_bytes = 2048\n")
-            .unwrap();
-        let flags = vec![
-            ("bootstrap_org".to_owned(), "flag".to_owned()),
-            ("transport.request_timeout_secs".to_owned(), "7".to_owned()),
-        ];
-        let loaded = load(Some(&file), &flags).unwrap();
-        assert_eq!(loaded.config.hash_queue, 5);
-        assert_eq!(loaded.config.bootstrap_org, "flag");
-        assert_eq!(loaded.config.transport.max_request_bytes, 2048);
-        assert_eq!(loaded.config.transport.request_timeout_secs, 7);
-        assert_eq!(loaded.config.db_max_connections, 8, "default");
-        assert_eq!(loaded.source("bootstrap_org"), "flag --bootstrap-org");
-        assert!(loaded.source("hash_queue").starts_with("file "), "{}", loaded.source("hash_queue"));
-        assert_eq!(loaded.source("transport.request_timeout_secs"), "flag --transport-request-timeout-secs");
-        assert_eq!(loaded.source("db_max_connections"), "default");
-        let bad = load(None, &[("hash_queue".to_owned(), "many".to_owned())]).unwrap_err();
-        assert!(bad.contains("--hash-queue") && bad.contains("many"), "{bad}");
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("apikeys.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_port = 5").unwrap();
-        let error = load(Some(&file), &[]).unwrap_err();
-        assert!(error.contains("listen_port") && error.contains("apikeys.toml"), "{error}");
-    }
-
-    #[test]
     fn redacted_hides_the_password() {
         let config = ServerConfig { database_url: Some("postgres://u:pw@h/db".into()), ..ServerConfig::default() };
         assert!(!format!("{config:?}").contains("pw@"), "Debug hides the password");

@@ -11,11 +11,13 @@ use std::{
     time::Duration,
 };
 
+use uuid::Uuid;
+
 use crate::{
     auth::{Credential, Secret, cache::VerifiedCache, hashing::Hasher},
     domain::{self, Actor, ApiKey, Caller, Catalog, DisplayName, KeyId, OrgId},
     error::{Error, Result},
-    store::{Change, KeyChanges, ListQuery, NewKey, Org, SecretHash, Store},
+    store::{Change, KeyChanges, ListQuery, NewKey, Org, Store},
 };
 
 /// A key with its freshly generated credential (shown once).
@@ -72,7 +74,7 @@ pub struct Keys {
 
 fn new_credential(id: KeyId) -> Result<Credential> {
     let secret = Secret::generate().map_err(|e| Error::internal(format!("OS random source: {e}")))?;
-    Ok(Credential { key_id: id.uuid(), secret })
+    Ok(Credential { key_id: id.0, secret })
 }
 
 impl Keys {
@@ -92,7 +94,7 @@ impl Keys {
     /// PERMISSION_DENIED (escalation), ALREADY_EXISTS, RESOURCE_EXHAUSTED, UNAVAILABLE.
     pub async fn create(&self, caller: &Caller, input: CreateKey) -> Result<Issued> {
         domain::check_grant(caller, &input.permissions)?;
-        let id = KeyId::generate();
+        let id = KeyId(Uuid::new_v4());
         let credential = new_credential(id)?;
         let secret_hash = self.hasher.hash(&credential.secret).await?;
         let key = self
@@ -158,7 +160,7 @@ impl Keys {
                 tokio::time::sleep(pause).await;
             }
             // Whatever the outcome: an error after the commit must not leave a stale entry.
-            cache.invalidate(id.uuid());
+            cache.invalidate(id.0);
             result
         });
         task.await.map_err(|e| Error::internal(format!("mutation task failed: {e}")))?
@@ -215,7 +217,7 @@ impl Keys {
         domain::check_manage(caller, &current)?;
         current.check_app_impact(guard.acknowledge_app_impact, "regenerating its secret")?;
         let credential = new_credential(id)?;
-        let secret_hash = SecretHash(self.hasher.hash(&credential.secret).await?);
+        let secret_hash = self.hasher.hash(&credential.secret).await?;
         let acknowledged = guard.acknowledge_app_impact;
         let key = self
             .mutate(caller, id, &guard.etag, move |current| {
@@ -259,13 +261,13 @@ impl Keys {
         before_commit: impl FnOnce(&Credential) -> Result<()>,
     ) -> Result<(Org, Issued)> {
         let org = domain::display_name(org_name, "org").map_err(|v| Error::InvalidArgument(vec![v]))?;
-        let credential = new_credential(KeyId::generate())?;
+        let credential = new_credential(KeyId(Uuid::new_v4()))?;
         let secret_hash = self.hasher.hash(&credential.secret).await?;
         let name =
             domain::display_name("Administrator", "display_name").map_err(|v| Error::InvalidArgument(vec![v]))?;
         let new_key = NewKey {
             id: credential.key_id.into(),
-            org_id: OrgId::generate(),
+            org_id: OrgId(Uuid::new_v4()),
             display_name: name.shown,
             display_name_key: name.key,
             description: format!("First administrator of org {:?}, created by bootstrap.", org.shown),

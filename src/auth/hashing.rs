@@ -13,6 +13,16 @@ use tokio::sync::Semaphore;
 use super::Secret;
 use crate::error::{Error, Result};
 
+/// An argon2id PHC string: what is stored instead of a secret. Its `Debug` leaves the hash out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHash(pub String);
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
 /// Counts one waiter for as long as it lives.
 struct WaitingGuard<'a>(&'a AtomicUsize);
 
@@ -155,9 +165,9 @@ impl Hasher {
     ///
     /// # Errors
     /// RESOURCE_EXHAUSTED when the queue is full; INTERNAL if argon2 fails.
-    pub async fn hash(&self, secret: &Secret) -> Result<String> {
+    pub async fn hash(&self, secret: &Secret) -> Result<SecretHash> {
         let secret = secret.clone();
-        self.run(move |argon2| argon2.hash_password(secret.expose_bytes()).map(|h| h.to_string()))
+        self.run(move |argon2| argon2.hash_password(secret.expose_bytes()).map(|h| SecretHash(h.to_string())))
             .await?
             .map_err(|e| Error::internal(format!("argon2: {e}")))
     }
@@ -167,10 +177,10 @@ impl Hasher {
     ///
     /// # Errors
     /// RESOURCE_EXHAUSTED when the queue is full.
-    pub async fn verify(&self, secret: &Secret, hash: Option<String>) -> Result<bool> {
+    pub async fn verify(&self, secret: &Secret, hash: Option<SecretHash>) -> Result<bool> {
         let secret = secret.clone();
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let hash = hash.map_or_else(|| self.dummy_hash.clone(), |h| h.0);
         let matched =
             self.run(move |argon2| argon2.verify_password(secret.expose_bytes(), hash.as_str()).is_ok()).await?;
         Ok(known && matched)

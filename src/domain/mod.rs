@@ -3,6 +3,7 @@
 //! Transport-neutral: no protobuf, no SQL.
 
 use chrono::{DateTime, Utc};
+use derive_more::{Display, From, FromStr};
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 use uuid::Uuid;
@@ -25,56 +26,14 @@ pub const MAX_APP_ID_CHARS: usize = 100;
 /// Most permissions one Authenticate call may require (the catalog is far smaller).
 pub const MAX_REQUIRED_PERMISSIONS: usize = 256;
 
-/// Defines a UUID newtype ID: typed, so a key ID and an org ID cannot be swapped, and parsed once,
-/// at the edge.
-macro_rules! uuid_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Uuid);
+/// An API key account's ID: server-generated, never changes, not secret. Typed, so it cannot be
+/// swapped with an org ID; parsed once, at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Display, From, FromStr)]
+pub struct KeyId(pub Uuid);
 
-        impl $name {
-            /// A fresh random ID.
-            pub fn generate() -> Self {
-                Self(Uuid::new_v4())
-            }
-
-            /// The UUID (for storage and the wire).
-            pub fn uuid(self) -> Uuid {
-                self.0
-            }
-        }
-
-        impl From<Uuid> for $name {
-            fn from(id: Uuid) -> Self {
-                Self(id)
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = uuid::Error;
-
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                Uuid::try_parse(text.trim()).map(Self)
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    };
-}
-
-uuid_id!(
-    /// An API key account's ID: server-generated, never changes, not secret.
-    KeyId
-);
-uuid_id!(
-    /// An organization's ID.
-    OrgId
-);
+/// An organization's ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Display, From, FromStr)]
+pub struct OrgId(pub Uuid);
 
 /// Kinds of actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,8 +352,11 @@ mod tests {
 
     #[test]
     fn grants_are_limited_to_held_permissions() {
-        let caller =
-            Caller { org_id: OrgId::generate(), actor: Actor::system("t"), permissions: vec!["a".into(), "c".into()] };
+        let caller = Caller {
+            org_id: OrgId(Uuid::new_v4()),
+            actor: Actor::system("t"),
+            permissions: vec!["a".into(), "c".into()],
+        };
         assert!(check_grant(&caller, &["a".into(), "c".into()]).is_ok());
         match check_grant(&caller, &["a".into(), "b".into()]) {
             Err(Error::Escalation(lacking)) => assert_eq!(lacking, vec!["b".to_owned()]),

@@ -8,8 +8,11 @@ use sha2::{Digest, Sha256};
 use tonic::Request;
 
 use crate::{
-    auth::layer,
-    domain::{self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, MAX_DISPLAY_NAME_CHARS, Violations},
+    auth::{Credential, layer},
+    domain::{
+        self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, MAX_DISPLAY_NAME_CHARS, MAX_REQUIRED_PERMISSIONS,
+        Violations, is_permission_name,
+    },
     error::{Error, Result},
     keys::{CreateKey, KeyPatch, Precondition},
     pb,
@@ -43,12 +46,44 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
 /// # Errors
 /// INVALID_ARGUMENT naming `field`.
 pub fn key_id(raw: &str, field: &str) -> Result<KeyId> {
-    raw.parse().map_err(|_| Error::invalid(field, "must be a UUID"))
+    raw.trim().parse().map_err(|_| Error::invalid(field, "must be a UUID"))
 }
 
 /// The guards every mutation request carries.
 pub fn precondition(etag: String, acknowledge_app_impact: bool) -> Precondition {
     Precondition { etag, acknowledge_app_impact }
+}
+
+/// The credential and required permissions of an Authenticate request. A credential that does not
+/// parse is UNAUTHENTICATED, like a wrong one.
+///
+/// # Errors
+/// INVALID_ARGUMENT (neither or both credential forms; too many or malformed required permissions,
+/// which PERMISSION_DENIED would echo), UNAUTHENTICATED.
+pub fn authenticate(r: pb::AuthenticateRequest) -> Result<(Credential, Vec<String>)> {
+    if r.required_permissions.len() > MAX_REQUIRED_PERMISSIONS {
+        return Err(Error::invalid(
+            "required_permissions",
+            format!("at most {MAX_REQUIRED_PERMISSIONS} permissions can be required at once"),
+        ));
+    }
+    let mut v = Violations::default();
+    for (i, name) in r.required_permissions.iter().enumerate() {
+        if !is_permission_name(name) {
+            v.add(
+                format!("required_permissions[{i}]"),
+                "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
+            );
+        }
+    }
+    v.finish()?;
+    let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
+        (false, true) => Credential::from_token(r.token.trim()),
+        (true, false) => Credential::from_parts(r.key_id.trim(), r.secret.trim()),
+        _ => return Err(Error::invalid("token", "give either token, or key_id and secret")),
+    }
+    .map_err(|_| Error::Unauthenticated)?;
+    Ok((credential, r.required_permissions))
 }
 
 /// A validated CreateApiKey.
@@ -220,7 +255,7 @@ impl ListPage {
         rows.truncate(usize::try_from(self.page_size).unwrap_or(usize::MAX));
         let next_page_token = match rows.last() {
             Some((key, name_key)) if more => {
-                let token = PageToken { k: name_key.clone(), i: key.id.uuid(), f: self.fingerprint.clone() };
+                let token = PageToken { k: name_key.clone(), i: key.id.0, f: self.fingerprint.clone() };
                 let json = serde_json::to_vec(&token).map_err(Error::internal)?;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
             }

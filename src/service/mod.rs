@@ -10,9 +10,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{Credential, authorize, local::LocalAuthenticator},
-    domain::{MAX_REQUIRED_PERMISSIONS, Violations, is_permission_name},
-    error::{Error, Result},
+    auth::{authorize, local::LocalAuthenticator},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
@@ -31,35 +29,6 @@ impl ApiKeyApi {
     /// outcomes in `metrics`.
     pub fn new(keys: Arc<Keys>, authenticator: Arc<LocalAuthenticator>, metrics: Arc<Metrics>) -> Self {
         Self { keys, authenticator, metrics }
-    }
-
-    /// The Authenticate RPC: the credential in the request, verified, with `required_permissions`
-    /// held.
-    async fn check(&self, r: pb::AuthenticateRequest) -> Result<pb::Principal> {
-        if r.required_permissions.len() > MAX_REQUIRED_PERMISSIONS {
-            return Err(Error::invalid(
-                "required_permissions",
-                format!("at most {MAX_REQUIRED_PERMISSIONS} permissions can be required at once"),
-            ));
-        }
-        let mut v = Violations::default();
-        // Names are echoed in PERMISSION_DENIED: only well-formed handles get that far.
-        for (i, name) in r.required_permissions.iter().enumerate() {
-            if !is_permission_name(name) {
-                v.add(
-                    format!("required_permissions[{i}]"),
-                    "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
-                );
-            }
-        }
-        v.finish()?;
-        let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
-            (false, true) => Credential::from_token(r.token.trim()),
-            (true, false) => Credential::from_parts(r.key_id.trim(), r.secret.trim()),
-            _ => return Err(Error::invalid("token", "give either token, or key_id and secret")),
-        }
-        .map_err(|_| Error::Unauthenticated)?;
-        authorize(&*self.authenticator, credential, &r.required_permissions).await
     }
 }
 
@@ -137,7 +106,10 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let result = self.check(request.into_inner()).await;
+        let result = match convert::authenticate(request.into_inner()) {
+            Ok((credential, required)) => authorize(&*self.authenticator, credential, &required).await,
+            Err(error) => Err(error),
+        };
         // Counted here, where the outcome is known.
         self.metrics.observe_authenticate(result.as_ref().map_or_else(|e| e.reason(), |_| "OK"));
         Ok(Response::new(pb::AuthenticateResponse { principal: Some(result?) }))

@@ -19,6 +19,7 @@ use sea_orm_migration::MigratorTrait;
 use uuid::Uuid;
 
 use crate::{
+    auth::hashing::SecretHash,
     domain::{Actor, ActorType, ApiKey, KeyId, OrgId},
     error::{Error, Result},
 };
@@ -49,14 +50,14 @@ impl From<org::Model> for Org {
 pub struct AuthRecord {
     /// The key.
     pub key: ApiKey,
-    /// argon2id PHC string.
-    pub secret_hash: String,
+    /// The secret's hash.
+    pub secret_hash: SecretHash,
     /// The org's default group.
     pub default_group: String,
 }
 
-/// A new key, validated. Its `Debug` leaves out the hash.
-#[derive(Clone)]
+/// A new key, validated.
+#[derive(Debug, Clone)]
 pub struct NewKey {
     /// Server-generated ID (known before the insert, so a token can be prepared first).
     pub id: KeyId,
@@ -72,22 +73,10 @@ pub struct NewKey {
     pub permissions: Vec<String>,
     /// Owning app.
     pub app_id: Option<String>,
-    /// argon2id PHC string.
-    pub secret_hash: String,
+    /// The secret's hash.
+    pub secret_hash: SecretHash,
     /// Creator.
     pub actor: Actor,
-}
-
-impl std::fmt::Debug for NewKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewKey")
-            .field("id", &self.id)
-            .field("org_id", &self.org_id)
-            .field("display_name", &self.display_name)
-            .field("permissions", &self.permissions)
-            .field("app_id", &self.app_id)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The changes of an update; `None` leaves a field alone.
@@ -126,16 +115,6 @@ pub enum Change {
     ReplaceSecret(SecretHash),
     /// Delete the key.
     Delete,
-}
-
-/// An argon2id PHC string. Its `Debug` leaves the hash out.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretHash(pub String);
-
-impl std::fmt::Debug for SecretHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretHash(..)")
-    }
 }
 
 /// Filters and position of a list query.
@@ -326,7 +305,7 @@ impl Store {
     pub async fn create_org_with_key(&self, name: &str, default_group: &str, key: NewKey) -> Result<(Org, ApiKey)> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let org = org::ActiveModel {
-            id: Set(key.org_id.uuid()),
+            id: Set(key.org_id.0),
             name: Set(name.to_owned()),
             default_group: Set(default_group.to_owned()),
             create_time: Set(Utc::now()),
@@ -355,12 +334,12 @@ impl Store {
         let now = Utc::now();
         let id = key.id;
         let model = api_key::ActiveModel {
-            id: Set(id.uuid()),
-            org_id: Set(key.org_id.uuid()),
+            id: Set(id.0),
+            org_id: Set(key.org_id.0),
             display_name: Set(key.display_name.clone()),
             display_name_key: Set(key.display_name_key),
             description: Set(key.description),
-            secret_hash: Set(key.secret_hash),
+            secret_hash: Set(key.secret_hash.0),
             app_id: Set(key.app_id),
             created_by_type: Set(key.actor.kind.as_str().to_owned()),
             created_by_id: Set(key.actor.id.clone()),
@@ -387,7 +366,7 @@ impl Store {
         }
         let rows = permissions
             .iter()
-            .map(|p| api_key_permission::ActiveModel { key_id: Set(key_id.uuid()), permission: Set(p.clone()) });
+            .map(|p| api_key_permission::ActiveModel { key_id: Set(key_id.0), permission: Set(p.clone()) });
         api_key_permission::Entity::insert_many(rows).exec(txn).await.map_err(db_error)?;
         Ok(())
     }
@@ -402,12 +381,12 @@ impl Store {
     ) -> Result<()> {
         let event = audit_event::ActiveModel {
             id: Set(Uuid::new_v4()),
-            org_id: Set(org_id.uuid()),
+            org_id: Set(org_id.0),
             actor_type: Set(actor.kind.as_str().to_owned()),
             actor_id: Set(actor.id.clone()),
             actor_name: Set(actor.display_name.clone()),
             action: Set(action.to_owned()),
-            key_id: Set(key_id.uuid()),
+            key_id: Set(key_id.0),
             changed_fields: Set(serde_json::to_string(fields).map_err(Error::internal)?),
             time: Set(Utc::now()),
         };
@@ -436,13 +415,13 @@ impl Store {
     }
 
     async fn load_key(conn: &impl ConnectionTrait, org_id: OrgId, id: KeyId) -> Result<ApiKey> {
-        let model = api_key::Entity::find_by_id(id.uuid())
-            .filter(api_key::Column::OrgId.eq(org_id.uuid()))
+        let model = api_key::Entity::find_by_id(id.0)
+            .filter(api_key::Column::OrgId.eq(org_id.0))
             .one(conn)
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
-        let permissions = Self::permissions_of(conn, &[id.uuid()]).await?.into_iter().map(|p| p.permission).collect();
+        let permissions = Self::permissions_of(conn, &[id.0]).await?.into_iter().map(|p| p.permission).collect();
         Ok(key_from_rows(model, permissions))
     }
 
@@ -451,15 +430,15 @@ impl Store {
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn find_secret_hash(&self, id: KeyId) -> Result<Option<String>> {
-        let hash = api_key::Entity::find_by_id(id.uuid())
+    pub async fn find_secret_hash(&self, id: KeyId) -> Result<Option<SecretHash>> {
+        let hash = api_key::Entity::find_by_id(id.0)
             .select_only()
             .column(api_key::Column::SecretHash)
             .into_tuple::<String>()
             .one(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(hash)
+        Ok(hash.map(SecretHash))
     }
 
     /// What Authenticate needs about key `id`, in any org (read after the secret matched).
@@ -467,7 +446,7 @@ impl Store {
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
     pub async fn find_auth_record(&self, id: KeyId) -> Result<Option<AuthRecord>> {
-        let Some(model) = api_key::Entity::find_by_id(id.uuid()).one(&self.db).await.map_err(db_error)? else {
+        let Some(model) = api_key::Entity::find_by_id(id.0).one(&self.db).await.map_err(db_error)? else {
             return Ok(None);
         };
         let org = org::Entity::find_by_id(model.org_id)
@@ -475,9 +454,8 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::internal("key without org"))?;
-        let permissions =
-            Self::permissions_of(&self.db, &[id.uuid()]).await?.into_iter().map(|p| p.permission).collect();
-        let secret_hash = model.secret_hash.clone();
+        let permissions = Self::permissions_of(&self.db, &[id.0]).await?.into_iter().map(|p| p.permission).collect();
+        let secret_hash = SecretHash(model.secret_hash.clone());
         Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group: org.default_group }))
     }
 
@@ -486,7 +464,7 @@ impl Store {
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
     pub async fn list_keys(&self, org_id: OrgId, query: &ListQuery) -> Result<Vec<(ApiKey, String)>> {
-        let mut select = api_key::Entity::find().filter(api_key::Column::OrgId.eq(org_id.uuid()));
+        let mut select = api_key::Entity::find().filter(api_key::Column::OrgId.eq(org_id.0));
         if let Some(text) = &query.name_contains {
             let pattern = LikeExpr::new(format!("%{}%", like_escape(text))).escape('\\');
             select = select.filter(api_key::Column::DisplayNameKey.like(pattern));
@@ -510,7 +488,7 @@ impl Store {
                 Condition::any().add(api_key::Column::DisplayNameKey.gt(name_key.as_str())).add(
                     Condition::all()
                         .add(api_key::Column::DisplayNameKey.eq(name_key.as_str()))
-                        .add(api_key::Column::Id.gt(id.uuid())),
+                        .add(api_key::Column::Id.gt(id.0)),
                 ),
             );
         }
@@ -544,13 +522,13 @@ impl Store {
             .col_expr(api_key::Column::UpdatedByName, Expr::value(actor.display_name.as_str()))
             .col_expr(api_key::Column::UpdateTime, Expr::value(Utc::now()))
             .col_expr(api_key::Column::Version, Expr::value(current.version + 1))
-            .filter(api_key::Column::Id.eq(current.id.uuid()))
-            .filter(api_key::Column::OrgId.eq(current.org_id.uuid()))
+            .filter(api_key::Column::Id.eq(current.id.0))
+            .filter(api_key::Column::OrgId.eq(current.org_id.0))
     }
 
     async fn delete_permissions(txn: &impl ConnectionTrait, key_id: KeyId) -> Result<()> {
         api_key_permission::Entity::delete_many()
-            .filter(api_key_permission::Column::KeyId.eq(key_id.uuid()))
+            .filter(api_key_permission::Column::KeyId.eq(key_id.0))
             .exec(txn)
             .await
             .map_err(db_error)?;
@@ -579,8 +557,8 @@ impl Store {
         let txn = self.db.begin().await.map_err(db_error)?;
         let locked = api_key::Entity::update_many()
             .col_expr(api_key::Column::Version, Expr::col(api_key::Column::Version))
-            .filter(api_key::Column::Id.eq(id.uuid()))
-            .filter(api_key::Column::OrgId.eq(org_id.uuid()))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::OrgId.eq(org_id.0))
             .exec(&txn)
             .await
             .map_err(db_error)?
@@ -610,9 +588,9 @@ impl Store {
                 }
                 ("UPDATE", changes.changed_fields())
             }
-            Change::ReplaceSecret(secret_hash) => {
+            Change::ReplaceSecret(SecretHash(secret_hash)) => {
                 Self::versioned_update(&current, actor)
-                    .col_expr(api_key::Column::SecretHash, Expr::value(secret_hash.0))
+                    .col_expr(api_key::Column::SecretHash, Expr::value(secret_hash))
                     .exec(&txn)
                     .await
                     .map_err(db_error)?;
@@ -622,7 +600,7 @@ impl Store {
                 // The foreign key cascades too; deleting explicitly keeps a database without
                 // enforced foreign keys clean.
                 Self::delete_permissions(&txn, id).await?;
-                api_key::Entity::delete_by_id(id.uuid()).exec(&txn).await.map_err(db_error)?;
+                api_key::Entity::delete_by_id(id.0).exec(&txn).await.map_err(db_error)?;
                 ("DELETE", Vec::new())
             }
         };
@@ -638,7 +616,7 @@ impl Store {
     /// UNAVAILABLE or INTERNAL.
     pub async fn audit_events(&self, key_id: impl Into<KeyId>) -> Result<Vec<audit_event::Model>> {
         audit_event::Entity::find()
-            .filter(audit_event::Column::KeyId.eq(key_id.into().uuid()))
+            .filter(audit_event::Column::KeyId.eq(key_id.into().0))
             .order_by_asc(audit_event::Column::Time)
             .all(&self.db)
             .await
