@@ -175,6 +175,9 @@ pub struct ServerConfig {
     /// Verifications waiting while every argon2 slot is busy; beyond that RESOURCE_EXHAUSTED.
     /// 0: never wait.
     pub hash_queue: usize,
+    /// argon2 computations at once for new secrets (create, regenerate), in a lane of their own
+    /// that a flood of credential checks cannot fill.
+    pub admin_hash_concurrency: usize,
     /// Seconds a successful verification is cached (0 disables the cache; at most 86400).
     pub auth_cache_ttl_secs: u64,
     /// Most cached verifications.
@@ -215,6 +218,7 @@ impl Default for ServerConfig {
             argon2_parallelism: hashing.parallelism,
             hash_concurrency: hashing.max_concurrent,
             hash_queue: hashing.max_waiting,
+            admin_hash_concurrency: hashing.admin_concurrent,
             auth_cache_ttl_secs: 60,
             auth_cache_capacity: 10_000,
             health_interval_ms: 5000,
@@ -252,6 +256,7 @@ impl ServerConfig {
             parallelism: self.argon2_parallelism,
             max_concurrent: self.hash_concurrency,
             max_waiting: self.hash_queue,
+            admin_concurrent: self.admin_hash_concurrency,
         }
     }
 
@@ -441,9 +446,21 @@ pub fn load(file: Option<&Path>, flags: &[(String, String)]) -> Result<Loaded, S
     Ok(Loaded { config, figment })
 }
 
-/// figment's error, every one of them, each with where the value came from.
+/// figment's errors, each with the key and where its value came from (a file by its full path).
 fn describe(error: &figment::Error) -> String {
-    error.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    let one = |e: figment::Error| {
+        let source = e.metadata.as_ref().map(|m| match m.source.as_ref().and_then(figment::Source::file_path) {
+            Some(path) => format!("file {}", path.display()),
+            None => m.name.to_string(),
+        });
+        match (e.path.join("."), source) {
+            (key, Some(source)) if !key.is_empty() => format!("{source}: {key}: {}", e.kind),
+            (key, None) if !key.is_empty() => format!("{key}: {}", e.kind),
+            (_, Some(source)) => format!("{source}: {}", e.kind),
+            _ => e.kind.to_string(),
+        }
+    };
+    error.clone().into_iter().map(one).collect::<Vec<_>>().join("; ")
 }
 
 /// Hides every password a database URL carries, for logs and `apikeys config`: the one in the user

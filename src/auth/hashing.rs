@@ -1,14 +1,16 @@
-//! argon2id hashing of secrets, off the async runtime and behind a concurrency limit with a bounded
-//! wait queue: when the queue is full the caller gets RESOURCE_EXHAUSTED at once instead of waiting
-//! without end. Unknown key IDs are verified against a dummy hash so timing does not tell them apart.
+//! argon2id hashing of secrets, off the async runtime, in two lanes so public verification can never
+//! starve the admin operations that issue secrets: each lane has its own concurrency limit and a
+//! bounded wait queue, and a full queue answers RESOURCE_EXHAUSTED at once instead of waiting without
+//! end. Hashes made with other parameters than the configured ones still verify, and say so
+//! ([`Hasher::is_current`]) so the caller can rehash them.
 
 use std::sync::{
     Arc,
     atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
-use tokio::sync::Semaphore;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version, password_hash::phc::PasswordHash};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Secret;
 use crate::error::{Error, Result};
@@ -32,70 +34,88 @@ impl Drop for WaitingGuard<'_> {
     }
 }
 
-/// argon2 cost parameters and the admission limits.
+/// argon2 cost parameters and the admission limits of the two lanes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashingConfig {
-    /// Memory cost in KiB (default 19456).
+    /// Memory cost in KiB.
     pub memory_kib: u32,
-    /// Iterations (default 2).
+    /// Iterations.
     pub iterations: u32,
-    /// Lanes (default 1).
+    /// Lanes of one computation (argon2's `p`).
     pub parallelism: u32,
-    /// Hashes computed at once (default: the number of cores).
+    /// Verifications computed at once (the public lane; default: the number of cores).
     pub max_concurrent: usize,
-    /// Requests allowed to wait for a slot when all are busy; beyond that RESOURCE_EXHAUSTED. 0 means
-    /// no waiting: a request that finds every slot busy is refused at once (default 64).
+    /// Verifications allowed to wait for a slot when all are busy; beyond that RESOURCE_EXHAUSTED. 0
+    /// means no waiting.
     pub max_waiting: usize,
+    /// Hashes of new secrets (create, regenerate) computed at once, apart from verification.
+    pub admin_concurrent: usize,
 }
 
+/// The defaults, chosen for 256-bit random secrets rather than human passwords: NIST SP 800-63B asks
+/// for a salted, costly KDF only for secrets under 112 bits; above that an approved one-way function
+/// suffices, and argon2id here is defence in depth for a stolen database. 1 MiB and one pass cost
+/// about a millisecond, so a verification miss is cheap for legitimate callers and a flood of them is
+/// bounded by the lanes rather than by memory.
 impl Default for HashingConfig {
     fn default() -> Self {
         Self {
-            memory_kib: Params::DEFAULT_M_COST,
-            iterations: Params::DEFAULT_T_COST,
-            parallelism: Params::DEFAULT_P_COST,
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
             max_concurrent: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             max_waiting: 64,
+            admin_concurrent: 1,
         }
     }
 }
 
-/// Hashes and verifies secrets; see the module docs.
-pub struct Hasher {
-    argon2: Argon2<'static>,
+/// One lane: its slots and its bounded queue.
+#[derive(Debug)]
+struct Lane {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
-    dummy_hash: String,
+}
+
+impl Lane {
+    fn new(concurrent: usize, max_waiting: usize) -> Self {
+        Self { slots: Arc::new(Semaphore::new(concurrent.max(1))), waiting: AtomicUsize::new(0), max_waiting }
+    }
+}
+
+/// Which lane a computation runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneId {
+    Verify,
+    Issue,
+}
+
+/// Hashes and verifies secrets; see the module docs.
+#[derive(Debug)]
+pub struct Hasher {
+    argon2: Argon2<'static>,
+    params: Params,
+    verify: Lane,
+    issue: Lane,
     computed: AtomicU64,
     waits: AtomicU64,
     wait_nanos: AtomicU64,
 }
 
-impl std::fmt::Debug for Hasher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher").field("waiting", &self.waiting).field("max_waiting", &self.max_waiting).finish()
-    }
-}
-
 impl Hasher {
-    /// A hasher with `config`; computes the dummy hash (startup work).
+    /// A hasher with `config`.
     ///
     /// # Errors
     /// A message if the argon2 parameters are invalid.
     pub fn new(config: &HashingConfig) -> Result<Self, String> {
         let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let dummy_secret = Secret::generate().map_err(|e| format!("OS random source failed: {e}"))?;
-        let dummy_hash =
-            argon2.hash_password(dummy_secret.expose_bytes()).map_err(|e| format!("argon2 failed: {e}"))?.to_string();
         Ok(Self {
-            argon2,
-            slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
-            waiting: AtomicUsize::new(0),
-            max_waiting: config.max_waiting,
-            dummy_hash,
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
+            params,
+            verify: Lane::new(config.max_concurrent, config.max_waiting),
+            issue: Lane::new(config.admin_concurrent, config.max_waiting),
             computed: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
@@ -107,9 +127,9 @@ impl Hasher {
         self.computed.load(Ordering::Relaxed)
     }
 
-    /// Requests waiting for a hashing slot right now.
+    /// Requests waiting for a hashing slot right now, in both lanes.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.verify.waiting.load(Ordering::Relaxed) + self.issue.waiting.load(Ordering::Relaxed)
     }
 
     /// Computations that were admitted and got a slot since startup (each waited, maybe for no time).
@@ -122,15 +142,23 @@ impl Hasher {
         std::time::Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed))
     }
 
-    async fn run<T: Send + 'static>(&self, job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static) -> Result<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        lane: LaneId,
+        job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T> {
+        let lane = match lane {
+            LaneId::Verify => &self.verify,
+            LaneId::Issue => &self.issue,
+        };
         // A free slot is taken at once; only when every slot is busy does the request queue, and
         // only while the queue has room (a queue of 0 means: never wait).
-        let permit = match self.slots.clone().try_acquire_owned() {
+        let permit = match lane.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 self.waits.fetch_add(1, Ordering::Relaxed);
                 permit
             }
-            Err(_) => self.wait_for_slot().await?,
+            Err(_) => self.wait_for_slot(lane).await?,
         };
         let argon2 = self.argon2.clone();
         self.computed.fetch_add(1, Ordering::Relaxed);
@@ -143,17 +171,17 @@ impl Hasher {
         .map_err(|e| Error::internal(format!("hashing task failed: {e}")))
     }
 
-    /// Waits in the bounded queue for a hashing slot.
-    async fn wait_for_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        let previously_waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+    /// Waits in `lane`'s bounded queue for one of its slots.
+    async fn wait_for_slot(&self, lane: &Lane) -> Result<OwnedSemaphorePermit> {
+        let previously_waiting = lane.waiting.fetch_add(1, Ordering::AcqRel);
         // Decrements on every exit, including when the caller's future is dropped while it waits
         // (client cancellation or deadline): a leaked count would shed every later request.
-        let waiting = WaitingGuard(&self.waiting);
-        if previously_waiting >= self.max_waiting {
+        let waiting = WaitingGuard(&lane.waiting);
+        if previously_waiting >= lane.max_waiting {
             return Err(Error::HashingBusy);
         }
         let started = std::time::Instant::now();
-        let permit = self.slots.clone().acquire_owned().await;
+        let permit = lane.slots.clone().acquire_owned().await;
         drop(waiting);
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.wait_nanos.fetch_add(waited, Ordering::Relaxed);
@@ -161,28 +189,45 @@ impl Hasher {
         permit.map_err(|_| Error::internal("hashing semaphore closed"))
     }
 
-    /// The argon2id PHC string of `secret`, with a fresh random salt.
+    /// The argon2id PHC string of a new `secret`, with a fresh random salt, in the admin lane.
     ///
     /// # Errors
-    /// RESOURCE_EXHAUSTED when the queue is full; INTERNAL if argon2 fails.
+    /// RESOURCE_EXHAUSTED when the admin lane's queue is full; INTERNAL if argon2 fails.
     pub async fn hash(&self, secret: &Secret) -> Result<SecretHash> {
+        self.hash_in(LaneId::Issue, secret).await
+    }
+
+    /// Like [`Hasher::hash`], in the verification lane: for rehashing a secret that just verified.
+    ///
+    /// # Errors
+    /// RESOURCE_EXHAUSTED when the verification lane's queue is full; INTERNAL if argon2 fails.
+    pub async fn rehash(&self, secret: &Secret) -> Result<SecretHash> {
+        self.hash_in(LaneId::Verify, secret).await
+    }
+
+    async fn hash_in(&self, lane: LaneId, secret: &Secret) -> Result<SecretHash> {
         let secret = secret.clone();
-        self.run(move |argon2| argon2.hash_password(secret.expose_bytes()).map(|h| SecretHash(h.to_string())))
+        self.run(lane, move |argon2| argon2.hash_password(secret.expose_bytes()).map(|h| SecretHash(h.to_string())))
             .await?
             .map_err(|e| Error::internal(format!("argon2: {e}")))
     }
 
-    /// Whether `secret` matches `hash`; with `None` (unknown key) it verifies against the dummy hash
-    /// and answers false, taking the same time. argon2's comparison is constant-time.
+    /// Whether `secret` matches `hash` (made with any argon2 parameters), in the verification lane.
+    /// argon2's comparison is constant-time.
     ///
     /// # Errors
-    /// RESOURCE_EXHAUSTED when the queue is full.
-    pub async fn verify(&self, secret: &Secret, hash: Option<SecretHash>) -> Result<bool> {
-        let secret = secret.clone();
-        let known = hash.is_some();
-        let hash = hash.map_or_else(|| self.dummy_hash.clone(), |h| h.0);
-        let matched =
-            self.run(move |argon2| argon2.verify_password(secret.expose_bytes(), hash.as_str()).is_ok()).await?;
-        Ok(known && matched)
+    /// RESOURCE_EXHAUSTED when the verification lane's queue is full.
+    pub async fn verify(&self, secret: &Secret, hash: &SecretHash) -> Result<bool> {
+        let (secret, hash) = (secret.clone(), hash.0.clone());
+        self.run(LaneId::Verify, move |argon2| argon2.verify_password(secret.expose_bytes(), hash.as_str()).is_ok())
+            .await
+    }
+
+    /// Whether `hash` was made with the configured parameters (else it should be rehashed once its
+    /// secret verifies).
+    pub fn is_current(&self, hash: &SecretHash) -> bool {
+        PasswordHash::new(&hash.0).ok().and_then(|parsed| Params::try_from(&parsed).ok()).is_some_and(|p| {
+            (p.m_cost(), p.t_cost(), p.p_cost()) == (self.params.m_cost(), self.params.t_cost(), self.params.p_cost())
+        })
     }
 }

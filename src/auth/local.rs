@@ -4,9 +4,14 @@
 
 use std::sync::Arc;
 
-use super::{Authenticator, Credential, Principal, cache::VerifiedCache, hashing::Hasher};
+use super::{
+    Authenticator, Credential, Principal,
+    cache::{CacheKey, Epoch, VerifiedCache},
+    flight::SingleFlight,
+    hashing::{Hasher, SecretHash},
+};
 use crate::{
-    domain::ApiKey,
+    domain::{ApiKey, KeyId},
     error::{Error, Result},
     pb::{PrincipalRestrictions, PrincipalType},
     store::Store,
@@ -18,13 +23,17 @@ pub struct LocalAuthenticator {
     store: Store,
     hasher: Arc<Hasher>,
     cache: Arc<VerifiedCache>,
+    flights: SingleFlight<CacheKey, Verified>,
 }
+
+/// What one verification yields: the cache epoch it started in, and the answer.
+type Verified = (Epoch, Result<Arc<Principal>>);
 
 impl LocalAuthenticator {
     /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
     /// lifecycle shares, to drop a key's entries when it changes).
     pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>) -> Self {
-        Self { store, hasher, cache }
+        Self { store, hasher, cache, flights: SingleFlight::default() }
     }
 
     /// The hasher (its counters feed metrics and tests).
@@ -61,27 +70,59 @@ pub fn principal_of(key: ApiKey, default_group: String) -> Principal {
     }
 }
 
-impl Authenticator for LocalAuthenticator {
-    async fn authenticate(&self, credential: Credential) -> Result<Principal> {
-        let cache_key = self.cache.key(&credential);
-        if let Some(principal) = self.cache.get(&cache_key) {
-            return Ok((*principal).clone());
-        }
-        let epoch = self.cache.epoch();
-        let hash = self.store.find_secret_hash(credential.key_id.into()).await?;
-        let matched = self.hasher.verify(&credential.secret, hash.clone()).await?;
-        if !matched {
+impl LocalAuthenticator {
+    /// Verifies `credential` against the store: an unknown key ID is refused without hashing (IDs are
+    /// random, not secret: nothing is learned from the speed of that answer, which is the same
+    /// answer), a known one costs one argon2 verification. The rest of the key is read only after a
+    /// match, and the hash compared again, since the key may have been regenerated or deleted
+    /// meanwhile. A hash made with other parameters than the configured ones is replaced once its
+    /// secret verified.
+    async fn verify(&self, credential: &Credential) -> Result<Arc<Principal>> {
+        let id = credential.key_id.into();
+        let Some(hash) = self.store.find_secret_hash(id).await? else { return Err(Error::Unauthenticated) };
+        if !self.hasher.verify(&credential.secret, &hash).await? {
             return Err(Error::Unauthenticated);
         }
-        // The rest is read only after a match, so unknown keys and wrong secrets take the same path.
-        // The hash is compared again: the key may have been regenerated or deleted meanwhile.
-        match self.store.find_auth_record(credential.key_id.into()).await? {
-            Some(record) if Some(&record.secret_hash) == hash.as_ref() => {
-                let principal = Arc::new(principal_of(record.key, record.default_group));
-                self.cache.insert(cache_key, principal.clone(), credential.key_id, epoch);
-                Ok((*principal).clone())
-            }
-            _ => Err(Error::Unauthenticated),
+        let record = self.store.find_auth_record(id).await?.filter(|r| r.secret_hash == hash);
+        let Some(record) = record else { return Err(Error::Unauthenticated) };
+        if !self.hasher.is_current(&hash) {
+            self.rehash(id, credential, hash).await;
         }
+        Ok(Arc::new(principal_of(record.key, record.default_group)))
+    }
+
+    /// Stores `credential`'s secret hashed with the configured parameters, unless the key changed
+    /// meanwhile. A failure only means it is tried again on the next verification.
+    async fn rehash(&self, id: KeyId, credential: &Credential, old: SecretHash) {
+        let result = match self.hasher.rehash(&credential.secret).await {
+            Ok(new) => self.store.replace_secret_hash(id, &old, new).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(()) => tracing::info!(key_id = %id, "secret rehashed with the configured argon2 parameters"),
+            Err(error) => tracing::warn!(key_id = %id, %error, "could not rehash a secret; will retry"),
+        }
+    }
+}
+
+impl Authenticator for LocalAuthenticator {
+    async fn authenticate(&self, credential: Credential) -> Result<Principal> {
+        let key = self.cache.key(&credential);
+        if let Some(principal) = self.cache.get(&key) {
+            return Ok((*principal).clone());
+        }
+        // One verification for every request presenting this credential at the same time.
+        let verify = || async {
+            // The epoch of the flight's start: a result read before an invalidation is never cached.
+            let epoch = self.cache.epoch();
+            (epoch, self.verify(&credential).await)
+        };
+        let settle = |(epoch, result): &Verified| {
+            if let Ok(principal) = result {
+                self.cache.insert(key, principal.clone(), credential.key_id, *epoch);
+            }
+        };
+        let (_, result) = self.flights.run(key, verify, settle).await;
+        result.map(|principal| (*principal).clone())
     }
 }

@@ -9,6 +9,7 @@ use std::future::Future;
 
 pub mod cache;
 pub mod credential;
+pub mod flight;
 #[cfg(feature = "server")]
 pub mod hashing;
 pub mod layer;

@@ -16,18 +16,14 @@
 //!   are refused with UNAVAILABLE too; so a short outage does not take every consumer down with it,
 //!   and a long one cannot extend a key's life beyond the TTL.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::OnceCell;
 use tonic::{Code, transport::Channel};
 
 use super::{
     Authenticator, Credential, Principal,
-    cache::{CacheKey, VerifiedCache},
+    cache::{CacheKey, Epoch, VerifiedCache},
+    flight::SingleFlight,
 };
 use crate::{
     error::{Error, Result},
@@ -41,7 +37,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default number of cached credentials.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
-type Flight = Arc<OnceCell<Result<Arc<Principal>>>>;
+/// What one upstream call yields: the cache epoch it started in, and the answer.
+type Flown = (Epoch, Result<Arc<Principal>>);
 
 /// Authenticates against a remote apikeys server; see the module docs.
 #[derive(Debug)]
@@ -49,7 +46,7 @@ pub struct RemoteAuthenticator {
     client: ApiKeyServiceClient<Channel>,
     timeout: Duration,
     cache: VerifiedCache,
-    in_flight: Mutex<HashMap<CacheKey, Flight>>,
+    flights: SingleFlight<CacheKey, Flown>,
 }
 
 /// Settings of a [`RemoteAuthenticator`].
@@ -80,7 +77,7 @@ impl RemoteAuthenticator {
             client: ApiKeyServiceClient::new(channel),
             timeout: config.timeout,
             cache: VerifiedCache::new(config.cache_ttl, config.cache_capacity)?,
-            in_flight: Mutex::new(HashMap::new()),
+            flights: SingleFlight::default(),
         })
     }
 
@@ -123,61 +120,24 @@ fn upstream_error(status: tonic::Status) -> Error {
 /// cancelled) removes the shared call from the table once nobody else waits on it or it has finished,
 /// so cancelled requests cannot leave entries behind. Every clone and drop of the `Arc` happens under
 /// the table's lock, so its strong count is exact there.
-struct FlightGuard<'a> {
-    in_flight: &'a Mutex<HashMap<CacheKey, Flight>>,
-    key: CacheKey,
-    flight: Option<Flight>,
-}
-
-impl FlightGuard<'_> {
-    fn join(in_flight: &Mutex<HashMap<CacheKey, Flight>>, key: CacheKey) -> FlightGuard<'_> {
-        let flight = lock(in_flight).entry(key).or_default().clone();
-        FlightGuard { in_flight, key, flight: Some(flight) }
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut in_flight = lock(self.in_flight);
-        let Some(flight) = self.flight.take() else { return };
-        let ours = in_flight.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &flight));
-        // Two holders left means the table and us: nobody else waits on this call.
-        if ours && (flight.initialized() || Arc::strong_count(&flight) <= 2) {
-            in_flight.remove(&self.key);
-        }
-        drop(flight);
-    }
-}
-
-fn lock(in_flight: &Mutex<HashMap<CacheKey, Flight>>) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Flight>> {
-    // Every update is a single insert or remove, so a poisoned lock is safe to keep using.
-    in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Authenticator for RemoteAuthenticator {
-    /// A cached principal if there is one; otherwise one `Authenticate` call shared by every
-    /// concurrent request presenting the same credential, whose success is then cached.
-    ///
-    /// # Errors
-    /// `Unauthenticated` (UNAUTHENTICATED) when apikeys refuses the credential; `Unavailable`
-    /// (UNAVAILABLE) when apikeys cannot be reached in time; `HashingBusy` (RESOURCE_EXHAUSTED) when
-    /// apikeys sheds load; `Internal` for any other answer. None of these is cached.
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
         let key = self.cache.key(&credential);
         if let Some(principal) = self.cache.get(&key) {
             return Ok((*principal).clone());
         }
-        let epoch = self.cache.epoch();
-        let guard = FlightGuard::join(&self.in_flight, key);
-        let Some(flight) = guard.flight.as_ref() else {
-            return Err(Error::internal("flight guard without a flight"));
+        let call = || async {
+            // The epoch of the flight's start: a result read before an invalidation is never cached.
+            let epoch = self.cache.epoch();
+            (epoch, self.call_upstream(&credential).await)
         };
-        let principal = flight.get_or_init(|| self.call_upstream(&credential)).await.clone()?;
-        // Cache before the shared call leaves the table, so a request arriving in between finds one
-        // or the other and never calls apikeys again.
-        self.cache.insert(key, principal.clone(), credential.key_id, epoch);
-        drop(guard);
-        Ok((*principal).clone())
+        let settle = |(epoch, result): &Flown| {
+            if let Ok(principal) = result {
+                self.cache.insert(key, principal.clone(), credential.key_id, *epoch);
+            }
+        };
+        let (_, result) = self.flights.run(key, call, settle).await;
+        result.map(|principal| (*principal).clone())
     }
 }
 
@@ -205,7 +165,7 @@ mod tests {
         let error = auth.authenticate(credential()).await.unwrap_err();
         assert_eq!(error.code(), Code::Unavailable, "{error:?}");
         assert!(auth.cache().is_empty());
-        assert!(lock(&auth.in_flight).is_empty());
+        assert!(auth.flights.is_empty());
     }
 
     #[tokio::test]
@@ -231,6 +191,6 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(40), auth.authenticate(cred.clone())),
         );
         assert!(a.is_err() && b.is_err(), "both waiters are cancelled");
-        assert!(lock(&auth.in_flight).is_empty(), "a cancelled call stayed in the table");
+        assert!(auth.flights.is_empty(), "a cancelled call stayed in the table");
     }
 }

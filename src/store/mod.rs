@@ -459,6 +459,22 @@ impl Store {
         Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group: org.default_group }))
     }
 
+    /// Replaces the secret hash of key `id` with `new` if it is still `old` (the same secret, hashed
+    /// with other parameters): not a change of the key, so no version bump and no audit event.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn replace_secret_hash(&self, id: KeyId, old: &SecretHash, new: SecretHash) -> Result<()> {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::SecretHash, Expr::value(new.0))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::SecretHash.eq(old.0.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// One page of keys of `org_id`, ordered by (name key, id).
     ///
     /// # Errors

@@ -310,3 +310,108 @@ async fn oversized_or_hostile_inputs_are_invalid_arguments() {
         assert_eq!(violated_fields(&status), [field]);
     }
 }
+
+/// Issue 9: verification and issuing secrets hash in separate lanes. While a flood of wrong secrets
+/// fills the verification lane (and is shed), an admin still creates and regenerates keys.
+#[tokio::test]
+async fn admins_issue_secrets_while_the_verification_lane_is_saturated() {
+    let app = TestApp::spawn_with(|c| one_slow_hashing_slot(c, 2)).await;
+    let admin = app.admin().await;
+    let victim = admin.create("Flooded", &[]).await.unwrap();
+    let key_id = credential(&victim.token).key_id;
+    let client = app.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut shed = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let result = authenticate_token(&mut client, &wrong_secret_token(key_id), &[]).await;
+                    shed += usize::from(result.is_err_and(|s| s.code() == Code::ResourceExhausted));
+                }
+                shed
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        let created = admin.create(&format!("Issued during the flood {i}"), &[]).await;
+        created.expect("the admin lane is not the flooded one");
+    }
+    admin.regenerate(&victim.api_key.unwrap().id, "", false).await.expect("regenerate too");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let shed: usize = futures::future::join_all(flood).await.into_iter().map(Result::unwrap).sum();
+    assert!(shed > 0, "the flood did saturate the verification lane");
+}
+
+/// Issue 9: key IDs are random and not secret, so an unknown one is refused without any argon2,
+/// with the very same answer as a wrong secret.
+#[tokio::test]
+async fn unknown_key_ids_cost_no_argon2_and_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    let created = app.admin().await.create("Known", &[]).await.unwrap();
+    let mut client = app.client().await;
+    let hasher = app.authenticator.hasher();
+    let before = hasher.computed();
+    let unknown = wrong_secret_token(uuid::Uuid::new_v4());
+    let unknown =
+        assert_status(authenticate_token(&mut client, &unknown, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_eq!(hasher.computed(), before, "no argon2 for an unknown key");
+    let wrong = wrong_secret_token(credential(&created.token).key_id);
+    let wrong =
+        assert_status(authenticate_token(&mut client, &wrong, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_eq!(hasher.computed(), before + 1, "a known key with a wrong secret is verified");
+    assert_eq!(unknown.message(), wrong.message());
+}
+
+/// Issue 9: concurrent first verifications of one credential share one argon2 computation.
+#[tokio::test]
+async fn concurrent_first_verifications_share_one_hash() {
+    let app = TestApp::spawn_with(|c| {
+        c.argon2_memory_kib = 8 * 1024;
+        c.argon2_iterations = 2;
+    })
+    .await;
+    let created = app.admin().await.create("Popular", &["read_data"]).await.unwrap();
+    let client = app.client().await;
+    let before = app.authenticator.hasher().computed();
+    let calls = (0..20).map(|_| {
+        let (mut client, token) = (client.clone(), created.token.clone());
+        tokio::spawn(async move { authenticate_token(&mut client, &token, &["read_data"]).await.map(|_| ()) })
+    });
+    for result in futures::future::join_all(calls).await {
+        result.unwrap().expect("every caller is authenticated");
+    }
+    assert_eq!(app.authenticator.hasher().computed() - before, 1, "20 concurrent first calls, one argon2");
+}
+
+/// Issue 9: hashes made with other argon2 parameters keep verifying, and are replaced by a hash with
+/// the configured ones after their secret verified, without changing the key (same etag).
+#[tokio::test]
+async fn old_parameters_verify_and_are_rehashed() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let created = admin.create("Long-lived", &["read_data"]).await.unwrap();
+    let key = created.api_key.clone().unwrap();
+    let id = credential(&created.token).key_id;
+    let mut config = app.config.clone();
+    let db = app.stop().await;
+    config.argon2_memory_kib = 128;
+    config.argon2_iterations = 2;
+    let current = apikeys::auth::hashing::Hasher::new(&config.hashing()).unwrap();
+    let again = TestApp::start(db, config).await;
+    let old = again.store.find_secret_hash(id.into()).await.unwrap().unwrap();
+    assert!(!current.is_current(&old), "made with the earlier parameters");
+
+    let mut client = again.client().await;
+    authenticate_token(&mut client, &created.token, &["read_data"]).await.expect("old hashes still verify");
+    let new = again.store.find_secret_hash(id.into()).await.unwrap().unwrap();
+    assert!(current.is_current(&new), "rehashed with the configured parameters");
+    assert!(new != old);
+    let stored = again.store.get_key(key.org_id.parse().unwrap(), id.into()).await.unwrap();
+    assert_eq!(stored.etag(), key.etag, "a rehash is not a change of the key");
+    // With the cache emptied, the new hash is what verifies.
+    again.authenticator.cache().invalidate(id);
+    authenticate_token(&mut client, &created.token, &["read_data"]).await.expect("the new hash verifies");
+}
