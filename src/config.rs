@@ -170,7 +170,8 @@ pub struct ServerConfig {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
-    /// argon2 computations at once (the default is the number of cores).
+    /// argon2 verifications at once (the default is half the cores, at least 1, so a flood of
+    /// credentials that need hashing leaves CPU to the cache hits).
     pub hash_concurrency: usize,
     /// Verifications waiting while every argon2 slot is busy; beyond that RESOURCE_EXHAUSTED.
     /// 0: never wait.

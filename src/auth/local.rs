@@ -2,7 +2,10 @@
 //! verification. It is also what the Authenticate RPC runs, so remote consumers and the admin RPCs go
 //! through the same code.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use super::{
     Authenticator, Credential, Principal,
@@ -24,6 +27,42 @@ pub struct LocalAuthenticator {
     hasher: Arc<Hasher>,
     cache: Arc<VerifiedCache>,
     flights: SingleFlight<CacheKey, Verified>,
+    per_key: Mutex<HashMap<KeyId, usize>>,
+}
+
+/// Most verifications of one key ID in progress at once (distinct secrets: the same credential
+/// shares one). Two is enough for a key in rotation; beyond that a flood of guesses against one key
+/// is shed at once instead of filling the verification lane that every other key needs.
+const MAX_VERIFICATIONS_PER_KEY: usize = 2;
+
+/// One verification of a key in progress, for as long as it lives.
+struct KeySlot<'a> {
+    per_key: &'a Mutex<HashMap<KeyId, usize>>,
+    id: KeyId,
+}
+
+impl<'a> KeySlot<'a> {
+    fn take(per_key: &'a Mutex<HashMap<KeyId, usize>>, id: KeyId) -> Option<Self> {
+        let mut counts = per_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(id).or_default();
+        if *count >= MAX_VERIFICATIONS_PER_KEY {
+            return None;
+        }
+        *count += 1;
+        Some(Self { per_key, id })
+    }
+}
+
+impl Drop for KeySlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.per_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// What one verification yields: the cache epoch it started in, and the answer.
@@ -33,7 +72,7 @@ impl LocalAuthenticator {
     /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
     /// lifecycle shares, to drop a key's entries when it changes).
     pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>) -> Self {
-        Self { store, hasher, cache, flights: SingleFlight::default() }
+        Self { store, hasher, cache, flights: SingleFlight::default(), per_key: Mutex::default() }
     }
 
     /// The hasher (its counters feed metrics and tests).
@@ -73,14 +112,18 @@ pub fn principal_of(key: ApiKey, default_group: String) -> Principal {
 impl LocalAuthenticator {
     /// Verifies `credential` against the store: an unknown key ID is refused without hashing (IDs are
     /// random, not secret: nothing is learned from the speed of that answer, which is the same
-    /// answer), a known one costs one argon2 verification. The rest of the key is read only after a
+    /// answer), a known one costs one argon2 verification, of which at most
+    /// [`MAX_VERIFICATIONS_PER_KEY`] run at once (RESOURCE_EXHAUSTED beyond). The rest of the key is read only after a
     /// match, and the hash compared again, since the key may have been regenerated or deleted
     /// meanwhile. A hash made with other parameters than the configured ones is replaced once its
     /// secret verified.
     async fn verify(&self, credential: &Credential) -> Result<Arc<Principal>> {
         let id = credential.key_id.into();
         let Some(hash) = self.store.find_secret_hash(id).await? else { return Err(Error::Unauthenticated) };
-        if !self.hasher.verify(&credential.secret, &hash).await? {
+        let Some(slot) = KeySlot::take(&self.per_key, id) else { return Err(Error::HashingBusy) };
+        let matched = self.hasher.verify(&credential.secret, &hash).await?;
+        drop(slot);
+        if !matched {
             return Err(Error::Unauthenticated);
         }
         let record = self.store.find_auth_record(id).await?.filter(|r| r.secret_hash == hash);

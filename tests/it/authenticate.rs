@@ -415,3 +415,39 @@ async fn old_parameters_verify_and_are_rehashed() {
     again.authenticator.cache().invalidate(id);
     authenticate_token(&mut client, &created.token, &["read_data"]).await.expect("the new hash verifies");
 }
+
+/// Issue 9: guesses against one key cannot fill the verification lane: at most two verifications of
+/// one key run at once, the rest are shed at once, and other keys' fresh credentials still verify.
+#[tokio::test]
+async fn guesses_against_one_key_are_capped_and_other_keys_still_verify() {
+    let app = TestApp::spawn_with(|c| {
+        c.argon2_memory_kib = 8 * 1024;
+        c.argon2_iterations = 2;
+        c.hash_concurrency = 8;
+        c.hash_queue = 64;
+    })
+    .await;
+    let admin = app.admin().await;
+    let target = credential(&admin.create("Guessed", &[]).await.unwrap().token).key_id;
+    let other = admin.create("Bystander", &["read_data"]).await.unwrap();
+    let client = app.client().await;
+    let guesses = (0..12).map(|_| {
+        let mut client = client.clone();
+        let token = wrong_secret_token(target);
+        tokio::spawn(async move { authenticate_token(&mut client, &token, &[]).await.map(|_| ()) })
+    });
+    let bystander = {
+        let (mut client, token) = (client.clone(), other.token.clone());
+        tokio::spawn(async move { authenticate_token(&mut client, &token, &["read_data"]).await.map(|_| ()) })
+    };
+    let mut shed = 0;
+    for result in futures::future::join_all(guesses).await {
+        match result.unwrap().expect_err("wrong secrets never pass").code() {
+            Code::ResourceExhausted => shed += 1,
+            Code::Unauthenticated => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(shed >= 4, "12 concurrent guesses at one key, at most 2 verified at a time: {shed} shed");
+    bystander.await.unwrap().expect("another key's fresh credential verifies meanwhile");
+}

@@ -50,9 +50,9 @@ async fn counters_move_with_traffic() {
     assert_eq!(value(&after, create), 1.0);
     let latency = r#"apikeys_rpc_duration_seconds_count{method="/apikeys.v1.ApiKeyService/CreateApiKey",code="OK"}"#;
     assert_eq!(value(&after, latency), 1.0);
-    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="ok"}"#), 2.0);
-    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="missing_permissions"}"#), 1.0);
-    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="unauthenticated"}"#), 1.0);
+    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="OK"}"#), 2.0);
+    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="MISSING_PERMISSIONS"}"#), 1.0);
+    assert_eq!(value(&after, r#"apikeys_authenticate_total{outcome="UNAUTHENTICATED"}"#), 1.0);
     assert!(value(&after, "apikeys_auth_cache_hits_total") >= 2.0, "{after}");
     assert!(value(&after, "apikeys_auth_cache_misses_total") >= 1.0);
     assert!(value(&after, "apikeys_argon2_computations_total") > value(&before, "apikeys_argon2_computations_total"));
