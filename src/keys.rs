@@ -111,7 +111,7 @@ impl Keys {
                 actor: caller.actor.clone(),
             })
             .await?;
-        tracing::info!(key_id = %key.id, org_id = %key.org_id, "API key created");
+        tracing::info!(key_id = %key.id, org_id = %key.org_id, actor = %caller.actor.id, "API key created");
         Ok(Issued { key, credential })
     }
 
@@ -199,7 +199,7 @@ impl Keys {
             })
             .await?
             .ok_or_else(|| Error::internal("updated key vanished in its own transaction"))?;
-        tracing::info!(key_id = %updated.id, "API key updated");
+        tracing::info!(key_id = %updated.id, actor = %caller.actor.id, "API key updated");
         Ok(updated)
     }
 
@@ -226,7 +226,7 @@ impl Keys {
             })
             .await?
             .ok_or_else(|| Error::internal("regenerated key vanished in its own transaction"))?;
-        tracing::info!(key_id = %key.id, "API key secret regenerated");
+        tracing::info!(key_id = %key.id, actor = %caller.actor.id, "API key secret regenerated");
         Ok(Issued { key, credential })
     }
 
@@ -243,7 +243,7 @@ impl Keys {
             Ok(Change::Delete)
         })
         .await?;
-        tracing::info!(key_id = %id, "API key deleted");
+        tracing::info!(key_id = %id, actor = %caller.actor.id, "API key deleted");
         Ok(())
     }
 

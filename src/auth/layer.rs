@@ -43,6 +43,8 @@ pub struct AccessPolicy {
     exact: HashMap<String, Rule>,
     prefixes: Vec<(String, Rule)>,
     unlisted: Rule,
+    /// Whether any key names a method: only then is `METHOD path` built for a lookup.
+    has_methods: bool,
 }
 
 impl Default for AccessPolicy {
@@ -54,10 +56,11 @@ impl Default for AccessPolicy {
 impl AccessPolicy {
     /// An empty policy: everything is refused until declared.
     pub fn new() -> Self {
-        Self { exact: HashMap::new(), prefixes: Vec::new(), unlisted: Rule::Deny }
+        Self { exact: HashMap::new(), prefixes: Vec::new(), unlisted: Rule::Deny, has_methods: false }
     }
 
     fn with(mut self, key: &str, rule: Rule) -> Self {
+        self.has_methods |= key.contains(' ');
         match key.strip_suffix('*') {
             Some(prefix) => {
                 self.prefixes.push((prefix.to_owned(), rule));
@@ -100,13 +103,16 @@ impl AccessPolicy {
     }
 
     fn rule(&self, method: &Method, path: &str) -> &Rule {
-        let with_method = format!("{method} {path}");
-        if let Some(rule) = self.exact.get(&with_method).or_else(|| self.exact.get(path)) {
+        let with_method = self.has_methods.then(|| format!("{method} {path}"));
+        let with_method = with_method.as_deref();
+        if let Some(rule) = with_method.and_then(|k| self.exact.get(k)).or_else(|| self.exact.get(path)) {
             return rule;
         }
         self.prefixes
             .iter()
-            .find(|(prefix, _)| with_method.starts_with(prefix.as_str()) || path.starts_with(prefix.as_str()))
+            .find(|(prefix, _)| {
+                with_method.is_some_and(|k| k.starts_with(prefix.as_str())) || path.starts_with(prefix.as_str())
+            })
             .map_or(&self.unlisted, |(_, rule)| rule)
     }
 }
