@@ -212,14 +212,22 @@ async fn main() {
         median(p99_ratios)
     );
 
-    println!("\n2. flood: the same warm traffic while 2 flood clients (100 in flight each) send forged credentials");
+    println!(
+        "\n2. flood: the same warm traffic while 2 flood clients (100 in flight each, from 127.0.0.2 and .3) send forged credentials"
+    );
     let known = Credential::from_token(&token).expect("token").key_id;
     let stop = Arc::new(AtomicBool::new(false));
     let (flood_ok, flood_refused, flood_shed) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut flooders = Vec::new();
-    for unknown_ids in [true, false] {
-        let channel = channel(server.addr).await;
+    // The flooders come from other loopback addresses, as they would from other hosts.
+    for (unknown_ids, source) in [(true, "127.0.0.2"), (false, "127.0.0.3")] {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .expect("url")
+            .local_address(Some(source.parse().expect("address")))
+            .connect()
+            .await
+            .expect("connect");
         for _ in 0..100 {
             let (channel, stop) = (channel.clone(), stop.clone());
             let (ok, refused, shed) = (flood_ok.clone(), flood_refused.clone(), flood_shed.clone());

@@ -72,6 +72,10 @@ pub struct TransportConfig {
     pub max_concurrent_streams: u32,
     /// RPCs of one connection handled at once; further ones wait.
     pub concurrency_per_connection: usize,
+    /// RPCs one client address may have in flight; further ones are refused at once with
+    /// RESOURCE_EXHAUSTED (`PEER_BUSY`), so one flooding client cannot take the server from the
+    /// others. 0: no cap.
+    pub max_in_flight_per_peer: usize,
     /// Streams a client may make the server reset with protocol errors before its connection is
     /// closed (h2's MadeYouReset protection, CVE-2025-8671).
     pub max_local_error_reset_streams: usize,
@@ -100,6 +104,7 @@ impl Default for TransportConfig {
         Self {
             max_concurrent_streams: 256,
             concurrency_per_connection: 128,
+            max_in_flight_per_peer: 64,
             max_local_error_reset_streams: 1024,
             max_pending_accept_reset_streams: 20,
             request_timeout_secs: 30,

@@ -80,6 +80,10 @@ pub enum Error {
     /// FAILED_PRECONDITION, reason `ORG_EXISTS`: an organization of that name exists (bootstrap).
     #[error("organization {0:?} already exists")]
     OrgExists(String),
+    /// RESOURCE_EXHAUSTED, reason `PEER_BUSY`: the caller's address has as many calls in flight as
+    /// one address may have.
+    #[error("too many calls in flight from this address; retry with backoff")]
+    PeerBusy,
     /// RESOURCE_EXHAUSTED, reason `HASHING_BUSY`: the argon2 wait queue is full.
     #[error("too many credential checks in progress; retry with backoff")]
     HashingBusy,
@@ -115,7 +119,7 @@ impl Error {
             Self::DisplayNameTaken(_) => Code::AlreadyExists,
             Self::EtagMismatch => Code::Aborted,
             Self::AppManagedKey { .. } | Self::OrgExists(_) => Code::FailedPrecondition,
-            Self::HashingBusy => Code::ResourceExhausted,
+            Self::HashingBusy | Self::PeerBusy => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -135,6 +139,7 @@ impl Error {
             Self::AppManagedKey { .. } => "APP_MANAGED_KEY",
             Self::OrgExists(_) => "ORG_EXISTS",
             Self::HashingBusy => "HASHING_BUSY",
+            Self::PeerBusy => "PEER_BUSY",
             Self::Unavailable(_) => "BACKEND_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

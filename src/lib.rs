@@ -25,6 +25,8 @@ pub mod metrics;
 #[cfg(feature = "client")]
 pub mod pb;
 #[cfg(feature = "server")]
+pub mod peer_limit;
+#[cfg(feature = "server")]
 pub mod rpc_trace;
 #[cfg(feature = "server")]
 pub mod server;

@@ -33,6 +33,7 @@ use crate::{
     methods,
     metrics::{self, Metrics},
     pb::{self, api_key_service_server::ApiKeyServiceServer},
+    peer_limit::PeerLimitLayer,
     rpc_trace::RpcTraceLayer,
     service::ApiKeyApi,
     store::{Store, StoreConfig},
@@ -336,6 +337,7 @@ impl Application {
             .with_keepalive(Some(secs(limits.tcp_keepalive_secs)));
         let serve = builder
             .layer(RpcTraceLayer::new(self.metrics.clone()))
+            .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer))
             .layer(layer)
             .add_service(health_service.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1.max_decoding_message_size(limits.max_request_bytes))

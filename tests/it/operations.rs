@@ -288,3 +288,46 @@ async fn startup_refuses_settings_that_would_fail_later() {
     let error = Application::build(config).await.unwrap_err().to_string();
     assert!(error.contains("at most 86400"), "{error}");
 }
+
+/// Issue 9: one client address cannot keep more than `max_in_flight_per_peer` calls in flight:
+/// beyond that its calls are refused at once (PEER_BUSY), while another address is served.
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_calls() {
+    let app = TestApp::spawn_with(|c| {
+        c.transport.max_in_flight_per_peer = 2;
+        c.argon2_memory_kib = 8 * 1024;
+        c.argon2_iterations = 2;
+        c.hash_concurrency = 8;
+    })
+    .await;
+    let admin = app.admin().await;
+    let mut tokens = Vec::new();
+    for i in 0..9 {
+        tokens.push(admin.create(&format!("Fresh {i}"), &[]).await.unwrap().token);
+    }
+    let other_address = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut elsewhere = pb::api_key_service_client::ApiKeyServiceClient::new(other_address);
+    let client = app.client().await;
+    let crowd: Vec<_> = tokens[..8]
+        .iter()
+        .map(|token| {
+            let (mut client, token) = (client.clone(), token.clone());
+            tokio::spawn(async move { authenticate_token(&mut client, &token, &[]).await.map(|_| ()) })
+        })
+        .collect();
+    let served_elsewhere = authenticate_token(&mut elsewhere, &tokens[8], &[]).await;
+    let mut busy = 0;
+    for call in futures::future::join_all(crowd).await {
+        if let Err(status) = call.unwrap() {
+            assert_status(Err::<(), _>(status), tonic::Code::ResourceExhausted, "PEER_BUSY");
+            busy += 1;
+        }
+    }
+    assert!(busy >= 3, "8 concurrent first verifications from one address, 2 allowed: {busy} refused");
+    served_elsewhere.expect("another address is served meanwhile");
+}

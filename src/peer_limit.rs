@@ -1,0 +1,131 @@
+//! A cap on the RPCs one client address has in flight. A server answers calls in proportion to how
+//! many each client keeps in flight, so without a cap one client flooding forged credentials with
+//! hundreds of calls takes the server from everyone else. Calls beyond the cap are refused at once,
+//! before any parsing, with RESOURCE_EXHAUSTED (`PEER_BUSY`); a call counts until its response
+//! headers are sent.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tonic::{
+    Status,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
+
+use crate::error::Error;
+
+/// Calls in flight by client address.
+#[derive(Debug)]
+struct InFlight {
+    max: usize,
+    by_peer: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One call of `ip` in flight, for as long as it lives.
+struct Slot {
+    state: Arc<InFlight>,
+    ip: IpAddr,
+}
+
+impl InFlight {
+    fn take(state: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut by_peer = state.by_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = by_peer.entry(ip).or_default();
+        if *count >= state.max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { state: state.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_peer = self.state.by_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = by_peer.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                by_peer.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The client address of a request served by tonic, over TCP or TLS.
+fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    let tcp = extensions
+        .get::<TcpConnectInfo>()
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().map(TlsConnectInfo::get_ref));
+    tcp.and_then(TcpConnectInfo::remote_addr).map(|addr| addr.ip())
+}
+
+/// Tower layer capping the calls in flight per client address; see the module docs.
+#[derive(Debug, Clone)]
+pub struct PeerLimitLayer {
+    state: Arc<InFlight>,
+}
+
+impl PeerLimitLayer {
+    /// At most `max` calls in flight per client address; 0 means no cap.
+    pub fn new(max: usize) -> Self {
+        Self { state: Arc::new(InFlight { max, by_peer: Mutex::default() }) }
+    }
+}
+
+impl<S> tower::Layer<S> for PeerLimitLayer {
+    type Service = PeerLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PeerLimit { inner, state: self.state.clone() }
+    }
+}
+
+/// The service produced by [`PeerLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct PeerLimit<S> {
+    inner: S,
+    state: Arc<InFlight>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for PeerLimit<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let address = if self.state.max == 0 { None } else { peer(&request) };
+        let slot = match address {
+            Some(ip) => match InFlight::take(&self.state, ip) {
+                Some(slot) => Some(slot),
+                None => return Box::pin(std::future::ready(Ok(Status::from(Error::PeerBusy).into_http()))),
+            },
+            // No cap, or not over TCP: nothing to count.
+            None => None,
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await;
+            drop(slot);
+            response
+        })
+    }
+}
