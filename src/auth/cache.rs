@@ -9,6 +9,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -21,8 +22,11 @@ use sha2::Sha256;
 use uuid::Uuid;
 use zeroize::Zeroize as _;
 
-use super::credential::Credential;
-use crate::pb::Principal;
+use super::{credential::Credential, flight::SingleFlight};
+use crate::{error::Result, pb::Principal};
+
+/// What one verification yields: the cache epoch it started in, and the answer.
+pub type Verified = (Epoch, Result<Arc<Principal>>);
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -186,6 +190,36 @@ impl VerifiedCache {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.entries.retain(|_, entry| entry.key_id != key_id);
+    }
+
+    /// The principal of `credential`: from the cache, else from `verify`, which runs once for every
+    /// caller presenting the same credential at the same time (`flights`). A success is cached unless
+    /// an invalidation happened after the verification started (the flight's own epoch, not a
+    /// joiner's later one).
+    ///
+    /// # Errors
+    /// What `verify` returns.
+    pub async fn get_or_verify<F: Future<Output = Result<Arc<Principal>>>>(
+        &self,
+        flights: &SingleFlight<CacheKey, Verified>,
+        credential: &Credential,
+        verify: impl FnOnce() -> F,
+    ) -> Result<Principal> {
+        let key = self.key(credential);
+        if let Some(principal) = self.get(&key) {
+            return Ok((*principal).clone());
+        }
+        let run = || async {
+            let epoch = self.epoch();
+            (epoch, verify().await)
+        };
+        let settle = |(epoch, result): &Verified| {
+            if let Ok(principal) = result {
+                self.insert(key, principal.clone(), credential.key_id, *epoch);
+            }
+        };
+        let (_, result) = flights.run(key, run, settle).await;
+        result.map(|principal| (*principal).clone())
     }
 
     /// Number of entries, expired ones included.

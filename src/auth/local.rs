@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     Authenticator, Credential, Principal,
-    cache::{CacheKey, Epoch, VerifiedCache},
+    cache::{CacheKey, Verified, VerifiedCache},
     flight::SingleFlight,
     hashing::{Hasher, SecretHash},
 };
@@ -64,9 +64,6 @@ impl Drop for KeySlot<'_> {
         }
     }
 }
-
-/// What one verification yields: the cache epoch it started in, and the answer.
-type Verified = (Epoch, Result<Arc<Principal>>);
 
 impl LocalAuthenticator {
     /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
@@ -150,22 +147,6 @@ impl LocalAuthenticator {
 
 impl Authenticator for LocalAuthenticator {
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
-        let key = self.cache.key(&credential);
-        if let Some(principal) = self.cache.get(&key) {
-            return Ok((*principal).clone());
-        }
-        // One verification for every request presenting this credential at the same time.
-        let verify = || async {
-            // The epoch of the flight's start: a result read before an invalidation is never cached.
-            let epoch = self.cache.epoch();
-            (epoch, self.verify(&credential).await)
-        };
-        let settle = |(epoch, result): &Verified| {
-            if let Ok(principal) = result {
-                self.cache.insert(key, principal.clone(), credential.key_id, *epoch);
-            }
-        };
-        let (_, result) = self.flights.run(key, verify, settle).await;
-        result.map(|principal| (*principal).clone())
+        self.cache.get_or_verify(&self.flights, &credential, || self.verify(&credential)).await
     }
 }

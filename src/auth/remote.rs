@@ -22,7 +22,7 @@ use tonic::{Code, transport::Channel};
 
 use super::{
     Authenticator, Credential, Principal,
-    cache::{CacheKey, Epoch, VerifiedCache},
+    cache::{CacheKey, Verified, VerifiedCache},
     flight::SingleFlight,
 };
 use crate::{
@@ -37,16 +37,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default number of cached credentials.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
-/// What one upstream call yields: the cache epoch it started in, and the answer.
-type Flown = (Epoch, Result<Arc<Principal>>);
-
 /// Authenticates against a remote apikeys server; see the module docs.
 #[derive(Debug)]
 pub struct RemoteAuthenticator {
     client: ApiKeyServiceClient<Channel>,
     timeout: Duration,
     cache: VerifiedCache,
-    flights: SingleFlight<CacheKey, Flown>,
+    flights: SingleFlight<CacheKey, Verified>,
 }
 
 /// Settings of a [`RemoteAuthenticator`].
@@ -122,22 +119,7 @@ fn upstream_error(status: tonic::Status) -> Error {
 /// the table's lock, so its strong count is exact there.
 impl Authenticator for RemoteAuthenticator {
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
-        let key = self.cache.key(&credential);
-        if let Some(principal) = self.cache.get(&key) {
-            return Ok((*principal).clone());
-        }
-        let call = || async {
-            // The epoch of the flight's start: a result read before an invalidation is never cached.
-            let epoch = self.cache.epoch();
-            (epoch, self.call_upstream(&credential).await)
-        };
-        let settle = |(epoch, result): &Flown| {
-            if let Ok(principal) = result {
-                self.cache.insert(key, principal.clone(), credential.key_id, *epoch);
-            }
-        };
-        let (_, result) = self.flights.run(key, call, settle).await;
-        result.map(|principal| (*principal).clone())
+        self.cache.get_or_verify(&self.flights, &credential, || self.call_upstream(&credential)).await
     }
 }
 

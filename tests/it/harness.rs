@@ -463,3 +463,18 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `command` to completion (a tool a test needs: pip, tar, python) and returns its stdout;
+/// panics with both outputs, saying `what` failed, unless it succeeded.
+#[track_caller]
+pub fn run(command: &mut std::process::Command, what: &str) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
