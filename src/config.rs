@@ -190,6 +190,9 @@ pub struct ServerConfig {
     pub auth_cache_capacity: usize,
     /// Milliseconds between the health check's database pings.
     pub health_interval_ms: u64,
+    /// Milliseconds between writes of failed-authentication counts (lockout); at most this long
+    /// of counts is lost in a crash.
+    pub failure_flush_ms: u64,
     /// Seconds in-flight RPCs get to finish on SIGTERM / Ctrl-C.
     pub shutdown_grace_secs: u64,
     /// Address of the Prometheus `/metrics` HTTP listener. Unset: no listener.
@@ -228,6 +231,7 @@ impl Default for ServerConfig {
             auth_cache_ttl_secs: 60,
             auth_cache_capacity: 10_000,
             health_interval_ms: 5000,
+            failure_flush_ms: 1000,
             shutdown_grace_secs: 10,
             metrics_listen: None,
             tls_cert: None,
@@ -289,8 +293,8 @@ impl ServerConfig {
                 MAX_TTL.as_secs()
             ));
         }
-        if self.health_interval_ms == 0 {
-            return Err("health_interval_ms must be at least 1".to_owned());
+        if self.health_interval_ms == 0 || self.failure_flush_ms == 0 {
+            return Err("health_interval_ms and failure_flush_ms must be at least 1".to_owned());
         }
         self.transport.validate()
     }

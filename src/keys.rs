@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Credential, Secret, cache::VerifiedCache, hashing::Hasher},
-    domain::{self, Actor, ApiKey, Caller, Catalog, DisplayName, KeyId, OrgId},
+    domain::{self, Actor, ApiKey, Caller, Catalog, DisplayName, KeyId, OrgId, OrgPolicy},
     error::{Error, Result},
+    lockout::FailureLog,
     store::{Change, KeyChanges, ListQuery, NewKey, Org, Store},
 };
 
@@ -68,6 +69,7 @@ pub struct Keys {
     store: Store,
     hasher: Arc<Hasher>,
     cache: Arc<VerifiedCache>,
+    failures: Arc<FailureLog>,
     catalog: Arc<Catalog>,
     pause_before_invalidation_ms: AtomicU64,
 }
@@ -78,9 +80,59 @@ fn new_credential(id: KeyId) -> Result<Credential> {
 }
 
 impl Keys {
-    /// The lifecycle over `store`, dropping a key's entries from `cache` whenever it changes.
-    pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>, catalog: Arc<Catalog>) -> Self {
-        Self { store, hasher, cache, catalog, pause_before_invalidation_ms: AtomicU64::new(0) }
+    /// The lifecycle over `store`, dropping a key's entries from `cache` whenever it changes, and
+    /// its pending failure counts from `failures` when it is unlocked or given a new secret.
+    pub fn new(
+        store: Store,
+        hasher: Arc<Hasher>,
+        cache: Arc<VerifiedCache>,
+        failures: Arc<FailureLog>,
+        catalog: Arc<Catalog>,
+    ) -> Self {
+        Self { store, hasher, cache, failures, catalog, pause_before_invalidation_ms: AtomicU64::new(0) }
+    }
+
+    /// Writes the pending failure counts, locking keys that crossed their threshold (the server
+    /// calls this every `failure_flush_ms` and on shutdown).
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL; the counts are kept for the next call.
+    pub async fn flush_failures(&self) -> Result<Vec<KeyId>> {
+        self.failures.flush(&self.store, &self.cache).await
+    }
+
+    /// The policy of the caller's org.
+    ///
+    /// # Errors
+    /// UNAVAILABLE.
+    pub async fn org_policy(&self, caller: &Caller) -> Result<OrgPolicy> {
+        self.store.org_policy(caller.org_id).await
+    }
+
+    /// Replaces the policy of the caller's org.
+    ///
+    /// # Errors
+    /// UNAVAILABLE.
+    pub async fn set_org_policy(&self, caller: &Caller, policy: OrgPolicy) -> Result<OrgPolicy> {
+        let policy = self.store.set_org_policy(caller.org_id, policy).await?;
+        tracing::info!(org_id = %caller.org_id, lockout_threshold = policy.lockout_threshold, actor = %caller.actor.id, "org policy updated");
+        Ok(policy)
+    }
+
+    /// Unlocks a key of the caller's org, keeping its secret; the caller must hold every permission
+    /// of the key.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given and stale),
+    /// UNAVAILABLE.
+    pub async fn unlock(&self, caller: &Caller, id: KeyId, guard: &Precondition) -> Result<ApiKey> {
+        let key = self
+            .mutate(caller, id, &guard.etag, |_| Ok(Change::Unlock))
+            .await?
+            .ok_or_else(|| Error::internal("unlocked key vanished in its own transaction"))?;
+        self.failures.forget(id);
+        tracing::info!(key_id = %id, actor = %caller.actor.id, "API key unlocked");
+        Ok(key)
     }
 
     /// The permission catalog.
@@ -226,6 +278,7 @@ impl Keys {
             })
             .await?
             .ok_or_else(|| Error::internal("regenerated key vanished in its own transaction"))?;
+        self.failures.forget(id);
         tracing::info!(key_id = %key.id, actor = %caller.actor.id, "API key secret regenerated");
         Ok(Issued { key, credential })
     }

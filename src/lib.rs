@@ -19,6 +19,8 @@ pub mod error;
 #[cfg(feature = "server")]
 pub mod keys;
 #[cfg(feature = "server")]
+pub mod lockout;
+#[cfg(feature = "server")]
 pub mod methods;
 #[cfg(feature = "server")]
 pub mod metrics;

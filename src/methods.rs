@@ -35,6 +35,9 @@ const API: &[(&str, Access)] = &[
     ("DeleteApiKey", Access::Admin),
     ("Authenticate", Access::Public),
     ("ListPermissions", Access::Public),
+    ("UnlockApiKey", Access::Admin),
+    ("GetOrgPolicy", Access::Admin),
+    ("UpdateOrgPolicy", Access::Admin),
 ];
 
 /// Health and reflection, by service and method.

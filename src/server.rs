@@ -30,6 +30,7 @@ use crate::{
     domain::Catalog,
     error::Error,
     keys::Keys,
+    lockout::FailureLog,
     methods,
     metrics::{self, Metrics},
     pb::{self, api_key_service_server::ApiKeyServiceServer},
@@ -210,8 +211,10 @@ pub fn components(config: &ServerConfig, store: Store) -> Result<(Arc<Keys>, Arc
     };
     let hasher = Arc::new(Hasher::new(&config.hashing())?);
     let cache = Arc::new(VerifiedCache::new(config.auth_cache_ttl(), config.auth_cache_capacity)?);
-    let authenticator = Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone()));
-    let keys = Arc::new(Keys::new(store, hasher, cache, Arc::new(catalog)));
+    let failures = Arc::new(FailureLog::default());
+    let authenticator =
+        Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone()));
+    let keys = Arc::new(Keys::new(store, hasher, cache, failures, Arc::new(catalog)));
     Ok((keys, authenticator))
 }
 
@@ -316,6 +319,19 @@ impl Application {
                 }
             }))
         });
+        let flusher = {
+            let (keys, interval) = (self.keys.clone(), Duration::from_millis(self.config.failure_flush_ms));
+            AbortOnDrop(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(error) = keys.flush_failures().await {
+                        tracing::warn!(%error, "could not write failed-authentication counts; will retry");
+                    }
+                }
+            }))
+        };
         tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(), "apikeys listening");
         let secs = Duration::from_secs;
         let mut builder = Server::builder()
@@ -355,6 +371,11 @@ impl Application {
             }
         }
         drop(metrics_task);
+        drop(flusher);
+        // What is pending survives a graceful restart.
+        if let Err(error) = self.keys.flush_failures().await {
+            tracing::warn!(%error, "could not write failed-authentication counts at shutdown");
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     domain::{ApiKey, KeyId},
     error::{Error, Result},
+    lockout::FailureLog,
     pb::{PrincipalRestrictions, PrincipalType},
     store::Store,
 };
@@ -28,6 +29,7 @@ pub struct LocalAuthenticator {
     cache: Arc<VerifiedCache>,
     flights: SingleFlight<CacheKey, Verified>,
     per_key: Mutex<HashMap<KeyId, usize>>,
+    failures: Arc<FailureLog>,
 }
 
 /// Most verifications of one key ID in progress at once (distinct secrets: the same credential
@@ -68,8 +70,9 @@ impl Drop for KeySlot<'_> {
 impl LocalAuthenticator {
     /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
     /// lifecycle shares, to drop a key's entries when it changes).
-    pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>) -> Self {
-        Self { store, hasher, cache, flights: SingleFlight::default(), per_key: Mutex::default() }
+    /// Failed verifications go to `failures`, which locks keys in batches.
+    pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>, failures: Arc<FailureLog>) -> Self {
+        Self { store, hasher, cache, flights: SingleFlight::default(), per_key: Mutex::default(), failures }
     }
 
     /// The hasher (its counters feed metrics and tests).
@@ -116,15 +119,22 @@ impl LocalAuthenticator {
     /// secret verified.
     async fn verify(&self, credential: &Credential) -> Result<Arc<Principal>> {
         let id = credential.key_id.into();
-        let Some(hash) = self.store.find_secret_hash(id).await? else { return Err(Error::Unauthenticated) };
-        let Some(slot) = KeySlot::take(&self.per_key, id) else { return Err(Error::HashingBusy) };
-        let matched = self.hasher.verify(&credential.secret, &hash).await?;
-        drop(slot);
-        if !matched {
+        let Some(stored) = self.store.find_secret_hash(id).await? else { return Err(Error::Unauthenticated) };
+        // Locked: the same answer as a wrong secret, and no argon2.
+        if stored.locked {
             return Err(Error::Unauthenticated);
         }
-        let record = self.store.find_auth_record(id).await?.filter(|r| r.secret_hash == hash);
+        let Some(slot) = KeySlot::take(&self.per_key, id) else { return Err(Error::HashingBusy) };
+        let matched = self.hasher.verify(&credential.secret, &stored.hash).await?;
+        drop(slot);
+        if !matched {
+            self.failures.failed(id);
+            return Err(Error::Unauthenticated);
+        }
+        let hash = stored.hash;
+        let record = self.store.find_auth_record(id).await?.filter(|r| r.secret_hash == hash && !r.key.locked);
         let Some(record) = record else { return Err(Error::Unauthenticated) };
+        self.failures.succeeded(id, stored.failed_attempts);
         if !self.hasher.is_current(&hash) {
             self.rehash(id, credential, hash).await;
         }

@@ -65,6 +65,34 @@ pub enum KeyAction {
     #[command(after_help = "Example:
   apikeys key delete ID")]
     Delete(GuardedArgs),
+    /// Unlock a key that too many failed authentications locked; its secret stays the same.
+    #[command(after_help = "Example:
+  apikeys key unlock ID")]
+    Unlock(UnlockArgs),
+    /// Show the organization's policy, or change it.
+    #[command(after_help = "Examples:
+  apikeys key policy
+  apikeys key policy --lockout-threshold 20     # lock a key after 20 consecutive failures
+  apikeys key policy --lockout-threshold 0      # never lock")]
+    Policy(PolicyArgs),
+}
+
+/// `key unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// The key ID.
+    pub id: String,
+    /// Act only if the key's etag is still this one.
+    #[arg(long)]
+    pub etag: Option<String>,
+}
+
+/// `key policy`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Consecutive failed authentications after which a key locks; 0 turns locking off.
+    #[arg(long)]
+    pub lockout_threshold: Option<i32>,
 }
 
 /// `key create`.
@@ -327,6 +355,32 @@ impl Admin {
         Ok(())
     }
 
+    async fn policy(&mut self, args: PolicyArgs) -> Result<(), StartupError> {
+        let policy = match args.lockout_threshold {
+            Some(lockout_threshold) => {
+                let request = pb::UpdateOrgPolicyRequest { policy: Some(pb::OrgPolicy { lockout_threshold }) };
+                self.client
+                    .update_org_policy(authed(request, &self.authorization))
+                    .await
+                    .map_err(failed)?
+                    .into_inner()
+                    .policy
+            }
+            None => {
+                let request = authed(pb::GetOrgPolicyRequest {}, &self.authorization);
+                self.client.get_org_policy(request).await.map_err(failed)?.into_inner().policy
+            }
+        }
+        .unwrap_or_default();
+        match self.output {
+            OutputFormat::Table => {
+                print!("{}", output::fields(&[("Lockout threshold", policy.lockout_threshold.to_string())]));
+            }
+            OutputFormat::Json => output::print_json(&json!({ "lockout_threshold": policy.lockout_threshold })),
+        }
+        Ok(())
+    }
+
     async fn delete(&mut self, args: GuardedArgs) -> Result<(), StartupError> {
         let request = pb::DeleteApiKeyRequest {
             id: args.id.clone(),
@@ -361,6 +415,13 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
         KeyAction::Update(args) => admin.update(args).await,
         KeyAction::Regenerate(args) => admin.regenerate(args).await,
         KeyAction::Delete(args) => admin.delete(args).await,
+        KeyAction::Unlock(args) => {
+            let request = pb::UnlockApiKeyRequest { id: args.id, etag: args.etag.unwrap_or_default() };
+            let response = admin.client.unlock_api_key(authed(request, &admin.authorization)).await.map_err(failed)?;
+            admin.print_key(&response.into_inner().api_key.unwrap_or_default());
+            Ok(())
+        }
+        KeyAction::Policy(args) => admin.policy(args).await,
     }
 }
 

@@ -67,6 +67,9 @@ pub fn key_json(key: &pb::ApiKey) -> Value {
         "create_time": rfc3339(key.create_time.as_ref()),
         "update_time": rfc3339(key.update_time.as_ref()),
         "etag": key.etag,
+        "state": state(key),
+        "failed_attempts": key.failed_attempts,
+        "last_failure_time": rfc3339(key.last_failure_time.as_ref()),
     })
 }
 
@@ -86,8 +89,22 @@ pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
         ("App", key.app_id.clone()),
         ("Created", format!("{} by {}", local_time(key.create_time.as_ref()), actor_text(key.created_by.as_ref()))),
         ("Updated", format!("{} by {}", local_time(key.update_time.as_ref()), actor_text(key.updated_by.as_ref()))),
+        ("State", state(key).to_owned()),
+        ("Failed attempts", format!("{}{}", key.failed_attempts, last_failure(key))),
         ("Etag", key.etag.clone()),
     ]
+}
+
+/// A key's state, as the CLI prints it.
+fn state(key: &pb::ApiKey) -> &'static str {
+    match key.state() {
+        pb::api_key::State::Locked => "LOCKED",
+        pb::api_key::State::Active | pb::api_key::State::Unspecified => "ACTIVE",
+    }
+}
+
+fn last_failure(key: &pb::ApiKey) -> String {
+    key.last_failure_time.as_ref().map(|t| format!(" (last {})", local_time(Some(t)))).unwrap_or_default()
 }
 
 /// A table with a header row; every column padded to its widest cell, the last one not padded.
@@ -126,12 +143,13 @@ pub fn keys_table(keys: &[pb::ApiKey]) -> String {
                 k.id.clone(),
                 k.display_name.clone(),
                 k.app_id.clone(),
+                state(k).to_owned(),
                 local_time(k.update_time.as_ref()),
                 k.permissions.join(","),
             ]
         })
         .collect();
-    table(&["ID", "NAME", "APP", "UPDATED", "PERMISSIONS"], &rows)
+    table(&["ID", "NAME", "APP", "STATE", "UPDATED", "PERMISSIONS"], &rows)
 }
 
 /// A principal as JSON.

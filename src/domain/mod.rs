@@ -120,7 +120,29 @@ pub struct ApiKey {
     pub update_time: DateTime<Utc>,
     /// Incremented on every change.
     pub version: i64,
+    /// Locked by too many consecutive failed authentications.
+    pub locked: bool,
+    /// Failed authentications since the last success, unlock or regeneration.
+    pub failed_attempts: i64,
+    /// When the last failed authentication happened.
+    pub last_failure_time: Option<DateTime<Utc>>,
 }
+
+/// The rules an organization sets for its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrgPolicy {
+    /// Consecutive failed authentications after which a key locks; 0: never.
+    pub lockout_threshold: u32,
+}
+
+impl Default for OrgPolicy {
+    fn default() -> Self {
+        Self { lockout_threshold: DEFAULT_LOCKOUT_THRESHOLD }
+    }
+}
+
+/// The lockout threshold of new organizations: NIST SP 800-63B's ceiling for consecutive failures.
+pub const DEFAULT_LOCKOUT_THRESHOLD: u32 = 100;
 
 impl ApiKey {
     /// The opaque etag of this version.

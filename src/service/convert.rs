@@ -11,7 +11,7 @@ use crate::{
     auth::{Credential, layer},
     domain::{
         self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, MAX_DISPLAY_NAME_CHARS, MAX_REQUIRED_PERMISSIONS,
-        Violations, is_permission_name,
+        OrgPolicy, Violations, is_permission_name,
     },
     error::{Error, Result},
     keys::{CreateKey, KeyPatch, Precondition},
@@ -84,6 +84,23 @@ pub fn authenticate(r: pb::AuthenticateRequest) -> Result<(Credential, Vec<Strin
     }
     .map_err(|_| Error::Unauthenticated)?;
     Ok((credential, r.required_permissions))
+}
+
+/// The org policy an UpdateOrgPolicy request sets.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `policy` or `policy.lockout_threshold`.
+pub fn org_policy(r: pb::UpdateOrgPolicyRequest) -> Result<OrgPolicy> {
+    let policy = r.policy.ok_or_else(|| Error::invalid("policy", "is required"))?;
+    let lockout_threshold = u32::try_from(policy.lockout_threshold)
+        .map_err(|_| Error::invalid("policy.lockout_threshold", "must not be negative (0 turns locking off)"))?;
+    Ok(OrgPolicy { lockout_threshold })
+}
+
+impl From<OrgPolicy> for pb::OrgPolicy {
+    fn from(policy: OrgPolicy) -> Self {
+        Self { lockout_threshold: i32::try_from(policy.lockout_threshold).unwrap_or(i32::MAX) }
+    }
 }
 
 /// A validated CreateApiKey.
@@ -298,6 +315,9 @@ impl From<ApiKey> for pb::ApiKey {
             create_time: Some(timestamp(key.create_time)),
             update_time: Some(timestamp(key.update_time)),
             etag,
+            state: if key.locked { pb::api_key::State::Locked } else { pb::api_key::State::Active }.into(),
+            failed_attempts: key.failed_attempts,
+            last_failure_time: key.last_failure_time.map(timestamp),
         }
     }
 }

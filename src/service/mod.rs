@@ -115,6 +115,34 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         Ok(Response::new(pb::AuthenticateResponse { principal: Some(result?) }))
     }
 
+    async fn unlock_api_key(
+        &self,
+        request: Request<pb::UnlockApiKeyRequest>,
+    ) -> Result<Response<pb::UnlockApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let r = request.into_inner();
+        let guard = convert::precondition(r.etag, false);
+        let key = self.keys.unlock(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
+        Ok(Response::new(pb::UnlockApiKeyResponse { api_key: Some(key.into()) }))
+    }
+
+    async fn get_org_policy(
+        &self,
+        request: Request<pb::GetOrgPolicyRequest>,
+    ) -> Result<Response<pb::GetOrgPolicyResponse>, Status> {
+        let policy = self.keys.org_policy(&convert::caller(&request)?).await?;
+        Ok(Response::new(pb::GetOrgPolicyResponse { policy: Some(policy.into()) }))
+    }
+
+    async fn update_org_policy(
+        &self,
+        request: Request<pb::UpdateOrgPolicyRequest>,
+    ) -> Result<Response<pb::UpdateOrgPolicyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let policy = self.keys.set_org_policy(&caller, convert::org_policy(request.into_inner())?).await?;
+        Ok(Response::new(pb::UpdateOrgPolicyResponse { policy: Some(policy.into()) }))
+    }
+
     async fn list_permissions(
         &self,
         _request: Request<pb::ListPermissionsRequest>,

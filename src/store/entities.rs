@@ -18,6 +18,8 @@ pub mod org {
         pub default_group: String,
         /// When the org was created.
         pub create_time: DateTimeUtc,
+        /// Consecutive failed authentications after which a key locks; 0: never.
+        pub lockout_threshold: i32,
     }
 
     /// No navigable relations are needed.
@@ -68,6 +70,12 @@ pub mod api_key {
         pub update_time: DateTimeUtc,
         /// Incremented on every change; the etag.
         pub version: i64,
+        /// Failed authentications since the last success, unlock or regeneration.
+        pub failed_attempts: i64,
+        /// When the last failed authentication happened.
+        pub last_failure_time: Option<DateTimeUtc>,
+        /// Locked by too many failures: refuses even its right secret.
+        pub locked: bool,
     }
 
     impl std::fmt::Debug for Model {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::hashing::SecretHash,
-    domain::{Actor, ActorType, ApiKey, KeyId, OrgId},
+    domain::{Actor, ActorType, ApiKey, KeyId, OrgId, OrgPolicy},
     error::{Error, Result},
 };
 
@@ -44,6 +44,30 @@ impl From<org::Model> for Org {
     fn from(m: org::Model) -> Self {
         Self { id: m.id.into(), name: m.name, default_group: m.default_group }
     }
+}
+
+/// What a verification needs before hashing: the hash, and whether the key is locked.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    /// The secret's hash.
+    pub hash: SecretHash,
+    /// Locked by too many failures: refused without hashing.
+    pub locked: bool,
+    /// Failed authentications recorded so far.
+    pub failed_attempts: i64,
+}
+
+/// Authentication outcomes of one key since the last batch was written.
+#[derive(Debug, Clone)]
+pub struct Outcomes {
+    /// The key.
+    pub key_id: KeyId,
+    /// A success came first: the stored count restarts from `failures`.
+    pub reset: bool,
+    /// Failures since then.
+    pub failures: u64,
+    /// When the last of them happened.
+    pub last_failure: Option<chrono::DateTime<Utc>>,
 }
 
 /// What Authenticate needs about a key: the key, its hash and its org's default group.
@@ -111,8 +135,10 @@ impl KeyChanges {
 pub enum Change {
     /// Apply these field changes.
     Update(KeyChanges),
-    /// Replace the secret hash.
+    /// Replace the secret hash (which also unlocks the key).
     ReplaceSecret(SecretHash),
+    /// Unlock the key, keeping its secret.
+    Unlock,
     /// Delete the key.
     Delete,
 }
@@ -201,6 +227,9 @@ fn key_from_rows(m: api_key::Model, mut permissions: Vec<String>) -> ApiKey {
         create_time: m.create_time,
         update_time: m.update_time,
         version: m.version,
+        locked: m.locked,
+        failed_attempts: m.failed_attempts,
+        last_failure_time: m.last_failure_time,
     }
 }
 
@@ -309,6 +338,7 @@ impl Store {
             name: Set(name.to_owned()),
             default_group: Set(default_group.to_owned()),
             create_time: Set(Utc::now()),
+            lockout_threshold: Set(i32::try_from(OrgPolicy::default().lockout_threshold).unwrap_or(i32::MAX)),
         };
         if let Err(e) = org::Entity::insert(org).exec(&txn).await {
             return Err(if is_unique_violation(&e) { Error::OrgExists(name.to_owned()) } else { db_error(e) });
@@ -350,6 +380,9 @@ impl Store {
             create_time: Set(now),
             update_time: Set(now),
             version: Set(1),
+            failed_attempts: Set(0),
+            last_failure_time: Set(None),
+            locked: Set(false),
         };
         let inserted = api_key::Entity::insert(model).exec_with_returning(txn).await.map_err(|e| {
             if is_unique_violation(&e) { Error::DisplayNameTaken(key.display_name.clone()) } else { db_error(e) }
@@ -430,15 +463,121 @@ impl Store {
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn find_secret_hash(&self, id: KeyId) -> Result<Option<SecretHash>> {
-        let hash = api_key::Entity::find_by_id(id.0)
+    pub async fn find_secret_hash(&self, id: KeyId) -> Result<Option<StoredSecret>> {
+        let found = api_key::Entity::find_by_id(id.0)
             .select_only()
-            .column(api_key::Column::SecretHash)
-            .into_tuple::<String>()
+            .columns([api_key::Column::SecretHash, api_key::Column::Locked, api_key::Column::FailedAttempts])
+            .into_tuple::<(String, bool, i64)>()
             .one(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(hash.map(SecretHash))
+        Ok(found.map(|(hash, locked, failed_attempts)| StoredSecret {
+            hash: SecretHash(hash),
+            locked,
+            failed_attempts,
+        }))
+    }
+
+    /// The policy of `org_id`.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn org_policy(&self, org_id: OrgId) -> Result<OrgPolicy> {
+        let org = org::Entity::find_by_id(org_id.0)
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::internal("caller's org not found"))?;
+        Ok(OrgPolicy { lockout_threshold: u32::try_from(org.lockout_threshold).unwrap_or(0) })
+    }
+
+    /// Replaces the policy of `org_id`.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn set_org_policy(&self, org_id: OrgId, policy: OrgPolicy) -> Result<OrgPolicy> {
+        let threshold = i32::try_from(policy.lockout_threshold).map_err(Error::internal)?;
+        org::Entity::update_many()
+            .col_expr(org::Column::LockoutThreshold, Expr::value(threshold))
+            .filter(org::Column::Id.eq(org_id.0))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        self.org_policy(org_id).await
+    }
+
+    /// Writes a batch of authentication outcomes in one transaction and locks the keys that crossed
+    /// their org's threshold (a version bump and a `LOCK` audit event by the system actor `lockout`).
+    /// Returns the keys locked by this batch.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL; nothing is written then.
+    pub async fn record_outcomes(&self, batch: &[Outcomes]) -> Result<Vec<KeyId>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin().await.map_err(db_error)?;
+        for outcome in batch {
+            let attempts = i64::try_from(outcome.failures).unwrap_or(i64::MAX);
+            let mut update = api_key::Entity::update_many().filter(api_key::Column::Id.eq(outcome.key_id.0));
+            update = if outcome.reset {
+                update.col_expr(api_key::Column::FailedAttempts, Expr::value(attempts))
+            } else {
+                update.col_expr(
+                    api_key::Column::FailedAttempts,
+                    sea_orm::sea_query::ExprTrait::add(Expr::col(api_key::Column::FailedAttempts), attempts),
+                )
+            };
+            if let Some(time) = outcome.last_failure {
+                update = update.col_expr(api_key::Column::LastFailureTime, Expr::value(time));
+            }
+            update.exec(&txn).await.map_err(db_error)?;
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|o| o.key_id.0).collect();
+        let candidates: Vec<(Uuid, Uuid, i64, i64)> = api_key::Entity::find()
+            .select_only()
+            .columns([
+                api_key::Column::Id,
+                api_key::Column::OrgId,
+                api_key::Column::FailedAttempts,
+                api_key::Column::Version,
+            ])
+            .filter(api_key::Column::Id.is_in(ids))
+            .filter(api_key::Column::Locked.eq(false))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(db_error)?;
+        let org_ids: Vec<Uuid> = candidates.iter().map(|(_, org_id, _, _)| *org_id).collect();
+        let thresholds: std::collections::HashMap<Uuid, i32> = org::Entity::find()
+            .select_only()
+            .columns([org::Column::Id, org::Column::LockoutThreshold])
+            .filter(org::Column::Id.is_in(org_ids))
+            .into_tuple::<(Uuid, i32)>()
+            .all(&txn)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .collect();
+        let mut locked = Vec::new();
+        for (id, org_id, attempts, version) in candidates {
+            let threshold = i64::from(thresholds.get(&org_id).copied().unwrap_or(0));
+            if threshold == 0 || attempts < threshold {
+                continue;
+            }
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::Locked, Expr::value(true))
+                .col_expr(api_key::Column::Version, Expr::value(version + 1))
+                .filter(api_key::Column::Id.eq(id))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+            let actor = Actor::system("lockout");
+            Self::audit(&txn, OrgId(org_id), &actor, "LOCK", KeyId(id), &["state"]).await?;
+            locked.push(KeyId(id));
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(locked)
     }
 
     /// What Authenticate needs about key `id`, in any org (read after the secret matched).
@@ -542,6 +681,13 @@ impl Store {
             .filter(api_key::Column::OrgId.eq(current.org_id.0))
     }
 
+    /// `update` also clearing the lockout: unlocked, no failed attempts.
+    fn unlocked(update: sea_orm::UpdateMany<api_key::Entity>) -> sea_orm::UpdateMany<api_key::Entity> {
+        update
+            .col_expr(api_key::Column::Locked, Expr::value(false))
+            .col_expr(api_key::Column::FailedAttempts, Expr::value(0))
+    }
+
     async fn delete_permissions(txn: &impl ConnectionTrait, key_id: KeyId) -> Result<()> {
         api_key_permission::Entity::delete_many()
             .filter(api_key_permission::Column::KeyId.eq(key_id.0))
@@ -605,12 +751,16 @@ impl Store {
                 ("UPDATE", changes.changed_fields())
             }
             Change::ReplaceSecret(SecretHash(secret_hash)) => {
-                Self::versioned_update(&current, actor)
+                Self::unlocked(Self::versioned_update(&current, actor))
                     .col_expr(api_key::Column::SecretHash, Expr::value(secret_hash))
                     .exec(&txn)
                     .await
                     .map_err(db_error)?;
                 ("REGENERATE_SECRET", vec!["secret"])
+            }
+            Change::Unlock => {
+                Self::unlocked(Self::versioned_update(&current, actor)).exec(&txn).await.map_err(db_error)?;
+                ("UNLOCK", vec!["state"])
             }
             Change::Delete => {
                 // The foreign key cascades too; deleting explicitly keeps a database without

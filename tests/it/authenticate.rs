@@ -401,12 +401,12 @@ async fn old_parameters_verify_and_are_rehashed() {
     config.argon2_iterations = 2;
     let current = apikeys::auth::hashing::Hasher::new(&config.hashing()).unwrap();
     let again = TestApp::start(db, config).await;
-    let old = again.store.find_secret_hash(id.into()).await.unwrap().unwrap();
+    let old = again.store.find_secret_hash(id.into()).await.unwrap().unwrap().hash;
     assert!(!current.is_current(&old), "made with the earlier parameters");
 
     let mut client = again.client().await;
     authenticate_token(&mut client, &created.token, &["read_data"]).await.expect("old hashes still verify");
-    let new = again.store.find_secret_hash(id.into()).await.unwrap().unwrap();
+    let new = again.store.find_secret_hash(id.into()).await.unwrap().unwrap().hash;
     assert!(current.is_current(&new), "rehashed with the configured parameters");
     assert!(new != old);
     let stored = again.store.get_key(key.org_id.parse().unwrap(), id.into()).await.unwrap();

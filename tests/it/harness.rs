@@ -90,6 +90,7 @@ impl TestDb {
             argon2_iterations: fast_hashing().iterations,
             argon2_parallelism: fast_hashing().parallelism,
             health_interval_ms: 200,
+            failure_flush_ms: 100,
             shutdown_grace_secs: 2,
             ..ServerConfig::default()
         }

@@ -11,6 +11,7 @@ mod harness;
 mod incident_service;
 mod incidents;
 mod keys;
+mod lockout;
 mod metrics;
 mod operations;
 mod python_client;

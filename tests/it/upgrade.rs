@@ -40,6 +40,8 @@ async fn old_key(store: &Store, org_id: Uuid, name: &str, permissions: &[&str], 
         create_time: Set(time),
         update_time: Set(time),
         version: Set(1),
+        // Columns of later migrations are not in this schema yet.
+        ..Default::default()
     };
     api_key::Entity::insert(model).exec(store.connection()).await.unwrap();
     let rows = permissions
@@ -74,6 +76,7 @@ async fn a_database_of_the_previous_version_upgrades_without_losing_keys() {
         name: Set("default".into()),
         default_group: Set("default".into()),
         create_time: Set(Utc::now()),
+        ..Default::default()
     };
     org::Entity::insert(org).exec(store.connection()).await.unwrap();
     let catalog: Vec<&str> = vec![

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_tables;
 mod m20261128_000001_normalize_display_names;
+mod m20261128_000002_add_lockout;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_tables::Migration),
             Box::new(m20261128_000001_normalize_display_names::Migration),
+            Box::new(m20261128_000002_add_lockout::Migration),
         ]
     }
 }
