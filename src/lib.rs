@@ -29,6 +29,8 @@ pub mod pb;
 #[cfg(feature = "server")]
 pub mod peer_limit;
 #[cfg(feature = "server")]
+pub mod quota;
+#[cfg(feature = "server")]
 pub mod rpc_trace;
 #[cfg(feature = "server")]
 pub mod server;

@@ -5,10 +5,9 @@
 //! headers are sent.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -18,44 +17,7 @@ use tonic::{
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 
-use crate::error::Error;
-
-/// Calls in flight by client address.
-#[derive(Debug)]
-struct InFlight {
-    max: usize,
-    by_peer: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One call of `ip` in flight, for as long as it lives.
-struct Slot {
-    state: Arc<InFlight>,
-    ip: IpAddr,
-}
-
-impl InFlight {
-    fn take(state: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let mut by_peer = state.by_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = by_peer.entry(ip).or_default();
-        if *count >= state.max {
-            return None;
-        }
-        *count += 1;
-        Some(Slot { state: state.clone(), ip })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut by_peer = self.state.by_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = by_peer.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                by_peer.remove(&self.ip);
-            }
-        }
-    }
-}
+use crate::{error::Error, quota::Quota};
 
 /// The client address of a request served by tonic, over TCP or TLS.
 fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
@@ -69,13 +31,15 @@ fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
 /// Tower layer capping the calls in flight per client address; see the module docs.
 #[derive(Debug, Clone)]
 pub struct PeerLimitLayer {
-    state: Arc<InFlight>,
+    in_flight: Arc<Quota<IpAddr>>,
+    capped: bool,
 }
 
 impl PeerLimitLayer {
     /// At most `max` calls in flight per client address; 0 means no cap.
     pub fn new(max: usize) -> Self {
-        Self { state: Arc::new(InFlight { max, by_peer: Mutex::default() }) }
+        // 0 means no cap: no slot is ever taken then.
+        Self { in_flight: Quota::new(max), capped: max > 0 }
     }
 }
 
@@ -83,7 +47,7 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
     type Service = PeerLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PeerLimit { inner, state: self.state.clone() }
+        PeerLimit { inner, in_flight: self.in_flight.clone(), capped: self.capped }
     }
 }
 
@@ -91,7 +55,8 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
 #[derive(Debug, Clone)]
 pub struct PeerLimit<S> {
     inner: S,
-    state: Arc<InFlight>,
+    in_flight: Arc<Quota<IpAddr>>,
+    capped: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
@@ -112,9 +77,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let address = if self.state.max == 0 { None } else { peer(&request) };
+        let address = if self.capped { peer(&request) } else { None };
         let slot = match address {
-            Some(ip) => match InFlight::take(&self.state, ip) {
+            Some(ip) => match self.in_flight.take(ip) {
                 Some(slot) => Some(slot),
                 None => return Box::pin(std::future::ready(Ok(Status::from(Error::PeerBusy).into_http()))),
             },

@@ -2,10 +2,7 @@
 //! verification. It is also what the Authenticate RPC runs, so remote consumers and the admin RPCs go
 //! through the same code.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use super::{
     Authenticator, Credential, Principal,
@@ -18,6 +15,7 @@ use crate::{
     error::{Error, Result},
     lockout::FailureLog,
     pb::{PrincipalRestrictions, PrincipalType},
+    quota::Quota,
     store::Store,
 };
 
@@ -28,7 +26,7 @@ pub struct LocalAuthenticator {
     hasher: Arc<Hasher>,
     cache: Arc<VerifiedCache>,
     flights: SingleFlight<CacheKey, Verified>,
-    per_key: Mutex<HashMap<KeyId, usize>>,
+    per_key: Arc<Quota<KeyId>>,
     failures: Arc<FailureLog>,
 }
 
@@ -37,42 +35,19 @@ pub struct LocalAuthenticator {
 /// is shed at once instead of filling the verification lane that every other key needs.
 const MAX_VERIFICATIONS_PER_KEY: usize = 2;
 
-/// One verification of a key in progress, for as long as it lives.
-struct KeySlot<'a> {
-    per_key: &'a Mutex<HashMap<KeyId, usize>>,
-    id: KeyId,
-}
-
-impl<'a> KeySlot<'a> {
-    fn take(per_key: &'a Mutex<HashMap<KeyId, usize>>, id: KeyId) -> Option<Self> {
-        let mut counts = per_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(id).or_default();
-        if *count >= MAX_VERIFICATIONS_PER_KEY {
-            return None;
-        }
-        *count += 1;
-        Some(Self { per_key, id })
-    }
-}
-
-impl Drop for KeySlot<'_> {
-    fn drop(&mut self) {
-        let mut counts = self.per_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.id) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.id);
-            }
-        }
-    }
-}
-
 impl LocalAuthenticator {
     /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
     /// lifecycle shares, to drop a key's entries when it changes).
     /// Failed verifications go to `failures`, which locks keys in batches.
     pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>, failures: Arc<FailureLog>) -> Self {
-        Self { store, hasher, cache, flights: SingleFlight::default(), per_key: Mutex::default(), failures }
+        Self {
+            store,
+            hasher,
+            cache,
+            flights: SingleFlight::default(),
+            per_key: Quota::new(MAX_VERIFICATIONS_PER_KEY),
+            failures,
+        }
     }
 
     /// The hasher (its counters feed metrics and tests).
@@ -124,7 +99,7 @@ impl LocalAuthenticator {
         if stored.locked {
             return Err(Error::Unauthenticated);
         }
-        let Some(slot) = KeySlot::take(&self.per_key, id) else { return Err(Error::HashingBusy) };
+        let Some(slot) = self.per_key.take(id) else { return Err(Error::HashingBusy) };
         let matched = self.hasher.verify(&credential.secret, &stored.hash).await?;
         drop(slot);
         if !matched {
