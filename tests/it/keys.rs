@@ -612,3 +612,60 @@ async fn a_delete_cancelled_after_its_commit_still_revokes() {
     app.keys.pause_before_invalidation_for_tests(std::time::Duration::ZERO);
     assert_status(authenticate_token(&mut client, &created.token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
 }
+
+/// The store's bulk create (imports, benchmark seeding): every key with its permissions and its audit
+/// event, all or nothing, and the keys authenticate with the secret their precomputed hash is of.
+#[tokio::test]
+async fn bulk_created_keys_are_complete_or_not_there_at_all() {
+    use apikeys::{
+        auth::{Secret, hashing::Hasher},
+        domain::{Actor, KeyId, display_name},
+        store::NewKey,
+    };
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let admin_id = credential(&app.admin_token).key_id.to_string();
+    let org: apikeys::domain::OrgId = admin.get(&admin_id).await.unwrap().org_id.parse().unwrap();
+    let secret = Secret::generate().unwrap();
+    let hash = Hasher::new(&fast_hashing()).unwrap().hash(&secret).await.unwrap();
+    let key = |i: usize| {
+        let name = display_name(&format!("Imported {i:05}"), "display_name").unwrap();
+        NewKey {
+            id: KeyId(uuid::Uuid::new_v4()),
+            org_id: org,
+            display_name: name.shown,
+            display_name_key: name.key,
+            description: String::new(),
+            permissions: vec!["read_data".into()],
+            app_id: None,
+            secret_hash: hash.clone(),
+            actor: Actor::system("import"),
+        }
+    };
+    let mut batch: Vec<NewKey> = (0..2500).map(key).collect();
+    batch.push(key(7)); // a duplicate name at the very end
+    assert_status(
+        app.store.create_keys(&batch).await.map_err(tonic::Status::from),
+        Code::AlreadyExists,
+        "DISPLAY_NAME_TAKEN",
+    );
+    assert_eq!(admin.list(Default::default()).await.unwrap().api_keys.len(), 1, "nothing was created");
+
+    batch.pop();
+    app.store.create_keys(&batch).await.unwrap();
+    let mut seen = 0;
+    let mut request = pb::ListApiKeysRequest { page_size: 1000, permission: "read_data".into(), ..Default::default() };
+    loop {
+        let page = admin.list(request.clone()).await.unwrap();
+        seen += page.api_keys.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(seen, 2501, "2500 imported keys and the administrator hold read_data");
+    let last = &batch[2499];
+    assert_eq!(app.store.audit_events(last.id).await.unwrap()[0].action, "CREATE");
+    let token = apikeys::auth::Credential { key_id: last.id.0, secret }.token();
+    authenticate_token(&mut app.client().await, &token, &["read_data"]).await.expect("the imported key works");
+}
