@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
     sea_query::{Expr, LikeExpr, Query},
     sqlx,
 };
@@ -695,14 +695,10 @@ impl Store {
                 ),
             );
         }
-        if let Some((name_key, id)) = &query.after {
-            select = select.filter(
-                Condition::any().add(api_key::Column::DisplayNameKey.gt(name_key.as_str())).add(
-                    Condition::all()
-                        .add(api_key::Column::DisplayNameKey.eq(name_key.as_str()))
-                        .add(api_key::Column::Id.gt(id.0)),
-                ),
-            );
+        // The name key is unique in an org (the unique index), so it alone is the keyset position,
+        // and the condition is one range on the index (an OR with the id made deep pages scan).
+        if let Some((name_key, _)) = &query.after {
+            select = select.filter(api_key::Column::DisplayNameKey.gt(name_key.as_str()));
         }
         let models = select
             .order_by_asc(api_key::Column::DisplayNameKey)
