@@ -136,6 +136,11 @@ async fn main() {
         let started = Instant::now();
         let ids = seed(&app, org, keys, &secret, &config).await;
         let seed_time = started.elapsed();
+        // Fresh statistics, as autovacuum would gather them after a bulk import; without them the
+        // planner may scan instead of using the indexes.
+        if app.store().backend() == sea_orm::DatabaseBackend::Postgres {
+            app.store().connection().execute_unprepared("ANALYZE").await.expect("analyze");
+        }
         tokio::spawn(app.run(std::future::pending()));
         let channel = Channel::from_shared(format!("http://{addr}")).expect("url").connect().await.expect("connect");
         let mut client = ApiKeyServiceClient::new(channel);
