@@ -79,8 +79,7 @@ async fn seed(app: &Application, org: OrgId, keys: usize, secret: &Secret, confi
                 NewKey {
                     id: KeyId(uuid::Uuid::new_v4()),
                     org_id: org,
-                    display_name: name.shown,
-                    display_name_key: name.key,
+                    display_name: name,
                     description: String::new(),
                     permissions: vec!["read_data".into()],
                     app_id: None,

@@ -154,8 +154,7 @@ impl Keys {
             .create_key(NewKey {
                 id,
                 org_id: caller.org_id,
-                display_name: input.display_name.shown,
-                display_name_key: input.display_name.key,
+                display_name: input.display_name,
                 description: input.description,
                 permissions: input.permissions,
                 app_id: input.app_id,
@@ -244,7 +243,7 @@ impl Keys {
                     current.check_app_impact(acknowledged, "changing its permissions")?;
                 }
                 Ok(Change::Update(KeyChanges {
-                    display_name: patch.display_name.map(|n| (n.shown, n.key)),
+                    display_name: patch.display_name,
                     description: patch.description,
                     permissions: patch.permissions,
                 }))
@@ -321,8 +320,7 @@ impl Keys {
         let new_key = NewKey {
             id: credential.key_id.into(),
             org_id: OrgId(Uuid::new_v4()),
-            display_name: name.shown,
-            display_name_key: name.key,
+            display_name: name,
             description: format!("First administrator of org {:?}, created by bootstrap.", org.shown),
             permissions: self.catalog.all_names(),
             app_id: None,

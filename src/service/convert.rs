@@ -191,7 +191,6 @@ pub struct ListPage {
 #[derive(Serialize, Deserialize)]
 struct PageToken {
     k: String,
-    i: uuid::Uuid,
     f: String,
 }
 
@@ -252,7 +251,7 @@ pub fn list(r: pb::ListApiKeysRequest, catalog: &Catalog) -> Result<ListPage> {
     let fingerprint = filter_fingerprint(&query);
     if !r.page_token.is_empty() {
         match decode_token(&r.page_token) {
-            Some(token) if token.f == fingerprint => query.after = Some((token.k, token.i.into())),
+            Some(token) if token.f == fingerprint => query.after = Some(token.k),
             Some(_) => v.add("page_token", "was issued for different filters"),
             None => v.add("page_token", "is malformed"),
         }
@@ -271,8 +270,8 @@ impl ListPage {
         let more = rows.len() as u64 > self.page_size;
         rows.truncate(usize::try_from(self.page_size).unwrap_or(usize::MAX));
         let next_page_token = match rows.last() {
-            Some((key, name_key)) if more => {
-                let token = PageToken { k: name_key.clone(), i: key.id.0, f: self.fingerprint.clone() };
+            Some((_, name_key)) if more => {
+                let token = PageToken { k: name_key.clone(), f: self.fingerprint.clone() };
                 let json = serde_json::to_vec(&token).map_err(Error::internal)?;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
             }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::hashing::SecretHash,
-    domain::{Actor, ActorType, ApiKey, KeyId, OrgId, OrgPolicy},
+    domain::{Actor, ActorType, ApiKey, DisplayName, KeyId, OrgId, OrgPolicy},
     error::{Error, Result},
 };
 
@@ -87,10 +87,8 @@ pub struct NewKey {
     pub id: KeyId,
     /// Owning org.
     pub org_id: OrgId,
-    /// Display name as shown.
-    pub display_name: String,
-    /// Case-folded display name.
-    pub display_name_key: String,
+    /// Display name, with its uniqueness key.
+    pub display_name: DisplayName,
     /// Description.
     pub description: String,
     /// Sorted, unique permissions.
@@ -106,8 +104,8 @@ pub struct NewKey {
 /// The changes of an update; `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct KeyChanges {
-    /// New display name (shown, key).
-    pub display_name: Option<(String, String)>,
+    /// New display name.
+    pub display_name: Option<DisplayName>,
     /// New description.
     pub description: Option<String>,
     /// New permission set (sorted, unique).
@@ -152,8 +150,8 @@ pub struct ListQuery {
     pub app_id: Option<String>,
     /// A permission the keys must hold.
     pub permission: Option<String>,
-    /// Keyset position: the (name key, id) of the last key of the previous page.
-    pub after: Option<(String, KeyId)>,
+    /// Keyset position: the name key (unique in the org) of the last key of the previous page.
+    pub after: Option<String>,
     /// Page size.
     pub limit: u64,
 }
@@ -365,8 +363,8 @@ impl Store {
         api_key::ActiveModel {
             id: Set(key.id.0),
             org_id: Set(key.org_id.0),
-            display_name: Set(key.display_name.clone()),
-            display_name_key: Set(key.display_name_key.clone()),
+            display_name: Set(key.display_name.shown.clone()),
+            display_name_key: Set(key.display_name.key.clone()),
             description: Set(key.description.clone()),
             secret_hash: Set(key.secret_hash.0.clone()),
             app_id: Set(key.app_id.clone()),
@@ -391,7 +389,11 @@ impl Store {
     async fn insert_key(txn: &impl ConnectionTrait, key: NewKey, action: &str) -> Result<ApiKey> {
         let inserted =
             api_key::Entity::insert(Self::key_row(&key, Utc::now())).exec_with_returning(txn).await.map_err(|e| {
-                if is_unique_violation(&e) { Error::DisplayNameTaken(key.display_name.clone()) } else { db_error(e) }
+                if is_unique_violation(&e) {
+                    Error::DisplayNameTaken(key.display_name.shown.clone())
+                } else {
+                    db_error(e)
+                }
             })?;
         Self::insert_permissions(txn, key.id, &key.permissions).await?;
         Self::audit(txn, key.org_id, &key.actor, action, key.id, Self::CREATED_FIELDS).await?;
@@ -408,6 +410,7 @@ impl Store {
         // Rows per statement: within SQLite's limit of bound parameters (the widest table has 19
         // columns).
         const CHUNK: usize = 1000;
+        let fields = serde_json::to_string(Self::CREATED_FIELDS).map_err(Error::internal)?;
         let txn = self.db.begin().await.map_err(db_error)?;
         let now = Utc::now();
         for chunk in keys.chunks(CHUNK) {
@@ -420,16 +423,11 @@ impl Store {
                     }
                 },
             )?;
-            let permissions = chunk.iter().flat_map(|key| {
-                key.permissions
-                    .iter()
-                    .map(|p| api_key_permission::ActiveModel { key_id: Set(key.id.0), permission: Set(p.clone()) })
-            });
-            let permissions: Vec<_> = permissions.collect();
+            let permissions: Vec<_> =
+                chunk.iter().flat_map(|key| Self::permission_rows(key.id, &key.permissions)).collect();
             for rows in permissions.chunks(CHUNK) {
                 api_key_permission::Entity::insert_many(rows.to_vec()).exec(&txn).await.map_err(db_error)?;
             }
-            let fields = serde_json::to_string(Self::CREATED_FIELDS).map_err(Error::internal)?;
             let events =
                 chunk.iter().map(|key| Self::audit_row(key.org_id, &key.actor, "CREATE", key.id, &fields, now));
             audit_event::Entity::insert_many(events).exec(&txn).await.map_err(db_error)?;
@@ -437,14 +435,24 @@ impl Store {
         txn.commit().await.map_err(db_error)
     }
 
+    /// The permission rows of key `key_id`.
+    fn permission_rows(
+        key_id: KeyId,
+        permissions: &[String],
+    ) -> impl Iterator<Item = api_key_permission::ActiveModel> + '_ {
+        permissions
+            .iter()
+            .map(move |p| api_key_permission::ActiveModel { key_id: Set(key_id.0), permission: Set(p.clone()) })
+    }
+
     async fn insert_permissions(txn: &impl ConnectionTrait, key_id: KeyId, permissions: &[String]) -> Result<()> {
         if permissions.is_empty() {
             return Ok(());
         }
-        let rows = permissions
-            .iter()
-            .map(|p| api_key_permission::ActiveModel { key_id: Set(key_id.0), permission: Set(p.clone()) });
-        api_key_permission::Entity::insert_many(rows).exec(txn).await.map_err(db_error)?;
+        api_key_permission::Entity::insert_many(Self::permission_rows(key_id, permissions))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -697,7 +705,7 @@ impl Store {
         }
         // The name key is unique in an org (the unique index), so it alone is the keyset position,
         // and the condition is one range on the index (an OR with the id made deep pages scan).
-        if let Some((name_key, _)) = &query.after {
+        if let Some(name_key) = &query.after {
             select = select.filter(api_key::Column::DisplayNameKey.gt(name_key.as_str()));
         }
         let models = select
@@ -785,7 +793,7 @@ impl Store {
         let (action, fields) = match decide(&current)? {
             Change::Update(changes) => {
                 let mut update = Self::versioned_update(&current, actor);
-                if let Some((shown, key)) = &changes.display_name {
+                if let Some(DisplayName { shown, key }) = &changes.display_name {
                     update = update
                         .col_expr(api_key::Column::DisplayName, Expr::value(shown.as_str()))
                         .col_expr(api_key::Column::DisplayNameKey, Expr::value(key.as_str()));
@@ -794,7 +802,7 @@ impl Store {
                     update = update.col_expr(api_key::Column::Description, Expr::value(description.as_str()));
                 }
                 update.exec(&txn).await.map_err(|e| match (&changes.display_name, is_unique_violation(&e)) {
-                    (Some((shown, _)), true) => Error::DisplayNameTaken(shown.clone()),
+                    (Some(name), true) => Error::DisplayNameTaken(name.shown.clone()),
                     _ => db_error(e),
                 })?;
                 if let Some(permissions) = &changes.permissions {

@@ -633,8 +633,7 @@ async fn bulk_created_keys_are_complete_or_not_there_at_all() {
         NewKey {
             id: KeyId(uuid::Uuid::new_v4()),
             org_id: org,
-            display_name: name.shown,
-            display_name_key: name.key,
+            display_name: name,
             description: String::new(),
             permissions: vec!["read_data".into()],
             app_id: None,
