@@ -413,11 +413,16 @@ impl Loaded {
     /// Where the value of setting `key` came from: `default`, `file PATH`, `environment VAR` or
     /// `flag --NAME`.
     pub fn source(&self, key: &str) -> String {
-        let Some(metadata) = self.figment.find_metadata(key) else { return "default".to_owned() };
-        match metadata.source.as_ref().and_then(figment::Source::file_path) {
-            Some(path) => format!("file {}", path.display()),
-            None => metadata.name.to_string(),
-        }
+        self.figment.find_metadata(key).map_or_else(|| "default".to_owned(), source_name)
+    }
+}
+
+/// Where a layer's values came from, as `apikeys config` and error messages say it: a file by its
+/// full path, else the layer's name (`environment VAR`, `flag --NAME`, `default`).
+fn source_name(metadata: &Metadata) -> String {
+    match metadata.source.as_ref().and_then(figment::Source::file_path) {
+        Some(path) => format!("file {}", path.display()),
+        None => metadata.name.to_string(),
     }
 }
 
@@ -459,10 +464,7 @@ pub fn load(file: Option<&Path>, flags: &[(String, String)]) -> Result<Loaded, S
 /// figment's errors, each with the key and where its value came from (a file by its full path).
 fn describe(error: &figment::Error) -> String {
     let one = |e: figment::Error| {
-        let source = e.metadata.as_ref().map(|m| match m.source.as_ref().and_then(figment::Source::file_path) {
-            Some(path) => format!("file {}", path.display()),
-            None => m.name.to_string(),
-        });
+        let source = e.metadata.as_ref().map(source_name);
         match (e.path.join("."), source) {
             (key, Some(source)) if !key.is_empty() => format!("{source}: {key}: {}", e.kind),
             (key, None) if !key.is_empty() => format!("{key}: {}", e.kind),
