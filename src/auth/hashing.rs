@@ -97,7 +97,6 @@ enum LaneId {
 #[derive(Debug)]
 pub struct Hasher {
     argon2: Argon2<'static>,
-    params: Params,
     verify: Lane,
     issue: Lane,
     computed: AtomicU64,
@@ -114,8 +113,7 @@ impl Hasher {
         let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         Ok(Self {
-            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
-            params,
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             verify: Lane::new(config.max_concurrent, config.max_waiting),
             issue: Lane::new(config.admin_concurrent, config.max_waiting),
             computed: AtomicU64::new(0),
@@ -228,8 +226,10 @@ impl Hasher {
     /// Whether `hash` was made with the configured parameters (else it should be rehashed once its
     /// secret verifies).
     pub fn is_current(&self, hash: &SecretHash) -> bool {
-        PasswordHash::new(&hash.0).ok().and_then(|parsed| Params::try_from(&parsed).ok()).is_some_and(|p| {
-            (p.m_cost(), p.t_cost(), p.p_cost()) == (self.params.m_cost(), self.params.t_cost(), self.params.p_cost())
-        })
+        let ours = self.argon2.params();
+        PasswordHash::new(&hash.0)
+            .ok()
+            .and_then(|parsed| Params::try_from(&parsed).ok())
+            .is_some_and(|p| (p.m_cost(), p.t_cost(), p.p_cost()) == (ours.m_cost(), ours.t_cost(), ours.p_cost()))
     }
 }
