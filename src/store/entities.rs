@@ -155,3 +155,54 @@ pub mod audit_event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `key_changes`: the change log revocation runs on, one row per change of a key, written in the
+/// same transaction as the change.
+pub mod key_change {
+    use sea_orm::entity::prelude::*;
+
+    /// One change of a key.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_changes")]
+    pub struct Model {
+        /// Position in the log; increases with every change and is never reused.
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        /// The key that changed.
+        pub key_id: Uuid,
+        /// Its organization.
+        pub org_id: Uuid,
+        /// When the change happened.
+        pub time: DateTimeUtc,
+    }
+
+    /// No navigable relations are needed.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `change_log`: one row (`id` 1) about the change log itself.
+pub mod change_log {
+    use sea_orm::entity::prelude::*;
+
+    /// The change log's identity and horizon.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "change_log")]
+    pub struct Model {
+        /// Always 1.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        /// Random ID of this database's log: a cursor naming another one is from another database.
+        pub instance: Uuid,
+        /// Highest `seq` pruned: a cursor below it may have missed changes.
+        pub pruned_through: i64,
+    }
+
+    /// No navigable relations are needed.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -11,7 +11,7 @@ use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
     sea_query::{Expr, LikeExpr, Query},
     sqlx,
 };
@@ -27,7 +27,38 @@ use crate::{
 pub mod entities;
 pub mod migration;
 
-use entities::{api_key, api_key_permission, audit_event, org};
+use entities::{api_key, api_key_permission, audit_event, change_log, key_change, org};
+
+/// The PostgreSQL notification channel on which every committed change of a key is announced, with
+/// the key ID as payload.
+pub const CHANGE_CHANNEL: &str = "apikeys_key_changes";
+
+/// Serializes the writers of the change log on PostgreSQL (a transaction-scoped advisory lock taken
+/// just before the log row is inserted), so log positions commit in order and a reader that has seen
+/// position `n` has seen every committed change before it. SQLite has one writer at a time anyway.
+const CHANGE_LOG_LOCK: i64 = 0x6170_696b_6579_735f;
+
+/// One entry of the change log: a key that changed, at position `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyChange {
+    /// Position in the log.
+    pub seq: i64,
+    /// The key.
+    pub key_id: KeyId,
+    /// Its org.
+    pub org_id: OrgId,
+}
+
+/// Where the change log stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogState {
+    /// This database's log: cursors of another one are not positions in it.
+    pub instance: Uuid,
+    /// The last position written (or pruned, when the log is empty).
+    pub head: i64,
+    /// Positions up to this one are pruned; a reader behind it may have missed changes.
+    pub pruned_through: i64,
+}
 
 /// An organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -639,6 +670,7 @@ impl Store {
                 .map_err(db_error)?;
             let actor = Actor::system("lockout");
             Self::audit(&txn, OrgId(org_id), &actor, "LOCK", KeyId(id), &["state"]).await?;
+            Self::log_change(&txn, OrgId(org_id), KeyId(id)).await?;
             locked.push(KeyId(id));
         }
         txn.commit().await.map_err(db_error)?;
@@ -833,8 +865,117 @@ impl Store {
         };
         Self::audit(&txn, org_id, actor, action, id, &fields).await?;
         let after = if action == "DELETE" { None } else { Some(Self::load_key(&txn, org_id, id).await?) };
+        Self::log_change(&txn, org_id, id).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(after)
+    }
+
+    /// Appends a change of `key_id` to the change log, as the last write of a transaction: on
+    /// PostgreSQL under [`CHANGE_LOG_LOCK`], and announced on [`CHANGE_CHANNEL`] (delivered at
+    /// commit, so a rolled-back change announces nothing).
+    async fn log_change(txn: &impl ConnectionTrait, org_id: OrgId, key_id: KeyId) -> Result<()> {
+        let postgres = txn.get_database_backend() == DatabaseBackend::Postgres;
+        if postgres {
+            let lock = Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [CHANGE_LOG_LOCK.into()],
+            );
+            txn.execute_raw(lock).await.map_err(db_error)?;
+        }
+        let row = key_change::ActiveModel {
+            key_id: Set(key_id.0),
+            org_id: Set(org_id.0),
+            time: Set(Utc::now()),
+            ..Default::default()
+        };
+        key_change::Entity::insert(row).exec(txn).await.map_err(db_error)?;
+        if postgres {
+            let notify = Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [CHANGE_CHANNEL.into(), key_id.to_string().into()],
+            );
+            txn.execute_raw(notify).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Where the change log stands.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn change_log(&self) -> Result<LogState> {
+        let log = change_log::Entity::find_by_id(1)
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::internal("change_log row missing"))?;
+        let head: Option<i64> = key_change::Entity::find()
+            .select_only()
+            .column_as(key_change::Column::Seq.max(), "head")
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .flatten();
+        Ok(LogState {
+            instance: log.instance,
+            head: head.unwrap_or(log.pruned_through).max(log.pruned_through),
+            pruned_through: log.pruned_through,
+        })
+    }
+
+    /// Up to `limit` changes after position `after`, in order.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<KeyChange>> {
+        let rows = key_change::Entity::find()
+            .filter(key_change::Column::Seq.gt(after))
+            .order_by_asc(key_change::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| KeyChange { seq: r.seq, key_id: r.key_id.into(), org_id: r.org_id.into() })
+            .collect())
+    }
+
+    /// Deletes the changes older than `before` and moves the log's horizon past them. Returns how
+    /// many were deleted.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL; nothing is deleted then.
+    pub async fn prune_changes(&self, before: chrono::DateTime<Utc>) -> Result<u64> {
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let through: Option<i64> = key_change::Entity::find()
+            .select_only()
+            .column_as(key_change::Column::Seq.max(), "through")
+            .filter(key_change::Column::Time.lt(before))
+            .into_tuple()
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+            .flatten();
+        let Some(through) = through else { return Ok(0) };
+        let deleted = key_change::Entity::delete_many()
+            .filter(key_change::Column::Seq.lte(through))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?
+            .rows_affected;
+        change_log::Entity::update_many()
+            .col_expr(change_log::Column::PrunedThrough, Expr::value(through))
+            .filter(change_log::Column::Id.eq(1))
+            .filter(change_log::Column::PrunedThrough.lt(through))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(deleted)
     }
 
     /// The audit events of a key, oldest first (for tests and tooling).
