@@ -4,8 +4,13 @@
 //!
 //! Entries are keyed by HMAC-SHA256(process-random key, key id ‖ secret): never by the key id alone
 //! (that would reveal which ids are hot) and never by the secret. Only successes are cached. Each entry
-//! expires after the TTL; `invalidate(key_id)` drops a key's entries at once, and an invalidation epoch
-//! stops a verification that started before an invalidation from re-inserting a stale result.
+//! expires after the TTL; `invalidate(key_id)` (or [`VerifiedCache::invalidate_digest`], with the
+//! key's [`key_digest`] as the change stream carries it) drops a key's entries at once, and an
+//! invalidation epoch stops a verification that started before an invalidation from re-inserting a
+//! stale result. A cache can also refuse to re-cache a just-invalidated key for a while (its
+//! quarantine: a consumer may hear of a change before every apikeys replica has), and can be told to
+//! trust its entries for less than the TTL while the news of changes may not reach it
+//! ([`VerifiedCache::set_trust_limit`]).
 
 use std::{
     collections::HashMap,
@@ -46,13 +51,28 @@ pub struct Epoch(u64);
 
 struct Entry {
     principal: Arc<Principal>,
-    key_id: Uuid,
+    digest: KeyDigest,
+    inserted_at: Instant,
     expires_at: Instant,
 }
 
 struct Inner {
     entries: HashMap<CacheKey, Entry>,
     epoch: u64,
+    /// Keys invalidated lately, until when their results are not cached.
+    quarantined: HashMap<KeyDigest, Instant>,
+    /// While set, entries older than this are not trusted whatever their TTL.
+    trust_limit: Option<Duration>,
+}
+
+/// A key's digest, as the change stream names it: SHA-256 of a fixed label and the key ID. Only a
+/// holder of the key ID can tell which key a digest names.
+pub type KeyDigest = [u8; 32];
+
+/// The digest of key `key_id`; see [`KeyDigest`].
+pub fn key_digest(key_id: Uuid) -> KeyDigest {
+    use sha2::Digest as _;
+    Sha256::new().chain_update(b"apikeys.v1.key-change\0").chain_update(key_id.as_bytes()).finalize().into()
 }
 
 /// The longest TTL a cache accepts (a day): a longer one makes revocation meaningless.
@@ -76,6 +96,7 @@ pub struct VerifiedCache {
     mac: HmacSha256,
     ttl: Duration,
     capacity: usize,
+    quarantine: Duration,
     inner: Mutex<Inner>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -106,10 +127,24 @@ impl VerifiedCache {
             mac,
             ttl,
             capacity,
-            inner: Mutex::new(Inner { entries: HashMap::new(), epoch: 0 }),
+            quarantine: Duration::ZERO,
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                epoch: 0,
+                quarantined: HashMap::new(),
+                trust_limit: None,
+            }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
+    }
+
+    /// The same cache, refusing for `quarantine` after an invalidation to cache results of the key
+    /// invalidated.
+    #[must_use]
+    pub fn with_quarantine(mut self, quarantine: Duration) -> Self {
+        self.quarantine = quarantine;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -130,8 +165,11 @@ impl VerifiedCache {
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Principal>> {
         let now = Instant::now();
         let mut inner = self.lock();
+        let trusted_since = inner.trust_limit.and_then(|limit| now.checked_sub(limit));
         let found = match inner.entries.get(key) {
-            Some(entry) if entry.expires_at > now => Some(entry.principal.clone()),
+            Some(entry) if entry.expires_at > now && trusted_since.is_none_or(|t| entry.inserted_at > t) => {
+                Some(entry.principal.clone())
+            }
             Some(_) => {
                 inner.entries.remove(key);
                 None
@@ -164,9 +202,10 @@ impl VerifiedCache {
         if self.ttl.is_zero() || self.capacity == 0 {
             return;
         }
+        let digest = key_digest(key_id);
         let now = Instant::now();
         let mut inner = self.lock();
-        if inner.epoch != epoch.0 {
+        if inner.epoch != epoch.0 || inner.quarantined.get(&digest).is_some_and(|until| *until > now) {
             return;
         }
         if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&key) {
@@ -181,15 +220,41 @@ impl VerifiedCache {
         }
         // `new` bounds the TTL, so this cannot overflow; if it could, not caching is the safe answer.
         let Some(expires_at) = now.checked_add(self.ttl) else { return };
-        inner.entries.insert(key, Entry { principal, key_id, expires_at });
+        inner.entries.insert(key, Entry { principal, digest, inserted_at: now, expires_at });
     }
 
     /// Drops every entry of `key_id` and moves to a new epoch. Called after the key is updated,
     /// regenerated or deleted.
     pub fn invalidate(&self, key_id: Uuid) {
+        self.invalidate_digest(&key_digest(key_id));
+    }
+
+    /// Drops every entry of the key with digest `digest` and moves to a new epoch; with a
+    /// quarantine, results of that key are not cached for that long.
+    pub fn invalidate_digest(&self, digest: &KeyDigest) {
+        let now = Instant::now();
         let mut inner = self.lock();
         inner.epoch += 1;
-        inner.entries.retain(|_, entry| entry.key_id != key_id);
+        inner.entries.retain(|_, entry| entry.digest != *digest);
+        if !self.quarantine.is_zero() {
+            inner.quarantined.retain(|_, until| *until > now);
+            if let Some(until) = now.checked_add(self.quarantine) {
+                inner.quarantined.insert(*digest, until);
+            }
+        }
+    }
+
+    /// Drops every entry and moves to a new epoch (when changes may have been missed).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        inner.entries.clear();
+    }
+
+    /// While `limit` is set, entries older than it are dropped when looked up, whatever their TTL
+    /// (news of changes may not be arriving); `None` restores the TTL alone.
+    pub fn set_trust_limit(&self, limit: Option<Duration>) {
+        self.lock().trust_limit = limit;
     }
 
     /// The principal of `credential`: from the cache, else from `verify`, which runs once for every
@@ -281,6 +346,41 @@ mod tests {
         cache.insert(key, principal(&cred), cred.key_id, cache.epoch());
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&key).is_none(), "expired");
+    }
+
+    #[test]
+    fn digests_clear_quarantine_and_trust_limit() {
+        let cache = VerifiedCache::new(Duration::from_secs(60), 10).unwrap().with_quarantine(Duration::from_millis(50));
+        let (a, b) = (credential(), credential());
+        let (ka, kb) = (cache.key(&a), cache.key(&b));
+        cache.insert(ka, principal(&a), a.key_id, cache.epoch());
+        cache.insert(kb, principal(&b), b.key_id, cache.epoch());
+        assert_ne!(key_digest(a.key_id), key_digest(b.key_id));
+
+        // A digest drops that key only, and its results are not cached during the quarantine.
+        cache.invalidate_digest(&key_digest(a.key_id));
+        assert!(cache.get(&ka).is_none() && cache.get(&kb).is_some());
+        cache.insert(ka, principal(&a), a.key_id, cache.epoch());
+        assert!(cache.get(&ka).is_none(), "cached during the quarantine");
+        std::thread::sleep(Duration::from_millis(60));
+        cache.insert(ka, principal(&a), a.key_id, cache.epoch());
+        assert!(cache.get(&ka).is_some(), "cached after the quarantine");
+
+        // A trust limit drops older entries when they are looked up; fresh ones are used.
+        std::thread::sleep(Duration::from_millis(30));
+        cache.set_trust_limit(Some(Duration::from_millis(20)));
+        assert!(cache.get(&ka).is_none() && cache.get(&kb).is_none());
+        cache.insert(ka, principal(&a), a.key_id, cache.epoch());
+        assert!(cache.get(&ka).is_some(), "a fresh entry is trusted");
+        cache.set_trust_limit(None);
+        assert!(cache.get(&kb).is_none(), "an untrusted entry was dropped, not kept for later");
+
+        // Clear drops everything and refuses results of verifications that started before it.
+        let before = cache.epoch();
+        cache.clear();
+        assert!(cache.is_empty());
+        cache.insert(kb, principal(&b), b.key_id, before);
+        assert!(cache.get(&kb).is_none());
     }
 
     #[test]
