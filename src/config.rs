@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{cache::MAX_TTL, hashing::HashingConfig},
+    revocation::FeedConfig,
     telemetry::LogFormat,
 };
 
@@ -193,6 +194,17 @@ pub struct ServerConfig {
     /// Milliseconds between writes of failed-authentication counts (lockout); at most this long
     /// of counts is lost in a crash.
     pub failure_flush_ms: u64,
+    /// Milliseconds between reads of the change log (revocation), also when no change is announced;
+    /// on PostgreSQL changes are announced (LISTEN/NOTIFY) and arrive sooner.
+    pub change_poll_ms: u64,
+    /// Milliseconds a cached verification is trusted while the PostgreSQL change listener is down
+    /// (changes made by other replicas may then go unnoticed until the next read of the log).
+    pub degraded_cache_ttl_ms: u64,
+    /// Seconds changes stay in the change log, for WatchKeyChanges streams that reconnect with a
+    /// cursor; an older cursor is answered with `reset`.
+    pub change_retention_secs: u64,
+    /// WatchKeyChanges streams open at once; beyond that RESOURCE_EXHAUSTED.
+    pub max_watchers: usize,
     /// Seconds in-flight RPCs get to finish on SIGTERM / Ctrl-C.
     pub shutdown_grace_secs: u64,
     /// Address of the Prometheus `/metrics` HTTP listener. Unset: no listener.
@@ -232,6 +244,10 @@ impl Default for ServerConfig {
             auth_cache_capacity: 10_000,
             health_interval_ms: 5000,
             failure_flush_ms: 1000,
+            change_poll_ms: 1000,
+            degraded_cache_ttl_ms: 1000,
+            change_retention_secs: 24 * 60 * 60,
+            max_watchers: 1024,
             shutdown_grace_secs: 10,
             metrics_listen: None,
             tls_cert: None,
@@ -275,6 +291,17 @@ impl ServerConfig {
         Duration::from_secs(self.auth_cache_ttl_secs)
     }
 
+    /// The change feed's settings.
+    pub fn feed(&self) -> FeedConfig {
+        FeedConfig {
+            poll: Duration::from_millis(self.change_poll_ms),
+            degraded_cache_ttl: Duration::from_millis(self.degraded_cache_ttl_ms),
+            retention: Duration::from_secs(self.change_retention_secs),
+            max_watchers: self.max_watchers,
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+
     /// The same configuration with the database password redacted, for showing.
     #[must_use]
     pub fn redacted(&self) -> Self {
@@ -293,8 +320,16 @@ impl ServerConfig {
                 MAX_TTL.as_secs()
             ));
         }
-        if self.health_interval_ms == 0 || self.failure_flush_ms == 0 {
-            return Err("health_interval_ms and failure_flush_ms must be at least 1".to_owned());
+        let zero = [
+            ("health_interval_ms", self.health_interval_ms),
+            ("failure_flush_ms", self.failure_flush_ms),
+            ("change_poll_ms", self.change_poll_ms),
+            ("change_retention_secs", self.change_retention_secs),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == 0);
+        if let Some((name, _)) = zero {
+            return Err(format!("{name} must be at least 1"));
         }
         self.transport.validate()
     }

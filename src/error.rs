@@ -84,6 +84,10 @@ pub enum Error {
     /// one address may have.
     #[error("too many calls in flight from this address; retry with backoff")]
     PeerBusy,
+    /// RESOURCE_EXHAUSTED, reason `TOO_MANY_WATCHERS`: as many WatchKeyChanges streams are open as
+    /// the server allows.
+    #[error("too many change streams are open; retry with backoff")]
+    TooManyWatchers,
     /// RESOURCE_EXHAUSTED, reason `HASHING_BUSY`: the argon2 wait queue is full.
     #[error("too many credential checks in progress; retry with backoff")]
     HashingBusy,
@@ -119,7 +123,7 @@ impl Error {
             Self::DisplayNameTaken(_) => Code::AlreadyExists,
             Self::EtagMismatch => Code::Aborted,
             Self::AppManagedKey { .. } | Self::OrgExists(_) => Code::FailedPrecondition,
-            Self::HashingBusy | Self::PeerBusy => Code::ResourceExhausted,
+            Self::HashingBusy | Self::PeerBusy | Self::TooManyWatchers => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -140,6 +144,7 @@ impl Error {
             Self::OrgExists(_) => "ORG_EXISTS",
             Self::HashingBusy => "HASHING_BUSY",
             Self::PeerBusy => "PEER_BUSY",
+            Self::TooManyWatchers => "TOO_MANY_WATCHERS",
             Self::Unavailable(_) => "BACKEND_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
@@ -71,6 +72,7 @@ pub struct Keys {
     cache: Arc<VerifiedCache>,
     failures: Arc<FailureLog>,
     catalog: Arc<Catalog>,
+    changed: Arc<Notify>,
     pause_before_invalidation_ms: AtomicU64,
 }
 
@@ -80,16 +82,18 @@ fn new_credential(id: KeyId) -> Result<Credential> {
 }
 
 impl Keys {
-    /// The lifecycle over `store`, dropping a key's entries from `cache` whenever it changes, and
-    /// its pending failure counts from `failures` when it is unlocked or given a new secret.
+    /// The lifecycle over `store`, dropping a key's entries from `cache` whenever it changes (and
+    /// notifying `changed`, so the change feed tells watchers at once), and its pending failure
+    /// counts from `failures` when it is unlocked or given a new secret.
     pub fn new(
         store: Store,
         hasher: Arc<Hasher>,
         cache: Arc<VerifiedCache>,
         failures: Arc<FailureLog>,
         catalog: Arc<Catalog>,
+        changed: Arc<Notify>,
     ) -> Self {
-        Self { store, hasher, cache, failures, catalog, pause_before_invalidation_ms: AtomicU64::new(0) }
+        Self { store, hasher, cache, failures, catalog, changed, pause_before_invalidation_ms: AtomicU64::new(0) }
     }
 
     /// Writes the pending failure counts, locking keys that crossed their threshold (the server
@@ -98,7 +102,11 @@ impl Keys {
     /// # Errors
     /// UNAVAILABLE or INTERNAL; the counts are kept for the next call.
     pub async fn flush_failures(&self) -> Result<Vec<KeyId>> {
-        self.failures.flush(&self.store, &self.cache).await
+        let locked = self.failures.flush(&self.store, &self.cache).await?;
+        if !locked.is_empty() {
+            self.changed.notify_one();
+        }
+        Ok(locked)
     }
 
     /// The policy of the caller's org.
@@ -196,7 +204,7 @@ impl Keys {
         etag: &str,
         decide: impl FnOnce(&ApiKey) -> Result<Change> + Send + 'static,
     ) -> Result<Option<ApiKey>> {
-        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let (store, cache, changed) = (self.store.clone(), self.cache.clone(), self.changed.clone());
         let (caller, etag) = (caller.clone(), etag.to_owned());
         let pause = Duration::from_millis(self.pause_before_invalidation_ms.load(Ordering::Relaxed));
         let task = tokio::spawn(async move {
@@ -212,6 +220,7 @@ impl Keys {
             }
             // Whatever the outcome: an error after the commit must not leave a stale entry.
             cache.invalidate(id.0);
+            changed.notify_one();
             result
         });
         task.await.map_err(|e| Error::internal(format!("mutation task failed: {e}")))?

@@ -30,6 +30,10 @@ pub mod pb;
 pub mod peer_limit;
 #[cfg(feature = "server")]
 pub mod quota;
+#[cfg(feature = "client")]
+pub mod replicas;
+#[cfg(feature = "server")]
+pub mod revocation;
 #[cfg(feature = "server")]
 pub mod rpc_trace;
 #[cfg(feature = "server")]

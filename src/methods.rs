@@ -38,6 +38,7 @@ const API: &[(&str, Access)] = &[
     ("UnlockApiKey", Access::Admin),
     ("GetOrgPolicy", Access::Admin),
     ("UpdateOrgPolicy", Access::Admin),
+    ("WatchKeyChanges", Access::Public),
 ];
 
 /// Health and reflection, by service and method.

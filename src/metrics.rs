@@ -9,12 +9,19 @@
 //! - `apikeys_argon2_waiting`, `apikeys_argon2_computations_total`, `apikeys_argon2_waits_total`,
 //!   `apikeys_argon2_wait_seconds_total`: the argon2 queue (depth now; admitted computations and their
 //!   total wait for a slot, so `rate(wait_seconds)/rate(waits)` is the mean wait);
-//! - `apikeys_db_pool_connections`, `apikeys_db_pool_idle_connections`: the database pool.
+//! - `apikeys_db_pool_connections`, `apikeys_db_pool_idle_connections`: the database pool;
+//! - `apikeys_change_listener_up` (0 while the PostgreSQL change listener is down: cached
+//!   verifications are then trusted for `degraded_cache_ttl_ms` only),
+//!   `apikeys_change_listener_connects_total`, `apikeys_key_changes_total` (changes read from the
+//!   log), `apikeys_change_watchers` (open WatchKeyChanges streams): revocation.
 //!
 //! Method labels are limited to the methods this server knows (anything else is `unknown`), so a
 //! client cannot inflate the number of series.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
@@ -30,7 +37,7 @@ use prometheus_client::{
 };
 use tokio::net::TcpListener;
 
-use crate::{auth::local::LocalAuthenticator, store::Store};
+use crate::{auth::local::LocalAuthenticator, revocation::ChangeFeed, store::Store};
 
 /// Labels of the per-RPC metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -59,6 +66,7 @@ pub struct Metrics {
 struct StateCollector {
     authenticator: Arc<LocalAuthenticator>,
     store: Store,
+    feed: Arc<ChangeFeed>,
 }
 
 fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
@@ -92,6 +100,15 @@ impl Collector for StateCollector {
             gauge(e, "apikeys_db_pool_connections", "Open database connections.", i64::from(size))?;
             gauge(e, "apikeys_db_pool_idle_connections", "Idle database connections.", to_i64(idle))?;
         }
+        let feed = self.feed.stats();
+        let up = i64::from(feed.listener_up.load(Ordering::Relaxed));
+        gauge(e, "apikeys_change_listener_up", "Whether the change listener is connected.", up)?;
+        let connects = feed.listener_connects.load(Ordering::Relaxed);
+        counter(e, "apikeys_change_listener_connects", "Change listener (re)connections.", connects)?;
+        let changes = feed.changes.load(Ordering::Relaxed);
+        counter(e, "apikeys_key_changes", "Key changes read from the change log.", changes)?;
+        let watchers = to_i64(feed.watchers.load(Ordering::Relaxed));
+        gauge(e, "apikeys_change_watchers", "Open WatchKeyChanges streams.", watchers)?;
         Ok(())
     }
 }
@@ -101,8 +118,8 @@ fn to_i64(value: usize) -> i64 {
 }
 
 impl Metrics {
-    /// The metrics of a server over `authenticator` and `store`.
-    pub fn new(authenticator: Arc<LocalAuthenticator>, store: Store) -> Self {
+    /// The metrics of a server over `authenticator`, `store` and the change `feed`.
+    pub fn new(authenticator: Arc<LocalAuthenticator>, store: Store, feed: Arc<ChangeFeed>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RpcLabels, Counter>::default();
         let durations = Family::<RpcLabels, Histogram>::new_with_constructor(
@@ -112,7 +129,7 @@ impl Metrics {
         registry.register("apikeys_rpc_requests", "RPCs handled, by method and gRPC code.", requests.clone());
         registry.register("apikeys_rpc_duration_seconds", "RPC latency, by method and gRPC code.", durations.clone());
         registry.register("apikeys_authenticate", "Authenticate results, by reason.", authenticate.clone());
-        registry.register_collector(Box::new(StateCollector { authenticator, store }));
+        registry.register_collector(Box::new(StateCollector { authenticator, store, feed }));
         Self { registry, requests, durations, authenticate }
     }
 

@@ -25,7 +25,7 @@ use tonic_health::{
 };
 
 use crate::{
-    auth::{AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator},
+    auth::{AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator, watch::AbortOnDrop},
     config::{ServerConfig, redact_url},
     domain::Catalog,
     error::Error,
@@ -35,6 +35,7 @@ use crate::{
     metrics::{self, Metrics},
     pb::{self, api_key_service_server::ApiKeyServiceServer},
     peer_limit::PeerLimitLayer,
+    revocation::ChangeFeed,
     rpc_trace::RpcTraceLayer,
     service::ApiKeyApi,
     store::{Store, StoreConfig},
@@ -50,6 +51,7 @@ pub struct Application {
     store: Store,
     keys: Arc<Keys>,
     authenticator: Arc<LocalAuthenticator>,
+    feed: Arc<ChangeFeed>,
     config: ServerConfig,
     tls: Option<ServerTlsConfig>,
     metrics: Arc<Metrics>,
@@ -200,11 +202,14 @@ pub async fn open_store(config: &ServerConfig) -> Result<Store, StartupError> {
     Ok(store)
 }
 
-/// The key lifecycle and authenticator over `store`, as configured.
+/// The key lifecycle, the authenticator and the change feed over `store`, as configured.
 ///
 /// # Errors
-/// Invalid argon2 parameters or catalog file.
-pub fn components(config: &ServerConfig, store: Store) -> Result<(Arc<Keys>, Arc<LocalAuthenticator>), StartupError> {
+/// Invalid argon2 parameters or catalog file; an unreadable change log.
+pub async fn components(
+    config: &ServerConfig,
+    store: Store,
+) -> Result<(Arc<Keys>, Arc<LocalAuthenticator>, Arc<ChangeFeed>), StartupError> {
     let catalog = match &config.permissions_file {
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
@@ -214,8 +219,10 @@ pub fn components(config: &ServerConfig, store: Store) -> Result<(Arc<Keys>, Arc
     let failures = Arc::new(FailureLog::default());
     let authenticator =
         Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone()));
-    let keys = Arc::new(Keys::new(store, hasher, cache, failures, Arc::new(catalog)));
-    Ok((keys, authenticator))
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let feed = ChangeFeed::start(store.clone(), cache.clone(), changed.clone(), config.feed()).await?;
+    let keys = Arc::new(Keys::new(store, hasher, cache, failures, Arc::new(catalog), changed));
+    Ok((keys, authenticator, feed))
 }
 
 impl Application {
@@ -227,7 +234,7 @@ impl Application {
         config.validate()?;
         let tls = tls_config(&config)?;
         let store = open_store(&config).await?;
-        let (keys, authenticator) = components(&config, store.clone())?;
+        let (keys, authenticator, feed) = components(&config, store.clone()).await?;
         if !store.has_orgs().await? {
             bootstrap(&keys, &config.bootstrap_org, &config.bootstrap_token_path()).await?;
         }
@@ -246,8 +253,8 @@ impl Application {
             }
             None => None,
         };
-        let metrics = Arc::new(Metrics::new(authenticator.clone(), store.clone()));
-        Ok(Self { listener, local_addr, store, keys, authenticator, config, tls, metrics, metrics_listener })
+        let metrics = Arc::new(Metrics::new(authenticator.clone(), store.clone(), feed.clone()));
+        Ok(Self { listener, local_addr, store, keys, authenticator, feed, config, tls, metrics, metrics_listener })
     }
 
     /// The address of the metrics listener actually bound, if metrics are on.
@@ -275,6 +282,11 @@ impl Application {
         &self.authenticator
     }
 
+    /// The change feed (tests and benchmarks read its counters).
+    pub fn feed(&self) -> &Arc<ChangeFeed> {
+        &self.feed
+    }
+
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting, and gives
     /// in-flight RPCs the configured grace period.
     ///
@@ -294,6 +306,7 @@ impl Application {
         let api = ApiKeyServiceServer::new(ApiKeyApi::new(
             self.keys.clone(),
             self.authenticator.clone(),
+            self.feed.clone(),
             self.metrics.clone(),
         ))
         .max_decoding_message_size(limits.max_request_bytes);
@@ -301,11 +314,12 @@ impl Application {
 
         let draining = Arc::new(tokio::sync::Notify::new());
         let signal = {
-            let draining = draining.clone();
+            let (draining, feed) = (draining.clone(), self.feed.clone());
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight RPCs");
                 stopping.store(true, Ordering::Release);
+                feed.close();
                 set_health(&reporter, false).await;
                 draining.notify_one();
             }
@@ -332,6 +346,7 @@ impl Application {
                 }
             }))
         };
+        let feed_task = AbortOnDrop(tokio::spawn(self.feed.clone().run(self.config.database_url())));
         tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(), "apikeys listening");
         let secs = Duration::from_secs;
         let mut builder = Server::builder()
@@ -372,21 +387,13 @@ impl Application {
         }
         drop(metrics_task);
         drop(flusher);
+        drop(feed_task);
         // What is pending survives a graceful restart.
         if let Err(error) = self.keys.flush_failures().await {
             tracing::warn!(%error, "could not write failed-authentication counts at shutdown");
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

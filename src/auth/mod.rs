@@ -16,6 +16,7 @@ pub mod layer;
 #[cfg(feature = "server")]
 pub mod local;
 pub mod remote;
+pub mod watch;
 
 pub use credential::{Credential, MalformedCredential, Secret};
 pub use layer::{AccessPolicy, AuthLayer};

@@ -2,11 +2,12 @@
 //! over a tonic channel, with a deadline (default 2 s, as both `grpc-timeout` and a local timer), and
 //! caches successes locally.
 //!
-//! - **Revocation.** The cache TTL (default 30 s, [`DEFAULT_CACHE_TTL`]) is the longest a deleted key,
-//!   or the old secret of a regenerated key, can still pass at this consumer after apikeys stopped
-//!   accepting it. apikeys drops its own cache entries of a changed key at once, so with one apikeys
-//!   instance the consumer TTL is the whole bound; with several apikeys replicas, add apikeys' own
-//!   cache TTL (`--auth-cache-ttl-secs`) for the other replicas. A zero TTL disables the cache.
+//! - **Revocation.** By default the authenticator follows apikeys' `WatchKeyChanges` stream
+//!   ([`super::watch`]) and drops a changed key's entries as soon as the change commits (within about
+//!   a second, on every replica). For [`QUARANTINE`] after a change it does not cache that key's
+//!   results, in case the replica that answers has not heard of the change yet. While the stream is
+//!   down, the cache TTL (default 30 s, [`DEFAULT_CACHE_TTL`]) is the bound: the longest a revoked
+//!   credential can still pass here. A zero TTL disables the cache.
 //! - **Cache.** Bounded (default 10 000 entries), keyed by HMAC-SHA256 under a process-random key of
 //!   key id ‖ secret, never the secret itself. Failures are never cached.
 //! - **Single flight.** Concurrent misses for the same credential share one upstream call; a cancelled
@@ -18,16 +19,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use super::{
     Authenticator, Credential, Principal,
     cache::{CacheKey, Verified, VerifiedCache},
     flight::SingleFlight,
+    watch::{AbortOnDrop, WatchStats},
 };
 use crate::{
     error::{Error, Result},
     pb::{AuthenticateRequest, api_key_service_client::ApiKeyServiceClient},
+    replicas::RetryUnsent,
 };
 
 /// Default local cache TTL: the longest a revoked key can still pass at a consumer.
@@ -36,14 +39,18 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default number of cached credentials.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// How long after a change of a key its results are not cached.
+pub const QUARANTINE: Duration = Duration::from_secs(2);
 
 /// Authenticates against a remote apikeys server; see the module docs.
 #[derive(Debug)]
 pub struct RemoteAuthenticator {
-    client: ApiKeyServiceClient<Channel>,
+    client: ApiKeyServiceClient<RetryUnsent>,
     timeout: Duration,
-    cache: VerifiedCache,
+    cache: Arc<VerifiedCache>,
     flights: SingleFlight<CacheKey, Verified>,
+    watch: Arc<WatchStats>,
+    _watcher: Option<AbortOnDrop>,
 }
 
 /// Settings of a [`RemoteAuthenticator`].
@@ -55,32 +62,61 @@ pub struct RemoteConfig {
     pub cache_ttl: Duration,
     /// How many credentials are cached at most.
     pub cache_capacity: usize,
+    /// Whether to follow apikeys' change stream (revocation within about a second instead of the
+    /// TTL).
+    pub watch: bool,
 }
 
 impl Default for RemoteConfig {
     fn default() -> Self {
-        Self { timeout: DEFAULT_TIMEOUT, cache_ttl: DEFAULT_CACHE_TTL, cache_capacity: DEFAULT_CACHE_CAPACITY }
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            watch: true,
+        }
     }
 }
 
 impl RemoteAuthenticator {
-    /// An authenticator calling apikeys over `channel` (e.g. `Endpoint::from_static(..).connect_lazy()`,
-    /// so a consumer can start while apikeys is down).
+    /// An authenticator calling apikeys over `channel`: one endpoint
+    /// (`Endpoint::from_static(..).connect_lazy()`, so a consumer can start while apikeys is down),
+    /// or the channel of a [`crate::replicas::Replicas`] set. With `config.watch` and a cache, it follows
+    /// the change stream on a task of its own (called inside a Tokio runtime), stopped when the
+    /// authenticator is dropped.
     ///
     /// # Errors
     /// A cache TTL longer than a day, or a failing OS random source (startup).
-    pub fn new(channel: Channel, config: RemoteConfig) -> Result<Self, super::cache::CacheError> {
-        Ok(Self {
-            client: ApiKeyServiceClient::new(channel),
-            timeout: config.timeout,
-            cache: VerifiedCache::new(config.cache_ttl, config.cache_capacity)?,
-            flights: SingleFlight::default(),
-        })
+    pub fn new(channel: impl Into<RetryUnsent>, config: RemoteConfig) -> Result<Self, super::cache::CacheError> {
+        let client = ApiKeyServiceClient::new(channel.into());
+        let cache = Arc::new(VerifiedCache::new(config.cache_ttl, config.cache_capacity)?.with_quarantine(QUARANTINE));
+        let watch = Arc::new(WatchStats::default());
+        let caching = !config.cache_ttl.is_zero() && config.cache_capacity > 0;
+        let watcher = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if config.watch && caching => {
+                let task = super::watch::follow(client.clone(), Arc::downgrade(&cache), watch.clone());
+                Some(AbortOnDrop(runtime.spawn(task)))
+            }
+            Err(_) if config.watch && caching => {
+                tracing::warn!(
+                    "no Tokio runtime: not following apikeys key changes; revocation waits for the cache TTL"
+                );
+                None
+            }
+            _ => None,
+        };
+        Ok(Self { client, timeout: config.timeout, cache, flights: SingleFlight::default(), watch, _watcher: watcher })
     }
 
     /// The local cache (exposed for metrics and tests).
     pub fn cache(&self) -> &VerifiedCache {
         &self.cache
+    }
+
+    /// The change stream's state and counters (for metrics: `connected` false means revocation
+    /// waits for the TTL).
+    pub fn watch_stats(&self) -> &WatchStats {
+        &self.watch
     }
 
     async fn call_upstream(&self, credential: &Credential) -> Result<Arc<Principal>> {
@@ -113,10 +149,6 @@ fn upstream_error(status: tonic::Status) -> Error {
     }
 }
 
-/// One waiter's handle on a shared upstream call. Dropping it (the call finished, or the request was
-/// cancelled) removes the shared call from the table once nobody else waits on it or it has finished,
-/// so cancelled requests cannot leave entries behind. Every clone and drop of the `Arc` happens under
-/// the table's lock, so its strong count is exact there.
 impl Authenticator for RemoteAuthenticator {
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
         self.cache.get_or_verify(&self.flights, &credential, || self.call_upstream(&credential)).await

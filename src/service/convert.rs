@@ -16,6 +16,7 @@ use crate::{
     error::{Error, Result},
     keys::{CreateKey, KeyPatch, Precondition},
     pb,
+    revocation::Cursor,
     store::ListQuery,
 };
 
@@ -39,6 +40,14 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
         },
         permissions: principal.permissions.clone(),
     })
+}
+
+/// The cursor of a WatchKeyChanges request; `None` when empty (start from now).
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `cursor`.
+pub fn cursor(raw: &str) -> Result<Option<Cursor>> {
+    (!raw.is_empty()).then(|| raw.parse()).transpose()
 }
 
 /// A key ID from `field`.

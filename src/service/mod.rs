@@ -5,30 +5,50 @@
 
 pub mod convert;
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{authorize, local::LocalAuthenticator},
+    auth::{authorize, cache::key_digest, local::LocalAuthenticator},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
+    revocation::{ChangeFeed, Update},
 };
+
+/// The message stream of WatchKeyChanges.
+pub type ChangeStream = Pin<Box<dyn futures_util::Stream<Item = Result<pb::WatchKeyChangesResponse, Status>> + Send>>;
 
 /// The gRPC service implementation.
 #[derive(Debug, Clone)]
 pub struct ApiKeyApi {
     keys: Arc<Keys>,
     authenticator: Arc<LocalAuthenticator>,
+    feed: Arc<ChangeFeed>,
     metrics: Arc<Metrics>,
 }
 
 impl ApiKeyApi {
-    /// The service over the key lifecycle and the in-process authenticator, counting Authenticate
-    /// outcomes in `metrics`.
-    pub fn new(keys: Arc<Keys>, authenticator: Arc<LocalAuthenticator>, metrics: Arc<Metrics>) -> Self {
-        Self { keys, authenticator, metrics }
+    /// The service over the key lifecycle, the in-process authenticator and the change feed,
+    /// counting Authenticate outcomes in `metrics`.
+    pub fn new(
+        keys: Arc<Keys>,
+        authenticator: Arc<LocalAuthenticator>,
+        feed: Arc<ChangeFeed>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { keys, authenticator, feed, metrics }
+    }
+}
+
+impl From<Update> for pb::WatchKeyChangesResponse {
+    fn from(update: Update) -> Self {
+        Self {
+            cursor: update.cursor.to_string(),
+            key_digests: update.changes.iter().map(|c| key_digest(c.key_id.0).to_vec()).collect(),
+            reset: update.reset,
+        }
     }
 }
 
@@ -141,6 +161,22 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         let caller = convert::caller(&request)?;
         let policy = self.keys.set_org_policy(&caller, convert::org_policy(request.into_inner())?).await?;
         Ok(Response::new(pb::UpdateOrgPolicyResponse { policy: Some(policy.into()) }))
+    }
+
+    type WatchKeyChangesStream = ChangeStream;
+
+    async fn watch_key_changes(
+        &self,
+        request: Request<pb::WatchKeyChangesRequest>,
+    ) -> Result<Response<Self::WatchKeyChangesStream>, Status> {
+        let watch = self.feed.watch(convert::cursor(&request.get_ref().cursor)?).await?;
+        // Ends when the client goes away (the stream, and with it the watcher's place, is dropped)
+        // or when the server shuts down.
+        let stream = futures_util::stream::unfold(watch, |mut watch| async move {
+            let update = watch.next().await?;
+            Some((Ok(update.into()), watch))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_permissions(

@@ -1,0 +1,387 @@
+//! Revocation across replicas and to consumers.
+//!
+//! Every change of a key is appended to the change log in the transaction that makes it
+//! ([`Store::mutate`](crate::store::Store::mutate)); on PostgreSQL the same transaction announces the
+//! key on [`CHANGE_CHANNEL`] (delivered at commit, so a rolled-back change announces nothing).
+//! [`ChangeFeed`] follows the log: it reads what is new whenever it is woken (a notification, a change
+//! made by this replica) and at least every `change_poll_ms`, drops the changed keys' entries from
+//! this replica's verification cache, and hands each batch to the `WatchKeyChanges` streams.
+//!
+//! On PostgreSQL a dedicated connection (not from the pool, so not through a transaction pooler)
+//! LISTENs. Its notifications drop the key's cache entries at once, before the log is even read.
+//! Whenever that connection is (re)established the whole cache is dropped, since notifications may
+//! have been missed; while it is down, cached verifications are trusted for at most
+//! `degraded_cache_ttl_ms`.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{Notify, broadcast};
+use uuid::Uuid;
+
+use crate::{
+    auth::{cache::VerifiedCache, watch::AbortOnDrop},
+    error::{Error, Result},
+    store::{CHANGE_CHANNEL, KeyChange, Store},
+};
+
+/// The `application_name` of the listening connection (operators find it in `pg_stat_activity`).
+pub const LISTENER_APPLICATION_NAME: &str = "apikeys-change-listener";
+
+/// Changes read from the log per query.
+const BATCH: u64 = 1000;
+
+/// Settings of a [`ChangeFeed`].
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// Longest time between two reads of the log, notifications or not.
+    pub poll: Duration,
+    /// How long cached verifications are trusted while the listener is down.
+    pub degraded_cache_ttl: Duration,
+    /// How long changes stay in the log for reconnecting watchers.
+    pub retention: Duration,
+    /// Most `WatchKeyChanges` streams at once.
+    pub max_watchers: usize,
+    /// Interval of the empty messages that tell a watcher its stream is alive.
+    pub heartbeat: Duration,
+}
+
+/// A position in the change log as a watcher holds it: the log's instance and a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The log's instance (one per database).
+    pub instance: Uuid,
+    /// The last change seen.
+    pub seq: i64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.instance.simple(), self.seq)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || Error::invalid("cursor", "not a cursor returned by WatchKeyChanges");
+        let (instance, seq) = text.split_once('.').ok_or_else(bad)?;
+        Ok(Self {
+            instance: Uuid::try_parse(instance).map_err(|_| bad())?,
+            seq: seq.parse().ok().filter(|seq| *seq >= 0).ok_or_else(bad)?,
+        })
+    }
+}
+
+/// What a watcher receives: the changes after its cursor, or the news that it must start over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The position after this update.
+    pub cursor: Cursor,
+    /// The keys that changed, in log order.
+    pub changes: Vec<KeyChange>,
+    /// Changes may have been missed: drop everything cached.
+    pub reset: bool,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Changes read from the log.
+    pub changes: AtomicU64,
+    /// Times the listener connection was (re)established.
+    pub listener_connects: AtomicU64,
+    /// Whether the listener is connected (always true without PostgreSQL: nothing to listen to).
+    pub listener_up: AtomicBool,
+    /// Open `WatchKeyChanges` streams.
+    pub watchers: AtomicUsize,
+}
+
+/// Follows the change log; see the module docs.
+#[derive(Debug)]
+pub struct ChangeFeed {
+    store: Store,
+    cache: Arc<VerifiedCache>,
+    config: FeedConfig,
+    wake: Arc<Notify>,
+    position: Mutex<Cursor>,
+    sender: broadcast::Sender<Arc<Vec<KeyChange>>>,
+    closing: tokio::sync::watch::Sender<bool>,
+    stats: FeedStats,
+    reconnect_pause_ms: AtomicU64,
+}
+
+impl ChangeFeed {
+    /// A feed over `store` that starts at the end of the log (everything before is already
+    /// reflected in the empty cache), reading the log whenever `wake` is notified (this replica
+    /// committed a change).
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL (startup).
+    pub async fn start(
+        store: Store,
+        cache: Arc<VerifiedCache>,
+        wake: Arc<Notify>,
+        config: FeedConfig,
+    ) -> Result<Arc<Self>> {
+        let log = store.change_log().await?;
+        let postgres = store.backend() == sea_orm::DatabaseBackend::Postgres;
+        if postgres {
+            // Until the listener is up, changes made by other replicas may go unnoticed for a poll.
+            cache.set_trust_limit(Some(config.degraded_cache_ttl));
+        }
+        let stats = FeedStats::default();
+        stats.listener_up.store(!postgres, Ordering::Relaxed);
+        Ok(Arc::new(Self {
+            store,
+            cache,
+            wake,
+            position: Mutex::new(Cursor { instance: log.instance, seq: log.head }),
+            sender: broadcast::channel(1024).0,
+            closing: tokio::sync::watch::Sender::new(false),
+            stats,
+            reconnect_pause_ms: AtomicU64::new(0),
+            config,
+        }))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &FeedStats {
+        &self.stats
+    }
+
+    /// Ends every watcher's stream (the server is shutting down; consumers reconnect elsewhere).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn position(&self) -> Cursor {
+        *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Follows the log until the task is dropped; on PostgreSQL also runs the listener.
+    pub async fn run(self: Arc<Self>, database_url: String) {
+        let _listener = (self.store.backend() == sea_orm::DatabaseBackend::Postgres)
+            .then(|| AbortOnDrop(tokio::spawn(self.clone().listen(database_url))));
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            if let Err(error) = self.catch_up().await {
+                tracing::warn!(%error, "could not read the change log; will retry");
+            }
+            if last_prune.elapsed() >= self.config.retention.min(Duration::from_secs(60)) {
+                last_prune = tokio::time::Instant::now();
+                let horizon = chrono::Utc::now()
+                    - chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::MAX);
+                if let Err(error) = self.store.prune_changes(horizon).await {
+                    tracing::warn!(%error, "could not prune the change log");
+                }
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+    }
+
+    /// Reads what is new in the log, drops those keys' cache entries and tells the watchers.
+    async fn catch_up(&self) -> Result<()> {
+        loop {
+            let after = self.position().seq;
+            let changes = self.store.changes_after(after, BATCH).await?;
+            let Some(last) = changes.last() else { return Ok(()) };
+            for change in &changes {
+                self.cache.invalidate(change.key_id.0);
+            }
+            self.stats.changes.fetch_add(changes.len() as u64, Ordering::Relaxed);
+            self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner).seq = last.seq;
+            // No receivers is fine: nobody watches.
+            let _ = self.sender.send(Arc::new(changes));
+        }
+    }
+
+    /// Keeps a LISTEN connection to PostgreSQL, reconnecting with backoff.
+    async fn listen(self: Arc<Self>, database_url: String) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.listen_once(&database_url).await {
+                Ok(()) => {
+                    tracing::warn!("change listener lost its connection; reconnecting");
+                    backoff = Duration::from_millis(100);
+                }
+                Err(error) => tracing::warn!(%error, "change listener failed; reconnecting"),
+            }
+            self.stats.listener_up.store(false, Ordering::Relaxed);
+            self.cache.set_trust_limit(Some(self.config.degraded_cache_ttl));
+            let pause = Duration::from_millis(self.reconnect_pause_ms.load(Ordering::Relaxed));
+            tokio::time::sleep(backoff + pause).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Makes the listener wait `pause` longer before it reconnects. Only for tests that change keys
+    /// while it is down; never set in production.
+    #[doc(hidden)]
+    pub fn pause_listener_reconnect_for_tests(&self, pause: Duration) {
+        let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        self.reconnect_pause_ms.store(millis, Ordering::Relaxed);
+    }
+
+    /// One life of the listener connection: connect, LISTEN, flush the cache, then follow
+    /// notifications until the connection is lost (`Ok`) or fails (`Err`).
+    async fn listen_once(&self, database_url: &str) -> Result<(), sea_orm::sqlx::Error> {
+        use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+        let options: PgConnectOptions = database_url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.application_name(LISTENER_APPLICATION_NAME))
+            .await?;
+        let mut listener = PgListener::connect_with(&pool).await?;
+        // A lost connection ends this life (the caller reconnects, and flushes then), rather than
+        // being re-established behind our back.
+        listener.eager_reconnect(false);
+        listener.listen(CHANGE_CHANNEL).await?;
+        // Notifications may have been missed while the connection was down: drop everything cached
+        // (and read the log, which names what changed). Before the first connection the feed had
+        // just read the log, so the cache holds nothing older.
+        if self.stats.listener_connects.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.cache.clear();
+        }
+        self.cache.set_trust_limit(None);
+        self.stats.listener_up.store(true, Ordering::Relaxed);
+        self.wake();
+        tracing::info!("change listener connected");
+        while let Some(notification) = listener.try_recv().await? {
+            if let Ok(key_id) = Uuid::try_parse(notification.payload()) {
+                self.cache.invalidate(key_id);
+            }
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// A watcher's stream of updates after `cursor` (`None`: from now on), as WatchKeyChanges sends
+    /// them; the first update comes at once.
+    ///
+    /// # Errors
+    /// RESOURCE_EXHAUSTED (`TOO_MANY_WATCHERS`), UNAVAILABLE or INTERNAL.
+    pub async fn watch(self: &Arc<Self>, cursor: Option<Cursor>) -> Result<Watch> {
+        let slot = WatcherSlot::take(self.clone()).ok_or(Error::TooManyWatchers)?;
+        // Subscribe before reading the log, so nothing committed in between is lost; what is read
+        // twice is skipped by position.
+        let receiver = self.sender.subscribe();
+        let log = self.store.change_log().await?;
+        let head = Cursor { instance: log.instance, seq: log.head };
+        let (start, first) = match cursor {
+            None => (head, Update { cursor: head, changes: Vec::new(), reset: false }),
+            Some(c) if c.instance != log.instance || c.seq < log.pruned_through || c.seq > log.head => {
+                (head, Update { cursor: head, changes: Vec::new(), reset: true })
+            }
+            Some(c) => {
+                let mut changes = Vec::new();
+                let mut seq = c.seq;
+                loop {
+                    let batch = self.store.changes_after(seq, BATCH).await?;
+                    let Some(last) = batch.last() else { break };
+                    seq = last.seq;
+                    changes.extend(batch);
+                }
+                let cursor = Cursor { instance: c.instance, seq };
+                (cursor, Update { cursor, changes, reset: false })
+            }
+        };
+        let closing = self.closing.subscribe();
+        Ok(Watch { feed: self.clone(), receiver, closing, position: start, first: Some(first), _slot: slot })
+    }
+}
+
+/// One watcher's updates; see [`ChangeFeed::watch`].
+#[derive(Debug)]
+pub struct Watch {
+    feed: Arc<ChangeFeed>,
+    receiver: broadcast::Receiver<Arc<Vec<KeyChange>>>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    position: Cursor,
+    first: Option<Update>,
+    _slot: WatcherSlot,
+}
+
+impl Watch {
+    /// The next update: changes, an empty heartbeat after the heartbeat interval, or a reset if this
+    /// watcher fell too far behind the feed; `None` once the server is shutting down.
+    pub async fn next(&mut self) -> Option<Update> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let heartbeat = tokio::time::sleep(self.feed.config.heartbeat);
+        tokio::pin!(heartbeat);
+        loop {
+            let received = tokio::select! {
+                received = self.receiver.recv() => received,
+                () = &mut heartbeat => return Some(Update { cursor: self.position, changes: Vec::new(), reset: false }),
+                _ = self.closing.wait_for(|closing| *closing) => return None,
+            };
+            match received {
+                Ok(batch) => {
+                    let changes: Vec<KeyChange> = batch.iter().filter(|c| c.seq > self.position.seq).copied().collect();
+                    if let Some(last) = changes.last() {
+                        self.position.seq = last.seq;
+                        return Some(Update { cursor: self.position, changes, reset: false });
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => {
+                    self.position = self.feed.position();
+                    return Some(Update { cursor: self.position, changes: Vec::new(), reset: true });
+                }
+            }
+        }
+    }
+}
+
+/// A counted place among the watchers, given back on drop.
+#[derive(Debug)]
+struct WatcherSlot(Arc<ChangeFeed>);
+
+impl WatcherSlot {
+    fn take(feed: Arc<ChangeFeed>) -> Option<Self> {
+        let max = feed.config.max_watchers;
+        feed.stats
+            .watchers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(feed))
+    }
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.stats.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_malformed_ones_name_the_field() {
+        let cursor = Cursor { instance: Uuid::new_v4(), seq: 42 };
+        assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
+        for bad in ["", "42", "x.1", &format!("{}.-1", Uuid::new_v4().simple()), &format!("{}.", Uuid::nil())] {
+            let error = bad.parse::<Cursor>().unwrap_err();
+            assert!(matches!(&error, Error::InvalidArgument(v) if v[0].field == "cursor"), "{bad:?}: {error:?}");
+        }
+    }
+}
