@@ -11,6 +11,7 @@ use apikeys::{
     config::ServerConfig,
     keys::Keys,
     pb::{self, api_key_service_client::ApiKeyServiceClient},
+    revocation::ChangeFeed,
     server::{self, Application},
     store::Store,
 };
@@ -106,6 +107,7 @@ pub struct TestApp {
     pub store: Store,
     pub authenticator: Arc<LocalAuthenticator>,
     pub keys: Arc<Keys>,
+    pub feed: Arc<ChangeFeed>,
     pub config: ServerConfig,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -134,6 +136,7 @@ impl TestApp {
         let store = app.store().clone();
         let authenticator = app.authenticator().clone();
         let keys = app.keys().clone();
+        let feed = app.feed().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run(async {
@@ -151,11 +154,19 @@ impl TestApp {
             store,
             authenticator,
             keys,
+            feed,
             config,
             shutdown: Some(tx),
             task: Some(task),
             db,
         }
+    }
+
+    /// Another replica over the same database (the same SQLite file, or the same PostgreSQL
+    /// database), listening on a port of its own. The database stays owned by `self`.
+    pub async fn replica(&self) -> TestApp {
+        let scratch = TestDb { dir: tempfile::tempdir().unwrap(), pg: None };
+        Self::start(scratch, ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..self.config.clone() }).await
     }
 
     /// Stops the server and waits for it, keeping the database.
@@ -192,7 +203,7 @@ impl TestApp {
 
     /// Creates another org with its administrator (as `apikeys bootstrap` does) and returns its token.
     pub async fn create_org(&self, name: &str) -> String {
-        let (keys, _) = server::components(&self.config, self.store.clone()).unwrap();
+        let (keys, _, _) = server::components(&self.config, self.store.clone()).await.unwrap();
         let (_, issued) = keys.create_org_admin(name, "default", |_| Ok(())).await.unwrap();
         issued.credential.token()
     }
@@ -407,7 +418,9 @@ impl Binary {
     /// Starts it with `extra` flags and waits until it listens and has bootstrapped.
     pub async fn serve(db: &TestDb, extra: &[&str]) -> Self {
         let data_dir = db.dir.path().join("data");
-        let logs = [db.dir.path().join("stdout.log"), db.dir.path().join("stderr.log")];
+        // Several servers may share one test database (replicas): each logs to files of its own.
+        let run = uuid::Uuid::new_v4().simple();
+        let logs = [db.dir.path().join(format!("stdout-{run}.log")), db.dir.path().join(format!("stderr-{run}.log"))];
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
@@ -446,6 +459,12 @@ impl Binary {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL: gone at once, like a crash.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// SIGTERM, a clean exit, and everything it printed.

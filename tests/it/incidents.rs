@@ -1,7 +1,7 @@
 //! End to end through the reference consumer: a real apikeys, the incident service of
 //! `examples/incident_service/` behind the auth layer with a `RemoteAuthenticator`, and real clients,
 //! all over loopback TCP. Covers both credential forms, wrong secrets, missing permissions, revocation
-//! bounded by the consumer cache TTL, apikeys outages, public health, the HTTP route, single-flight,
+//! bounded by the consumer cache TTL when the change stream is off, apikeys outages, public health, the HTTP route, single-flight,
 //! and the API key account rules.
 
 use std::{
@@ -34,7 +34,7 @@ use crate::{
     },
 };
 
-const ALL: &[&str] = &["create_incident", "read_all_incidents", "edit_all_incidents_fields"];
+pub const ALL: &[&str] = &["create_incident", "read_all_incidents", "edit_all_incidents_fields"];
 
 /// A running incident service verifying credentials against `apikeys`.
 pub struct Consumer {
@@ -44,9 +44,23 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// A consumer following apikeys' change stream (the default), once the stream is open.
     pub async fn spawn(apikeys: SocketAddr, cache_ttl: Duration) -> Self {
-        let channel = Channel::from_shared(format!("http://{apikeys}")).unwrap().connect_lazy();
         let config = RemoteConfig { cache_ttl, timeout: Duration::from_secs(2), ..RemoteConfig::default() };
+        let consumer = Self::spawn_with(apikeys, config).await;
+        consumer.wait_until_watching().await;
+        consumer
+    }
+
+    /// A consumer that does not follow the change stream: the cache TTL alone bounds revocation.
+    pub async fn spawn_unwatched(apikeys: SocketAddr, cache_ttl: Duration) -> Self {
+        let config =
+            RemoteConfig { cache_ttl, timeout: Duration::from_secs(2), watch: false, ..RemoteConfig::default() };
+        Self::spawn_with(apikeys, config).await
+    }
+
+    pub async fn spawn_with(apikeys: SocketAddr, config: RemoteConfig) -> Self {
+        let channel = Channel::from_shared(format!("http://{apikeys}")).unwrap().connect_lazy();
         let authenticator = Arc::new(RemoteAuthenticator::new(channel, config).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -58,21 +72,37 @@ impl Consumer {
         Self { addr, authenticator, _shutdown: tx }
     }
 
+    pub fn authenticator(&self) -> &RemoteAuthenticator {
+        &self.authenticator
+    }
+
+    /// Waits until the change stream is open.
+    pub async fn wait_until_watching(&self) {
+        let stats = self.authenticator.watch_stats();
+        for _ in 0..500 {
+            if stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the consumer did not open the change stream");
+    }
+
     async fn client(&self) -> IncidentServiceClient<Channel> {
         IncidentServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
     }
 
-    async fn create(&self, authorization: &str, request: CreateIncidentRequest) -> Result<Incident, Status> {
+    pub async fn create(&self, authorization: &str, request: CreateIncidentRequest) -> Result<Incident, Status> {
         let response = self.client().await.create_incident(authed(request, authorization)).await?;
         Ok(response.into_inner().incident.unwrap())
     }
 
-    async fn list(&self, authorization: &str) -> Result<Vec<Incident>, Status> {
+    pub async fn list(&self, authorization: &str) -> Result<Vec<Incident>, Status> {
         let response = self.client().await.list_incidents(authed(ListIncidentsRequest {}, authorization)).await?;
         Ok(response.into_inner().incidents)
     }
 
-    async fn update(&self, authorization: &str, request: UpdateIncidentRequest) -> Result<Incident, Status> {
+    pub async fn update(&self, authorization: &str, request: UpdateIncidentRequest) -> Result<Incident, Status> {
         let response = self.client().await.update_incident(authed(request, authorization)).await?;
         Ok(response.into_inner().incident.unwrap())
     }
@@ -127,7 +157,7 @@ fn dechunk(mut rest: &str) -> String {
     }
 }
 
-fn bearer(token: &str) -> String {
+pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
@@ -135,7 +165,7 @@ fn basic(token: &str) -> String {
     credential(token).basic()
 }
 
-fn titled(title: &str) -> CreateIncidentRequest {
+pub fn titled(title: &str) -> CreateIncidentRequest {
     CreateIncidentRequest { title: title.to_owned(), ..Default::default() }
 }
 
@@ -199,10 +229,10 @@ async fn missing_permission_is_named() {
 }
 
 #[tokio::test]
-async fn a_deleted_key_passes_only_until_the_consumer_cache_ttl() {
+async fn without_the_change_stream_a_deleted_key_passes_only_until_the_consumer_cache_ttl() {
     let ttl = Duration::from_millis(1000);
     let app = TestApp::spawn().await;
-    let consumer = Consumer::spawn(app.addr, ttl).await;
+    let consumer = Consumer::spawn_unwatched(app.addr, ttl).await;
     let admin = app.admin().await;
     let created = admin.create("Doomed", ALL).await.unwrap();
     let key = created.api_key.unwrap();
@@ -225,10 +255,10 @@ async fn a_deleted_key_passes_only_until_the_consumer_cache_ttl() {
 }
 
 #[tokio::test]
-async fn a_regenerated_secret_replaces_the_old_one_after_the_ttl() {
+async fn without_the_change_stream_a_regenerated_secret_replaces_the_old_one_after_the_ttl() {
     let ttl = Duration::from_millis(1000);
     let app = TestApp::spawn().await;
-    let consumer = Consumer::spawn(app.addr, ttl).await;
+    let consumer = Consumer::spawn_unwatched(app.addr, ttl).await;
     let admin = app.admin().await;
     let created = admin.create("Rotated", ALL).await.unwrap();
     let key = created.api_key.unwrap();
@@ -263,6 +293,9 @@ async fn apikeys_down_refuses_unseen_credentials_and_cached_ones_pass_until_the_
     let db = app.stop().await;
 
     assert_status(consumer.list(&bearer(&unseen)).await, Code::Unavailable, "BACKEND_UNAVAILABLE");
+    // The change stream ended with the server, and the consumer says so: the TTL is the bound now.
+    let connected = &consumer.authenticator().watch_stats().connected;
+    assert!(!connected.load(std::sync::atomic::Ordering::Relaxed), "the stream is reported down");
     let http = consumer.http_get("/v1/incidents", Some(&bearer(&unseen))).await;
     assert_eq!(http.status, 503);
     consumer.list(&bearer(&seen)).await.unwrap();
@@ -283,6 +316,7 @@ async fn apikeys_down_refuses_unseen_credentials_and_cached_ones_pass_until_the_
     }
     last.unwrap();
     consumer.list(&bearer(&seen)).await.unwrap();
+    consumer.wait_until_watching().await;
 }
 
 #[tokio::test]
@@ -372,7 +406,7 @@ async fn unowned_incidents_go_to_the_principals_default_group() {
     let app = TestApp::spawn().await;
     let consumer = Consumer::spawn(app.addr, Duration::from_secs(30)).await;
     // An org whose default group is not the bootstrap's "default", so a hard-coded group would show.
-    let (keys, _) = apikeys::server::components(&app.config, app.store.clone()).unwrap();
+    let (keys, _, _) = apikeys::server::components(&app.config, app.store.clone()).await.unwrap();
     let (_, issued) = keys.create_org_admin("acme", "acme-oncall", |_| Ok(())).await.unwrap();
     let acme_admin = app.client_as(&issued.credential.token()).await;
     let key = acme_admin.create("Creator", ALL).await.unwrap();

@@ -16,5 +16,7 @@ mod metrics;
 mod operations;
 mod python_client;
 mod readme;
+mod replicas;
+mod revocation;
 mod tls;
 mod upgrade;
