@@ -43,7 +43,8 @@ pub struct HashingConfig {
     pub iterations: u32,
     /// Lanes of one computation (argon2's `p`).
     pub parallelism: u32,
-    /// Verifications computed at once (the public lane; default: half the cores, at least 1).
+    /// Verifications computed at once (the public lane; default: half the cores, at least 1, the rest
+    /// left to the cache hits that are most of the traffic).
     pub max_concurrent: usize,
     /// Verifications allowed to wait for a slot when all are busy; beyond that RESOURCE_EXHAUSTED. 0
     /// means no waiting.
@@ -63,8 +64,6 @@ impl Default for HashingConfig {
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
-            // Half the cores: a flood of credentials that need hashing leaves the rest to the cache
-            // hits that are most of the traffic.
             max_concurrent: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             max_waiting: 64,
             admin_concurrent: 1,
