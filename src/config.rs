@@ -27,7 +27,8 @@ use crate::{
 
 /// A database URL. It may carry a password, so its `Debug` shows it redacted; [`DatabaseUrl::expose`]
 /// gives the real value to the code that connects.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, derive_more::From, derive_more::FromStr)]
+#[from(forward)]
 #[serde(transparent)]
 pub struct DatabaseUrl(String);
 
@@ -41,26 +42,6 @@ impl DatabaseUrl {
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", redact_url(&self.0))
-    }
-}
-
-impl From<String> for DatabaseUrl {
-    fn from(url: String) -> Self {
-        Self(url)
-    }
-}
-
-impl From<&str> for DatabaseUrl {
-    fn from(url: &str) -> Self {
-        Self(url.to_owned())
-    }
-}
-
-impl std::str::FromStr for DatabaseUrl {
-    type Err = std::convert::Infallible;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        Ok(url.into())
     }
 }
 
@@ -416,8 +397,7 @@ struct Layer {
 
 impl Layer {
     /// A layer holding one setting's value; a dotted key is a value inside a table.
-    fn single(name: String, key: &str, value: Value) -> Self {
-        let (mut key, mut value) = (key, value);
+    fn single(name: String, mut key: &str, mut value: Value) -> Self {
         while let Some((table, leaf)) = key.rsplit_once('.') {
             value = Value::from(Dict::from([(leaf.to_owned(), value)]));
             key = table;
@@ -499,13 +479,9 @@ pub fn load(file: Option<&Path>, flags: &[(String, String)]) -> Result<Loaded, S
 /// figment's errors, each with the key and where its value came from (a file by its full path).
 fn describe(error: &figment::Error) -> String {
     let one = |e: figment::Error| {
-        let source = e.metadata.as_ref().map(source_name);
-        match (e.path.join("."), source) {
-            (key, Some(source)) if !key.is_empty() => format!("{source}: {key}: {}", e.kind),
-            (key, None) if !key.is_empty() => format!("{key}: {}", e.kind),
-            (_, Some(source)) => format!("{source}: {}", e.kind),
-            _ => e.kind.to_string(),
-        }
+        let key = Some(e.path.join(".")).filter(|key| !key.is_empty());
+        let parts = [e.metadata.as_ref().map(source_name), key, Some(e.kind.to_string())];
+        parts.into_iter().flatten().collect::<Vec<_>>().join(": ")
     };
     error.clone().into_iter().map(one).collect::<Vec<_>>().join("; ")
 }

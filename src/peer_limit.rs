@@ -6,7 +6,6 @@
 
 use std::{
     net::IpAddr,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -17,7 +16,7 @@ use tonic::{
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 
-use crate::{error::Error, quota::Quota};
+use crate::{error::Error, quota::Quota, rpc_trace::BoxFuture};
 
 /// The client address of a request served by tonic, over TCP or TLS.
 fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
@@ -31,15 +30,13 @@ fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
 /// Tower layer capping the calls in flight per client address; see the module docs.
 #[derive(Debug, Clone)]
 pub struct PeerLimitLayer {
-    in_flight: Arc<Quota<IpAddr>>,
-    capped: bool,
+    in_flight: Option<Arc<Quota<IpAddr>>>,
 }
 
 impl PeerLimitLayer {
     /// At most `max` calls in flight per client address; 0 means no cap.
     pub fn new(max: usize) -> Self {
-        // 0 means no cap: no slot is ever taken then.
-        Self { in_flight: Quota::new(max), capped: max > 0 }
+        Self { in_flight: (max > 0).then(|| Quota::new(max)) }
     }
 }
 
@@ -47,7 +44,7 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
     type Service = PeerLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PeerLimit { inner, in_flight: self.in_flight.clone(), capped: self.capped }
+        PeerLimit { inner, in_flight: self.in_flight.clone() }
     }
 }
 
@@ -55,11 +52,8 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
 #[derive(Debug, Clone)]
 pub struct PeerLimit<S> {
     inner: S,
-    in_flight: Arc<Quota<IpAddr>>,
-    capped: bool,
+    in_flight: Option<Arc<Quota<IpAddr>>>,
 }
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for PeerLimit<S>
 where
@@ -77,11 +71,10 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let address = if self.capped { peer(&request) } else { None };
-        let slot = match address {
-            Some(ip) => match self.in_flight.take(ip) {
-                Some(slot) => Some(slot),
+        let slot = match self.in_flight.as_ref().zip(peer(&request)) {
+            Some((in_flight, ip)) => match in_flight.take(ip) {
                 None => return Box::pin(std::future::ready(Ok(Status::from(Error::PeerBusy).into_http()))),
+                slot => slot,
             },
             // No cap, or not over TCP: nothing to count.
             None => None,

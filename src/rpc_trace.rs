@@ -49,7 +49,7 @@ pub struct RpcTrace<S> {
     metrics: Arc<Metrics>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 /// What is known when an RPC ends: reported once, by whichever comes first of a trailers-only
 /// response, the trailers, a body error, or the body being dropped unfinished.
@@ -63,13 +63,13 @@ struct Finish {
 impl Finish {
     fn done(self, code: Code) {
         let latency = self.started.elapsed();
+        let latency_ms = latency.as_secs_f64() * 1000.0;
         let code_text = code_name(code);
         self.span.record("code", code_text);
-        self.span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+        self.span.record("latency_ms", latency_ms);
         // One line per RPC costs a third of the throughput at INFO: successes and client errors
         // (a flood of bad credentials included) log at DEBUG, failures of the server at WARN.
         // Mutations log their own INFO line where they happen.
-        let latency_ms = latency.as_secs_f64() * 1000.0;
         self.span.in_scope(|| match code {
             Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
                 tracing::warn!(method = self.method, code = code_text, latency_ms, "rpc finished");
@@ -115,9 +115,8 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
         let frame = std::task::ready!(this.inner.poll_frame(cx));
         let code = match &frame {
             Some(Ok(frame)) => frame.trailers_ref().map(|trailers| status_code(trailers).unwrap_or(Code::Ok)),
-            Some(Err(_)) => Some(Code::Unknown),
-            // Ended without trailers: a gRPC response always has them, so something broke.
-            None => Some(Code::Unknown),
+            // A stream error, or the end without trailers: a gRPC response always has them.
+            Some(Err(_)) | None => Some(Code::Unknown),
         };
         if let Some(code) = code
             && let Some(finish) = this.finish.take()

@@ -30,12 +30,11 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         Err(_) => filter,
     };
     let registry = tracing_subscriber::registry().with(filter);
+    let layer = fmt::layer().with_writer(std::io::stderr);
     let result = match format {
         // Colour only on a terminal: files, journald and `docker logs` get plain text.
-        LogFormat::Text => registry
-            .with(fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => registry.with(layer.with_ansi(std::io::stderr().is_terminal())).try_init(),
+        LogFormat::Json => registry.with(layer.json()).try_init(),
     };
     // A subscriber already installed (tests, embedding) is fine.
     drop(result);

@@ -94,19 +94,13 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A key ID with its secret: what a caller presents.
-#[derive(Clone, PartialEq, Eq)]
+/// A key ID with its secret: what a caller presents. Its `Debug` shows the secret redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     /// The key ID.
     pub key_id: Uuid,
     /// The secret.
     pub secret: Secret,
-}
-
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential").field("key_id", &self.key_id).field("secret", &self.secret).finish()
-    }
 }
 
 impl Credential {

@@ -43,7 +43,8 @@ pub struct HashingConfig {
     pub iterations: u32,
     /// Lanes of one computation (argon2's `p`).
     pub parallelism: u32,
-    /// Verifications computed at once (the public lane; default: half the cores, at least 1).
+    /// Verifications computed at once (the public lane; default: half the cores, at least 1, the rest
+    /// left to the cache hits that are most of the traffic).
     pub max_concurrent: usize,
     /// Verifications allowed to wait for a slot when all are busy; beyond that RESOURCE_EXHAUSTED. 0
     /// means no waiting.
@@ -63,8 +64,6 @@ impl Default for HashingConfig {
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
-            // Half the cores: a flood of credentials that need hashing leaves the rest to the cache
-            // hits that are most of the traffic.
             max_concurrent: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             max_waiting: 64,
             admin_concurrent: 1,
@@ -84,13 +83,6 @@ impl Lane {
     fn new(concurrent: usize, max_waiting: usize) -> Self {
         Self { slots: Arc::new(Semaphore::new(concurrent.max(1))), waiting: AtomicUsize::new(0), max_waiting }
     }
-}
-
-/// Which lane a computation runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LaneId {
-    Verify,
-    Issue,
 }
 
 /// Hashes and verifies secrets; see the module docs.
@@ -144,13 +136,9 @@ impl Hasher {
 
     async fn run<T: Send + 'static>(
         &self,
-        lane: LaneId,
+        lane: &Lane,
         job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T> {
-        let lane = match lane {
-            LaneId::Verify => &self.verify,
-            LaneId::Issue => &self.issue,
-        };
         // A free slot is taken at once; only when every slot is busy does the request queue, and
         // only while the queue has room (a queue of 0 means: never wait).
         let permit = match lane.slots.clone().try_acquire_owned() {
@@ -194,7 +182,7 @@ impl Hasher {
     /// # Errors
     /// RESOURCE_EXHAUSTED when the admin lane's queue is full; INTERNAL if argon2 fails.
     pub async fn hash(&self, secret: &Secret) -> Result<SecretHash> {
-        self.hash_in(LaneId::Issue, secret).await
+        self.hash_in(&self.issue, secret).await
     }
 
     /// Like [`Hasher::hash`], in the verification lane: for rehashing a secret that just verified.
@@ -202,10 +190,10 @@ impl Hasher {
     /// # Errors
     /// RESOURCE_EXHAUSTED when the verification lane's queue is full; INTERNAL if argon2 fails.
     pub async fn rehash(&self, secret: &Secret) -> Result<SecretHash> {
-        self.hash_in(LaneId::Verify, secret).await
+        self.hash_in(&self.verify, secret).await
     }
 
-    async fn hash_in(&self, lane: LaneId, secret: &Secret) -> Result<SecretHash> {
+    async fn hash_in(&self, lane: &Lane, secret: &Secret) -> Result<SecretHash> {
         let secret = secret.clone();
         self.run(lane, move |argon2| argon2.hash_password(secret.expose_bytes()).map(|h| SecretHash(h.to_string())))
             .await?
@@ -219,8 +207,7 @@ impl Hasher {
     /// RESOURCE_EXHAUSTED when the verification lane's queue is full.
     pub async fn verify(&self, secret: &Secret, hash: &SecretHash) -> Result<bool> {
         let (secret, hash) = (secret.clone(), hash.0.clone());
-        self.run(LaneId::Verify, move |argon2| argon2.verify_password(secret.expose_bytes(), hash.as_str()).is_ok())
-            .await
+        self.run(&self.verify, move |argon2| argon2.verify_password(secret.expose_bytes(), hash.as_str()).is_ok()).await
     }
 
     /// Whether `hash` was made with the configured parameters (else it should be rehashed once its

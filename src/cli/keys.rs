@@ -209,8 +209,13 @@ struct Admin {
 }
 
 impl Admin {
+    /// `message` as a request carrying the admin token.
+    fn authed<T>(&self, message: T) -> tonic::Request<T> {
+        authed(message, &self.authorization)
+    }
+
     async fn get(&mut self, id: &str) -> Result<pb::ApiKey, StartupError> {
-        let request = authed(pb::GetApiKeyRequest { id: id.to_owned() }, &self.authorization);
+        let request = self.authed(pb::GetApiKeyRequest { id: id.to_owned() });
         let response = self.client.get_api_key(request).await.map_err(failed)?.into_inner();
         response.api_key.ok_or_else(|| "the server answered without the key".into())
     }
@@ -227,11 +232,9 @@ impl Admin {
             OutputFormat::Table => {
                 println!("{heading}");
                 let mut rows = output::key_fields(key);
-                rows.push(("Secret", secret.to_owned()));
-                rows.push(("Token", token.to_owned()));
+                rows.extend([("Secret", secret.to_owned()), ("Token", token.to_owned())]);
                 print!("{}", output::fields(&rows));
-                println!();
-                println!("{SHOWN_ONCE}");
+                println!("\n{SHOWN_ONCE}");
             }
             OutputFormat::Json => {
                 output::print_json(&json!({ "api_key": output::key_json(key), "secret": secret, "token": token }));
@@ -251,8 +254,7 @@ impl Admin {
             permissions,
             app_id: args.app,
         };
-        let response = self.client.create_api_key(authed(request, &self.authorization)).await.map_err(failed)?;
-        let response = response.into_inner();
+        let response = self.client.create_api_key(self.authed(request)).await.map_err(failed)?.into_inner();
         let key = response.api_key.unwrap_or_default();
         self.print_issued(&format!("Created API key {:?}.", key.display_name), &key, &response.secret, &response.token);
         Ok(())
@@ -269,12 +271,7 @@ impl Admin {
         };
         let mut keys = Vec::new();
         let next_page_token = loop {
-            let page = self
-                .client
-                .list_api_keys(authed(request.clone(), &self.authorization))
-                .await
-                .map_err(failed)?
-                .into_inner();
+            let page = self.client.list_api_keys(self.authed(request.clone())).await.map_err(failed)?.into_inner();
             keys.extend(page.api_keys);
             if one_page || page.next_page_token.is_empty() {
                 break page.next_page_token;
@@ -331,8 +328,8 @@ impl Admin {
             etag: args.etag.unwrap_or(current.etag),
             acknowledge_app_impact: args.acknowledge_app_impact,
         };
-        let response = self.client.update_api_key(authed(request, &self.authorization)).await.map_err(failed)?;
-        self.print_key(&response.into_inner().api_key.unwrap_or_default());
+        let response = self.client.update_api_key(self.authed(request)).await.map_err(failed)?.into_inner();
+        self.print_key(&response.api_key.unwrap_or_default());
         Ok(())
     }
 
@@ -342,9 +339,7 @@ impl Admin {
             etag: args.etag.unwrap_or_default(),
             acknowledge_app_impact: args.acknowledge_app_impact,
         };
-        let response =
-            self.client.regenerate_api_key_secret(authed(request, &self.authorization)).await.map_err(failed)?;
-        let response = response.into_inner();
+        let response = self.client.regenerate_api_key_secret(self.authed(request)).await.map_err(failed)?.into_inner();
         let key = response.api_key.unwrap_or_default();
         self.print_issued(
             &format!("New secret for API key {:?}; the old one no longer works.", key.display_name),
@@ -359,15 +354,10 @@ impl Admin {
         let policy = match args.lockout_threshold {
             Some(lockout_threshold) => {
                 let request = pb::UpdateOrgPolicyRequest { policy: Some(pb::OrgPolicy { lockout_threshold }) };
-                self.client
-                    .update_org_policy(authed(request, &self.authorization))
-                    .await
-                    .map_err(failed)?
-                    .into_inner()
-                    .policy
+                self.client.update_org_policy(self.authed(request)).await.map_err(failed)?.into_inner().policy
             }
             None => {
-                let request = authed(pb::GetOrgPolicyRequest {}, &self.authorization);
+                let request = self.authed(pb::GetOrgPolicyRequest {});
                 self.client.get_org_policy(request).await.map_err(failed)?.into_inner().policy
             }
         }
@@ -387,7 +377,7 @@ impl Admin {
             etag: args.etag.unwrap_or_default(),
             acknowledge_app_impact: args.acknowledge_app_impact,
         };
-        self.client.delete_api_key(authed(request, &self.authorization)).await.map_err(failed)?;
+        self.client.delete_api_key(self.authed(request)).await.map_err(failed)?;
         match self.output {
             OutputFormat::Table => println!("Deleted API key {}.", args.id),
             OutputFormat::Json => output::print_json(&json!({ "deleted": args.id })),
@@ -417,8 +407,8 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
         KeyAction::Delete(args) => admin.delete(args).await,
         KeyAction::Unlock(args) => {
             let request = pb::UnlockApiKeyRequest { id: args.id, etag: args.etag.unwrap_or_default() };
-            let response = admin.client.unlock_api_key(authed(request, &admin.authorization)).await.map_err(failed)?;
-            admin.print_key(&response.into_inner().api_key.unwrap_or_default());
+            let response = admin.client.unlock_api_key(admin.authed(request)).await.map_err(failed)?.into_inner();
+            admin.print_key(&response.api_key.unwrap_or_default());
             Ok(())
         }
         KeyAction::Policy(args) => admin.policy(args).await,

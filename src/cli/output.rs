@@ -75,12 +75,12 @@ pub fn key_json(key: &pb::ApiKey) -> Value {
 
 /// Rows of `label  value`, labels padded to one width.
 pub fn fields(rows: &[(&str, String)]) -> String {
-    let width = rows.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
-    rows.iter().map(|(label, value)| format!("{label:<width$}  {value}").trim_end().to_owned() + "\n").collect()
+    aligned(&rows.iter().map(|(label, value)| vec![*label, value.as_str()]).collect::<Vec<_>>())
 }
 
 /// An API key as `label  value` rows.
 pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
+    let last_failure = key.last_failure_time.as_ref().map(|t| format!(" (last {})", local_time(Some(t))));
     vec![
         ("ID", key.id.clone()),
         ("Name", key.display_name.clone()),
@@ -90,7 +90,7 @@ pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
         ("Created", format!("{} by {}", local_time(key.create_time.as_ref()), actor_text(key.created_by.as_ref()))),
         ("Updated", format!("{} by {}", local_time(key.update_time.as_ref()), actor_text(key.updated_by.as_ref()))),
         ("State", state(key).to_owned()),
-        ("Failed attempts", format!("{}{}", key.failed_attempts, last_failure(key))),
+        ("Failed attempts", format!("{}{}", key.failed_attempts, last_failure.unwrap_or_default())),
         ("Etag", key.etag.clone()),
     ]
 }
@@ -103,35 +103,23 @@ fn state(key: &pb::ApiKey) -> &'static str {
     }
 }
 
-fn last_failure(key: &pb::ApiKey) -> String {
-    key.last_failure_time.as_ref().map(|t| format!(" (last {})", local_time(Some(t)))).unwrap_or_default()
-}
-
 /// A table with a header row; every column padded to its widest cell, the last one not padded.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len().saturating_sub(1);
-        let mut text = String::new();
-        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
-            if i == last {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        text.trim_end().to_owned() + "\n"
+    let body = rows.iter().map(|row| row.iter().map(String::as_str).collect());
+    aligned(&std::iter::once(header.to_vec()).chain(body).collect::<Vec<_>>())
+}
+
+/// Lines of cells, every column padded to its widest cell, trailing spaces trimmed.
+fn aligned(lines: &[Vec<&str>]) -> String {
+    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| lines.iter().filter_map(|cells| cells.get(i)).map(|cell| cell.chars().count()).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
     };
-    let mut text = line(header.to_vec());
-    for row in rows {
-        text.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    text
+    lines.iter().map(line).collect()
 }
 
 /// API keys as a table.

@@ -86,10 +86,9 @@ pub struct BootstrapArgs {
 }
 
 /// How `apikeys config` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ConfigFormat {
     /// A TOML file `--config` accepts, each value followed by where it came from.
-    #[default]
     Toml,
     /// `{"config": {...}, "sources": {"key": "where it came from"}}`.
     Json,
@@ -104,11 +103,6 @@ pub struct ConfigArgs {
     /// The settings `serve` would get.
     #[command(flatten)]
     pub settings: SettingsArgs,
-}
-
-/// The value of `key` (dotted for tables) in `values`.
-fn lookup<'a>(values: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
-    key.split('.').fold(values, |at, part| &at[part])
 }
 
 /// A JSON scalar as a TOML value.
@@ -142,7 +136,7 @@ pub fn print_config(loaded: &Loaded, format: ConfigFormat) -> Result<(), Startup
                     table = section;
                 }
                 let source = loaded.source(&setting.key);
-                match lookup(&values, &setting.key) {
+                match setting.key.split('.').fold(&values, |at, part| &at[part]) {
                     serde_json::Value::Null => text.push_str(&format!("# {name} is unset ({source})\n")),
                     value => text.push_str(&format!("{name} = {}  # {source}\n", toml_value(value))),
                 }
@@ -164,16 +158,14 @@ pub async fn shutdown_signal() {
     #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+            Ok(mut signal) => signal.recv().await,
+            Err(_) => std::future::pending().await,
         }
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
         () = ctrl_c => {},
-        () = term => {},
+        _ = term => {},
     }
 }

@@ -181,17 +181,25 @@ pub struct DisplayName {
     pub key: String,
 }
 
-/// Why a name-like field is refused, if it is: control characters, or format characters (Unicode
-/// category Cf: bidi overrides, zero-width joiners and spaces, ...), which let one name pass for
-/// another in lists and audit logs.
-fn hidden_characters(text: &str) -> Option<&'static str> {
+/// A name-like field normalized to NFC and trimmed; refused if longer than `max` characters or if
+/// it holds control characters or format characters (Unicode category Cf: bidi overrides,
+/// zero-width joiners and spaces, ...), which let one name pass for another in lists and audit logs.
+fn name_like(raw: &str, field: &str, max: usize) -> Result<String, FieldViolation> {
+    let normalized: String = raw.nfc().collect();
+    let text = normalized.trim();
+    if text.chars().count() > max {
+        return Err(FieldViolation::new(field, format!("must be at most {max} characters")));
+    }
     if text.chars().any(char::is_control) {
-        return Some("must not contain control characters");
+        return Err(FieldViolation::new(field, "must not contain control characters"));
     }
     if text.chars().any(|c| c.general_category() == GeneralCategory::Format) {
-        return Some("must not contain invisible format characters (bidi controls, zero-width characters)");
+        return Err(FieldViolation::new(
+            field,
+            "must not contain invisible format characters (bidi controls, zero-width characters)",
+        ));
     }
-    None
+    Ok(text.to_owned())
 }
 
 /// Validates a display name: normalized to NFC, trimmed, 1 to 100 characters, no control or format
@@ -200,19 +208,11 @@ fn hidden_characters(text: &str) -> Option<&'static str> {
 /// # Errors
 /// INVALID_ARGUMENT naming `field`.
 pub fn display_name(raw: &str, field: &str) -> Result<DisplayName, FieldViolation> {
-    let normalized: String = raw.nfc().collect();
-    let shown = normalized.trim();
-    let chars = shown.chars().count();
-    if chars == 0 {
+    let shown = name_like(raw, field, MAX_DISPLAY_NAME_CHARS)?;
+    if shown.is_empty() {
         return Err(FieldViolation::new(field, "must not be empty"));
     }
-    if chars > MAX_DISPLAY_NAME_CHARS {
-        return Err(FieldViolation::new(field, format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
-    }
-    if let Some(problem) = hidden_characters(shown) {
-        return Err(FieldViolation::new(field, problem));
-    }
-    Ok(DisplayName { shown: shown.to_owned(), key: name_key(shown) })
+    Ok(DisplayName { key: name_key(&shown), shown })
 }
 
 /// The form used for uniqueness, ordering and `name_contains` matching: Unicode canonical caseless
@@ -243,18 +243,8 @@ pub fn description(raw: &str, field: &str) -> Result<String, FieldViolation> {
 /// # Errors
 /// INVALID_ARGUMENT naming `field`.
 pub fn app_id(raw: &str, field: &str) -> Result<Option<String>, FieldViolation> {
-    let normalized: String = raw.nfc().collect();
-    let app = normalized.trim();
-    if app.is_empty() {
-        return Ok(None);
-    }
-    if app.chars().count() > MAX_APP_ID_CHARS {
-        return Err(FieldViolation::new(field, format!("must be at most {MAX_APP_ID_CHARS} characters")));
-    }
-    if let Some(problem) = hidden_characters(app) {
-        return Err(FieldViolation::new(field, problem));
-    }
-    Ok(Some(app.to_owned()))
+    let app = name_like(raw, field, MAX_APP_ID_CHARS)?;
+    Ok((!app.is_empty()).then_some(app))
 }
 
 /// Validates permission names against the catalog; returns them sorted and deduplicated.

@@ -139,23 +139,11 @@ pub fn create(r: pb::CreateApiKeyRequest, catalog: &Catalog) -> Result<CreateKey
 pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, KeyPatch, Precondition)> {
     let api_key = r.api_key.ok_or_else(|| Error::invalid("api_key", "is required"))?;
     let id = key_id(&api_key.id, "api_key.id")?;
-    let paths: Vec<String> = match r.update_mask {
-        Some(mask) if !mask.paths.is_empty() => mask.paths,
-        _ => [
-            ("display_name", !api_key.display_name.is_empty()),
-            ("description", !api_key.description.is_empty()),
-            ("permissions", !api_key.permissions.is_empty()),
-        ]
-        .into_iter()
-        .filter(|(_, set)| *set)
-        .map(|(path, _)| path.to_owned())
-        .collect(),
+    let (mut name, mut description, mut permissions) = match &r.update_mask {
+        Some(mask) if !mask.paths.is_empty() => (false, false, false),
+        _ => (!api_key.display_name.is_empty(), !api_key.description.is_empty(), !api_key.permissions.is_empty()),
     };
-    if paths.is_empty() {
-        return Err(Error::invalid("update_mask", "names no field to update"));
-    }
-    let (mut name, mut description, mut permissions) = (false, false, false);
-    for path in &paths {
+    for path in r.update_mask.iter().flat_map(|mask| &mask.paths) {
         match path.as_str() {
             "display_name" => name = true,
             "description" => description = true,
@@ -168,6 +156,9 @@ pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, K
                 ));
             }
         }
+    }
+    if !(name || description || permissions) {
+        return Err(Error::invalid("update_mask", "names no field to update"));
     }
     let mut v = Violations::default();
     let patch = KeyPatch {
