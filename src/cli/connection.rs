@@ -1,24 +1,29 @@
 //! How the admin commands reach a server: address, TLS, timeout and admin credentials, shared by every
 //! client subcommand, and how a failed call becomes the message the CLI exits with.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 use tonic::{
     Request, Status,
     metadata::MetadataValue,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+    transport::{Certificate, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_types::StatusExt as _;
 
 use super::output::OutputFormat;
-use crate::{error::code_name, server::StartupError};
+use crate::{
+    error::code_name,
+    replicas::{Configure, ReplicaConfig, Replicas, RetryUnsent},
+    server::StartupError,
+};
 
 /// Where the server is and how to talk to it.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server address; `https://` (or any TLS flag) means TLS.
+    /// Server address; `https://` (or any TLS flag) means TLS. Several replicas, comma-separated
+    /// (or one name resolving to several addresses), are balanced over those that are serving.
     #[arg(long, env = "APIKEYS_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
     pub server: String,
     /// PEM CA bundle to verify the server's certificate (TLS).
@@ -82,14 +87,21 @@ impl ClientArgs {
     /// # Errors
     /// A message saying which setting to change.
     pub fn check_transport(&self, sends: Sends) -> Result<(), StartupError> {
-        let uri: http::Uri = self.server.parse().map_err(|e| format!("invalid --server {:?}: {e}", self.server))?;
+        self.servers().try_for_each(|server| self.check_server(server, sends))
+    }
+
+    fn servers(&self) -> impl Iterator<Item = &str> {
+        self.server.split(',').map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    fn check_server(&self, server: &str, sends: Sends) -> Result<(), StartupError> {
+        let uri: http::Uri = server.parse().map_err(|e| format!("invalid --server {server:?}: {e}"))?;
         let tls_flags = self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some();
         match uri.scheme_str() {
             Some("https") => Ok(()),
             Some("http") if tls_flags => Err(format!(
-                "--ca-cert, --client-cert and --client-key need TLS, but --server {:?} is plain http://; \
-                 use https://",
-                self.server
+                "--ca-cert, --client-cert and --client-key need TLS, but --server {server:?} is plain http://; \
+                 use https://"
             )
             .into()),
             Some("http") => {
@@ -103,37 +115,56 @@ impl ClientArgs {
                 }
                 Ok(())
             }
-            _ => Err(format!("--server {:?} must start with http:// or https://", self.server).into()),
+            _ => Err(format!("--server {server:?} must start with http:// or https://").into()),
         }
     }
 
+    /// The TLS settings of the flags, for a server named `host`.
+    fn tls(&self, host: &str) -> Result<ClientTlsConfig, StartupError> {
+        let mut tls = ClientTlsConfig::new().domain_name(host);
+        if let Some(path) = &self.ca_cert {
+            tls = tls.ca_certificate(Certificate::from_pem(read(path, "CA certificate")?));
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+            }
+            (None, None) => {}
+            _ => return Err("--client-cert and --client-key go together".into()),
+        }
+        Ok(tls)
+    }
+
     /// Connects to the server (eagerly, so an unreachable server fails here with a clear message),
-    /// after [`ClientArgs::check_transport`].
+    /// after [`ClientArgs::check_transport`]; to several, once one of them is serving.
     ///
     /// # Errors
     /// A refused transport, a bad address, unreadable TLS files, or a failed connection.
-    pub async fn connect(&self, sends: Sends) -> Result<Channel, StartupError> {
+    pub async fn connect(&self, sends: Sends) -> Result<RetryUnsent, StartupError> {
         self.check_transport(sends)?;
         let timeout = Duration::from_secs(self.timeout_secs);
-        let mut endpoint = Endpoint::from_shared(self.server.clone())
-            .map_err(|e| format!("invalid --server {:?}: {e}", self.server))?
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        if self.server.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(path) = &self.ca_cert {
-                tls = tls.ca_certificate(Certificate::from_pem(read(path, "CA certificate")?));
+        let servers: Vec<String> = self.servers().map(str::to_owned).collect();
+        if let [server] = servers.as_slice() {
+            let uri: http::Uri = server.parse().map_err(|e| format!("invalid --server {server:?}: {e}"))?;
+            let mut endpoint = Endpoint::from(uri.clone()).connect_timeout(timeout).timeout(timeout);
+            if uri.scheme_str() == Some("https") {
+                let tls = self.tls(uri.host().unwrap_or_default())?;
+                endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {}", chain(&e)))?;
             }
-            match (&self.client_cert, &self.client_key) {
-                (Some(cert), Some(key)) => {
-                    tls = tls.identity(Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
-                }
-                (None, None) => {}
-                _ => return Err("--client-cert and --client-key go together".into()),
-            }
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {}", chain(&e)))?;
+            let channel = endpoint.connect().await.map_err(|e| format!("cannot connect to {server}: {}", chain(&e)))?;
+            return Ok(channel.into());
         }
-        endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {}", self.server, chain(&e)).into())
+        // Read once: the TLS files are the same for every replica.
+        let tls = if servers.iter().any(|s| s.starts_with("https://")) { Some(self.tls("")?) } else { None };
+        let configure: Arc<Configure> = Arc::new(move |endpoint: Endpoint, host: &str| match &tls {
+            Some(tls) if endpoint.uri().scheme_str() == Some("https") => {
+                endpoint.tls_config(tls.clone().domain_name(host))
+            }
+            _ => Ok(endpoint),
+        });
+        let config = ReplicaConfig { connect_timeout: timeout, timeout: Some(timeout), ..ReplicaConfig::default() };
+        let replicas = Replicas::connect(&servers, config, configure).await.map_err(|e| chain(&e))?;
+        Ok(replicas.channel())
     }
 }
 

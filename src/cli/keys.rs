@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::metadata::MetadataValue;
 
 use super::{
     connection::{AdminArgs, ClientArgs, Sends, authed, failed},
@@ -203,7 +203,7 @@ fn parse_permissions(text: &str) -> Vec<String> {
 }
 
 struct Admin {
-    client: ApiKeyServiceClient<Channel>,
+    client: ApiKeyServiceClient<crate::replicas::RetryUnsent>,
     authorization: MetadataValue<tonic::metadata::Ascii>,
     output: OutputFormat,
 }

@@ -258,3 +258,34 @@ async fn every_subcommand_has_help_with_examples() {
         assert!(help.contains("APIKEYS_"), "{command:?} --help names the environment variables");
     }
 }
+
+#[tokio::test]
+async fn several_servers_are_balanced_and_a_dead_one_is_skipped() {
+    let app = TestApp::spawn().await;
+    let replica = app.replica().await;
+    let token_file = app.admin_token_file();
+    // A port with nothing behind it, then two replicas of one database.
+    let dead = format!("http://{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+    let servers = format!("{dead},{},{}", app.url(), replica.url());
+    let key = ["key", "--server", &servers, "--token-file", &token_file];
+    let created =
+        apikeys(&[&key[..], &["create", "--name", "Balanced", "--output", "json"]].concat()).await.ok().json();
+    let id = created["api_key"]["id"].as_str().unwrap().to_owned();
+    for _ in 0..6 {
+        let got = apikeys(&[&key[..], &["get", &id, "--output", "json"]].concat()).await.ok().json();
+        assert_eq!(got["display_name"], "Balanced");
+    }
+    // None serving: a clear error within the timeout.
+    let none = apikeys(&[
+        "key",
+        "--server",
+        &format!("{dead},{dead}"),
+        "--token-file",
+        &token_file,
+        "--timeout-secs",
+        "1",
+        "list",
+    ])
+    .await;
+    none.fails_with("no apikeys replica is serving");
+}
