@@ -106,24 +106,30 @@ impl TransportConfig {
     /// # Errors
     /// A message naming the first setting that is zero (or too small to carry a request).
     pub fn validate(&self) -> Result<(), String> {
-        let zero = [
-            ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
-            ("concurrency_per_connection", self.concurrency_per_connection as u64),
-            ("request_timeout_secs", self.request_timeout_secs),
-            ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
-            ("keepalive_interval_secs", self.keepalive_interval_secs),
-            ("keepalive_timeout_secs", self.keepalive_timeout_secs),
-            ("tcp_keepalive_secs", self.tcp_keepalive_secs),
-        ]
-        .into_iter()
-        .find(|(_, value)| *value == 0);
-        if let Some((name, _)) = zero {
-            return Err(format!("transport.{name} must be at least 1"));
-        }
+        at_least_one(
+            "transport.",
+            [
+                ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+                ("concurrency_per_connection", self.concurrency_per_connection as u64),
+                ("request_timeout_secs", self.request_timeout_secs),
+                ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
+                ("keepalive_interval_secs", self.keepalive_interval_secs),
+                ("keepalive_timeout_secs", self.keepalive_timeout_secs),
+                ("tcp_keepalive_secs", self.tcp_keepalive_secs),
+            ],
+        )?;
         if self.max_request_bytes < 1024 || self.max_header_list_bytes < 1024 {
             return Err("transport.max_request_bytes and transport.max_header_list_bytes must be at least 1024".into());
         }
         Ok(())
+    }
+}
+
+/// Refuses the first of `settings` (named after `prefix`) that is zero.
+fn at_least_one<const N: usize>(prefix: &str, settings: [(&str, u64); N]) -> Result<(), String> {
+    match settings.into_iter().find(|(_, value)| *value == 0) {
+        Some((name, _)) => Err(format!("{prefix}{name} must be at least 1")),
+        None => Ok(()),
     }
 }
 
@@ -140,6 +146,10 @@ pub struct ServerConfig {
     /// Database URL: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`. Unset: the SQLite file
     /// `<data_dir>/apikeys.db`.
     pub database_url: Option<DatabaseUrl>,
+    /// PostgreSQL URL of the change listener's own connection (LISTEN), for when `database_url`
+    /// goes through a transaction pooler such as PgBouncer, which does not carry LISTEN. Unset:
+    /// `database_url`.
+    pub listener_database_url: Option<DatabaseUrl>,
     /// Directory for the SQLite file and the bootstrap token (created 0700).
     pub data_dir: PathBuf,
     /// Database connection pool size.
@@ -210,6 +220,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: None,
+            listener_database_url: None,
             data_dir: PathBuf::from("data"),
             db_max_connections: 8,
             bootstrap_org: "default".to_owned(),
@@ -250,6 +261,11 @@ impl ServerConfig {
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("apikeys.db").display()))
     }
 
+    /// The URL the change listener connects to.
+    pub fn listener_database_url(&self) -> String {
+        self.listener_database_url.as_ref().map_or_else(|| self.database_url(), |url| url.expose().to_owned())
+    }
+
     /// The bootstrap token path in effect.
     pub fn bootstrap_token_path(&self) -> PathBuf {
         self.bootstrap_token_file.clone().unwrap_or_else(|| self.data_dir.join("bootstrap-token"))
@@ -286,7 +302,11 @@ impl ServerConfig {
     /// The same configuration with the database password redacted, for showing.
     #[must_use]
     pub fn redacted(&self) -> Self {
-        Self { database_url: Some(redact_url(&self.database_url()).into()), ..self.clone() }
+        Self {
+            database_url: Some(redact_url(&self.database_url()).into()),
+            listener_database_url: self.listener_database_url.as_ref().map(|url| redact_url(url.expose()).into()),
+            ..self.clone()
+        }
     }
 
     /// Checks the settings that could not take effect or would fail later.
@@ -301,17 +321,15 @@ impl ServerConfig {
                 MAX_TTL.as_secs()
             ));
         }
-        let zero = [
-            ("health_interval_ms", self.health_interval_ms),
-            ("failure_flush_ms", self.failure_flush_ms),
-            ("change_poll_ms", self.change_poll_ms),
-            ("change_retention_secs", self.change_retention_secs),
-        ]
-        .into_iter()
-        .find(|(_, value)| *value == 0);
-        if let Some((name, _)) = zero {
-            return Err(format!("{name} must be at least 1"));
-        }
+        at_least_one(
+            "",
+            [
+                ("health_interval_ms", self.health_interval_ms),
+                ("failure_flush_ms", self.failure_flush_ms),
+                ("change_poll_ms", self.change_poll_ms),
+                ("change_retention_secs", self.change_retention_secs),
+            ],
+        )?;
         self.transport.validate()
     }
 }
@@ -535,7 +553,11 @@ mod tests {
 
     #[test]
     fn redacted_hides_the_password() {
-        let config = ServerConfig { database_url: Some("postgres://u:pw@h/db".into()), ..ServerConfig::default() };
+        let config = ServerConfig {
+            database_url: Some("postgres://u:pw@h/db".into()),
+            listener_database_url: Some("postgres://u:pw@direct/db".into()),
+            ..ServerConfig::default()
+        };
         assert!(!format!("{config:?}").contains("pw@"), "Debug hides the password");
         let shown = serde_json::to_string(&config.redacted()).unwrap();
         assert!(!shown.contains("pw@") && shown.contains("<redacted>"), "{shown}");

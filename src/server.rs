@@ -346,7 +346,7 @@ impl Application {
                 }
             }))
         };
-        let feed_task = AbortOnDrop(tokio::spawn(self.feed.clone().run(self.config.database_url())));
+        let feed_task = AbortOnDrop(tokio::spawn(self.feed.clone().run(self.config.listener_database_url())));
         tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(), "apikeys listening");
         let secs = Duration::from_secs;
         let mut builder = Server::builder()

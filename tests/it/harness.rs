@@ -165,8 +165,13 @@ impl TestApp {
     /// Another replica over the same database (the same SQLite file, or the same PostgreSQL
     /// database), listening on a port of its own. The database stays owned by `self`.
     pub async fn replica(&self) -> TestApp {
+        self.replica_with(self.config.clone()).await
+    }
+
+    /// A replica with its own configuration (over this database).
+    pub async fn replica_with(&self, config: ServerConfig) -> TestApp {
         let scratch = TestDb { dir: tempfile::tempdir().unwrap(), pg: None };
-        Self::start(scratch, ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..self.config.clone() }).await
+        Self::start(scratch, ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..config }).await
     }
 
     /// Stops the server and waits for it, keeping the database.

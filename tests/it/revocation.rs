@@ -289,3 +289,31 @@ async fn while_the_listener_is_down_cached_verifications_are_trusted_only_briefl
     assert!(!up(), "the listener is still down");
     assert!(refused(&on_second, &revoked.token, &[], Code::Unauthenticated).await, "a stale cache entry was trusted");
 }
+
+#[tokio::test]
+async fn the_listener_uses_its_own_url_when_one_is_given() {
+    let db = TestDb::new().await;
+    if db.pg.is_none() {
+        return;
+    }
+    // A listener URL where nothing listens: the server serves, the listener stays down, and the
+    // cache is trusted only for the degraded TTL.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = db.config();
+    config.listener_database_url = Some(format!("postgres://postgres@{dead}/test").into());
+    let app = TestApp::start(db, config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!app.feed.stats().listener_up.load(Ordering::Relaxed), "listening through the wrong URL");
+    authenticate_token(&mut app.client().await, &app.admin_token, &[]).await.unwrap();
+
+    // The same URL as the pool's: up.
+    let mut config = app.config.clone();
+    config.listener_database_url = Some(pg_url(&app).into());
+    let good = app.replica_with(config).await;
+    wait_for("the listener connects", Duration::from_secs(5), || good.feed.stats().listener_up.load(Ordering::Relaxed))
+        .await;
+}
+
+fn pg_url(app: &TestApp) -> String {
+    app.config.database_url.as_ref().unwrap().expose().to_owned()
+}
