@@ -134,6 +134,8 @@ async fn main() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.path().to_path_buf(),
         database_url: url.map(Into::into),
+        // The stream-cost round opens its watchers from one address.
+        max_watchers_per_peer: WATCHERS,
         ..ServerConfig::default()
     };
     let first = replica(&config).await;

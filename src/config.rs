@@ -196,6 +196,8 @@ pub struct ServerConfig {
     pub change_retention_secs: u64,
     /// WatchKeyChanges streams open at once; beyond that RESOURCE_EXHAUSTED.
     pub max_watchers: usize,
+    /// WatchKeyChanges streams one client address may have open at once.
+    pub max_watchers_per_peer: usize,
     /// Seconds in-flight RPCs get to finish on SIGTERM / Ctrl-C.
     pub shutdown_grace_secs: u64,
     /// Address of the Prometheus `/metrics` HTTP listener. Unset: no listener.
@@ -240,6 +242,7 @@ impl Default for ServerConfig {
             degraded_cache_ttl_ms: 1000,
             change_retention_secs: 24 * 60 * 60,
             max_watchers: 1024,
+            max_watchers_per_peer: 16,
             shutdown_grace_secs: 10,
             metrics_listen: None,
             tls_cert: None,
@@ -295,6 +298,7 @@ impl ServerConfig {
             degraded_cache_ttl: Duration::from_millis(self.degraded_cache_ttl_ms),
             retention: Duration::from_secs(self.change_retention_secs),
             max_watchers: self.max_watchers,
+            max_watchers_per_peer: self.max_watchers_per_peer,
             heartbeat: Duration::from_secs(15),
         }
     }

@@ -159,9 +159,14 @@ fn endpoint(
     config: &ReplicaConfig,
     configure: &Configure,
 ) -> Result<Endpoint, tonic::transport::Error> {
+    // Keepalives notice a replica whose host vanished without closing its connections.
     let mut endpoint = Endpoint::from_shared(format!("{}://{addr}", target.scheme))?
         .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
     if let Some(timeout) = config.timeout {
         endpoint = endpoint.timeout(timeout);
     }
@@ -182,31 +187,27 @@ async fn supervise(
     serving: watch::Sender<usize>,
 ) {
     let serving = Arc::new(serving);
-    let mut watchers: HashMap<SocketAddr, AbortOnDrop> = HashMap::new();
+    // Per URL: the health watcher of each address it resolved to.
+    let mut watchers: Vec<HashMap<SocketAddr, AbortOnDrop>> = targets.iter().map(|_| HashMap::new()).collect();
     loop {
-        let mut seen = HashSet::new();
-        for (url, target) in &targets {
-            match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-                Ok(addrs) => {
-                    for addr in addrs {
-                        seen.insert(addr);
-                        if watchers.contains_key(&addr) {
-                            continue;
-                        }
-                        let Ok(endpoint) = endpoint(target, addr, &config, &*configure) else { continue };
-                        let task = follow_health(addr, endpoint, changes.clone(), serving.clone());
-                        watchers.insert(addr, AbortOnDrop(tokio::spawn(task)));
-                    }
+        for ((url, target), known) in targets.iter().zip(&mut watchers) {
+            let addrs: HashSet<SocketAddr> = match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+                Ok(addrs) => addrs.collect(),
+                Err(error) => {
+                    tracing::warn!(%url, %error, "cannot resolve apikeys replica; keeping the known ones");
+                    continue;
                 }
-                Err(error) => tracing::warn!(%url, %error, "cannot resolve apikeys replica; keeping the known ones"),
-            }
-        }
-        // Addresses a name no longer resolves to leave the channel (if the lookup worked at all).
-        let gone: Vec<SocketAddr> = watchers.keys().filter(|a| !seen.contains(a)).copied().collect();
-        if !seen.is_empty() {
-            for addr in gone {
-                watchers.remove(&addr);
-                leave(addr, &changes, &serving).await;
+            };
+            // Addresses the name no longer resolves to leave the channel: dropping the watcher
+            // takes its replica out (see `Membership`).
+            known.retain(|addr, _| addrs.contains(addr));
+            for addr in addrs {
+                if known.contains_key(&addr) {
+                    continue;
+                }
+                let Ok(endpoint) = endpoint(target, addr, &config, &*configure) else { continue };
+                let task = follow_health(addr, endpoint, changes.clone(), serving.clone());
+                known.insert(addr, AbortOnDrop(tokio::spawn(task)));
             }
         }
         tokio::select! {
@@ -328,14 +329,12 @@ impl tower::Service<http::Request<Body>> for RetryUnsent {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            // Request messages are small and whole (no client streaming here): keep a copy to resend.
+            // Request messages are small and whole: keep a copy to resend. (This buffers a whole
+            // request stream first, so it is not for client-streaming RPCs; apikeys has none.)
             let body: Bytes = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(status) => {
-                    let request = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(Bytes::new())));
-                    tracing::debug!(%status, "request body failed");
-                    return tower::Service::call(&mut inner, request).await;
-                }
+                // The message could not be encoded (e.g. too large): answer with that, send nothing.
+                Err(status) => return Ok(status.into_http()),
             };
             let mut attempt = 0;
             loop {

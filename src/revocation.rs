@@ -9,9 +9,14 @@
 //!
 //! On PostgreSQL a dedicated connection (not from the pool, so not through a transaction pooler)
 //! LISTENs. Its notifications drop the key's cache entries at once, before the log is even read.
-//! Whenever that connection is (re)established the whole cache is dropped, since notifications may
-//! have been missed; while it is down, cached verifications are trusted for at most
+//! The connection is pinged every [`LISTENER_PING`], so one that died silently is noticed. Whenever
+//! it is re-established the whole cache is dropped, since notifications may have been missed; while
+//! it is down, or while the log cannot be read, cached verifications are trusted for at most
 //! `degraded_cache_ttl_ms`.
+//!
+//! A watcher that resumes from a cursor gets what it missed in messages of at most [`BATCH`]
+//! changes; if it missed more than [`MAX_REPLAY`], or its cursor is no longer in the log, it is told
+//! to reset instead.
 
 use std::{
     sync::{
@@ -25,16 +30,26 @@ use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use crate::{
-    auth::{cache::VerifiedCache, watch::AbortOnDrop},
+    auth::{
+        cache::{KeyDigest, VerifiedCache, key_digest},
+        watch::AbortOnDrop,
+    },
     error::{Error, Result},
+    quota::{Quota, Slot},
     store::{CHANGE_CHANNEL, KeyChange, Store},
 };
 
 /// The `application_name` of the listening connection (operators find it in `pg_stat_activity`).
 pub const LISTENER_APPLICATION_NAME: &str = "apikeys-change-listener";
 
-/// Changes read from the log per query.
-const BATCH: u64 = 1000;
+/// Changes read from the log per query, and per WatchKeyChanges message.
+pub const BATCH: u64 = 1000;
+
+/// Most changes replayed to a resuming watcher; beyond that it is told to reset.
+pub const MAX_REPLAY: u64 = 10 * BATCH;
+
+/// How often the listener connection is pinged.
+pub const LISTENER_PING: Duration = Duration::from_secs(5);
 
 /// Settings of a [`ChangeFeed`].
 #[derive(Debug, Clone)]
@@ -47,6 +62,8 @@ pub struct FeedConfig {
     pub retention: Duration,
     /// Most `WatchKeyChanges` streams at once.
     pub max_watchers: usize,
+    /// Most `WatchKeyChanges` streams of one client address at once.
+    pub max_watchers_per_peer: usize,
     /// Interval of the empty messages that tell a watcher its stream is alive.
     pub heartbeat: Duration,
 }
@@ -79,13 +96,28 @@ impl std::str::FromStr for Cursor {
     }
 }
 
+/// One change as it travels to watchers: its position and its key's digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Position in the log.
+    pub seq: i64,
+    /// [`key_digest`] of the key.
+    pub digest: KeyDigest,
+}
+
+impl From<&KeyChange> for Change {
+    fn from(change: &KeyChange) -> Self {
+        Self { seq: change.seq, digest: key_digest(change.key_id.0) }
+    }
+}
+
 /// What a watcher receives: the changes after its cursor, or the news that it must start over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
     /// The position after this update.
     pub cursor: Cursor,
     /// The keys that changed, in log order.
-    pub changes: Vec<KeyChange>,
+    pub changes: Vec<Change>,
     /// Changes may have been missed: drop everything cached.
     pub reset: bool,
 }
@@ -101,6 +133,8 @@ pub struct FeedStats {
     pub listener_up: AtomicBool,
     /// Open `WatchKeyChanges` streams.
     pub watchers: AtomicUsize,
+    /// Whether the last read of the log succeeded.
+    pub log_readable: AtomicBool,
 }
 
 /// Follows the change log; see the module docs.
@@ -111,9 +145,11 @@ pub struct ChangeFeed {
     config: FeedConfig,
     wake: Arc<Notify>,
     position: Mutex<Cursor>,
-    sender: broadcast::Sender<Arc<Vec<KeyChange>>>,
+    sender: broadcast::Sender<Arc<Vec<Change>>>,
     closing: tokio::sync::watch::Sender<bool>,
     stats: FeedStats,
+    peers: Arc<Quota<std::net::IpAddr>>,
+    postgres: bool,
     reconnect_pause_ms: AtomicU64,
 }
 
@@ -138,6 +174,7 @@ impl ChangeFeed {
         }
         let stats = FeedStats::default();
         stats.listener_up.store(!postgres, Ordering::Relaxed);
+        stats.log_readable.store(true, Ordering::Relaxed);
         Ok(Arc::new(Self {
             store,
             cache,
@@ -146,6 +183,8 @@ impl ChangeFeed {
             sender: broadcast::channel(1024).0,
             closing: tokio::sync::watch::Sender::new(false),
             stats,
+            peers: Quota::new(config.max_watchers_per_peer),
+            postgres,
             reconnect_pause_ms: AtomicU64::new(0),
             config,
         }))
@@ -165,24 +204,42 @@ impl ChangeFeed {
         self.wake.notify_one();
     }
 
+    /// Trusts the cache for its TTL only while news of changes arrives: the listener is up (or
+    /// there is none, on SQLite) and the log can be read.
+    fn update_trust(&self) {
+        let informed =
+            self.stats.listener_up.load(Ordering::Relaxed) && self.stats.log_readable.load(Ordering::Relaxed);
+        let limit = (self.postgres && !informed).then_some(self.config.degraded_cache_ttl);
+        self.cache.set_trust_limit(limit);
+    }
+
     fn position(&self) -> Cursor {
         *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Follows the log until the task is dropped; on PostgreSQL also runs the listener.
     pub async fn run(self: Arc<Self>, database_url: String) {
-        let _listener = (self.store.backend() == sea_orm::DatabaseBackend::Postgres)
-            .then(|| AbortOnDrop(tokio::spawn(self.clone().listen(database_url))));
+        let _listener = self.postgres.then(|| AbortOnDrop(tokio::spawn(self.clone().listen(database_url))));
         let mut last_prune = tokio::time::Instant::now();
         loop {
-            if let Err(error) = self.catch_up().await {
-                tracing::warn!(%error, "could not read the change log; will retry");
+            let readable = match self.catch_up().await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the change log; will retry");
+                    false
+                }
+            };
+            if self.stats.log_readable.swap(readable, Ordering::Relaxed) != readable {
+                self.update_trust();
             }
-            if last_prune.elapsed() >= self.config.retention.min(Duration::from_secs(60)) {
+            if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = tokio::time::Instant::now();
-                let horizon = chrono::Utc::now()
-                    - chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::MAX);
-                if let Err(error) = self.store.prune_changes(horizon).await {
+                let horizon = chrono::Duration::from_std(self.config.retention)
+                    .ok()
+                    .and_then(|retention| chrono::Utc::now().checked_sub_signed(retention));
+                if let Some(horizon) = horizon
+                    && let Err(error) = self.store.prune_changes(horizon).await
+                {
                     tracing::warn!(%error, "could not prune the change log");
                 }
             }
@@ -197,13 +254,13 @@ impl ChangeFeed {
     async fn catch_up(&self) -> Result<()> {
         loop {
             let after = self.position().seq;
-            let changes = self.store.changes_after(after, BATCH).await?;
-            let Some(last) = changes.last() else { return Ok(()) };
-            for change in &changes {
-                self.cache.invalidate(change.key_id.0);
-            }
+            let read = self.store.changes_after(after, BATCH).await?;
+            let Some(last) = read.last().map(|c| c.seq) else { return Ok(()) };
+            let changes: Vec<Change> = read.iter().map(Change::from).collect();
+            let digests: Vec<KeyDigest> = changes.iter().map(|c| c.digest).collect();
+            self.cache.invalidate_digests(&digests);
             self.stats.changes.fetch_add(changes.len() as u64, Ordering::Relaxed);
-            self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner).seq = last.seq;
+            self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner).seq = last;
             // No receivers is fine: nobody watches.
             let _ = self.sender.send(Arc::new(changes));
         }
@@ -213,15 +270,17 @@ impl ChangeFeed {
     async fn listen(self: Arc<Self>, database_url: String) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            let connects = self.stats.listener_connects.load(Ordering::Relaxed);
             match self.listen_once(&database_url).await {
-                Ok(()) => {
-                    tracing::warn!("change listener lost its connection; reconnecting");
-                    backoff = Duration::from_millis(100);
-                }
+                Ok(()) => tracing::warn!("change listener lost its connection; reconnecting"),
                 Err(error) => tracing::warn!(%error, "change listener failed; reconnecting"),
             }
             self.stats.listener_up.store(false, Ordering::Relaxed);
-            self.cache.set_trust_limit(Some(self.config.degraded_cache_ttl));
+            self.update_trust();
+            // A connection that came up and was lost later starts the backoff over.
+            if self.stats.listener_connects.load(Ordering::Relaxed) > connects {
+                backoff = Duration::from_millis(100);
+            }
             let pause = Duration::from_millis(self.reconnect_pause_ms.load(Ordering::Relaxed));
             tokio::time::sleep(backoff + pause).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -254,56 +313,106 @@ impl ChangeFeed {
         listener.eager_reconnect(false);
         listener.listen(CHANGE_CHANNEL).await?;
         // Notifications may have been missed while the connection was down: drop everything cached
-        // (and read the log, which names what changed). Before the first connection the feed had
-        // just read the log, so the cache holds nothing older.
+        // (and read the log, which names what changed). Before the first connection nothing is
+        // dropped: the feed read the log at startup, and reading it again covers the time since.
         if self.stats.listener_connects.fetch_add(1, Ordering::Relaxed) > 0 {
             self.cache.clear();
         }
-        self.cache.set_trust_limit(None);
         self.stats.listener_up.store(true, Ordering::Relaxed);
+        self.update_trust();
         self.wake();
         tracing::info!("change listener connected");
-        while let Some(notification) = listener.try_recv().await? {
-            if let Ok(key_id) = Uuid::try_parse(notification.payload()) {
-                self.cache.invalidate(key_id);
+        let mut ping = tokio::time::interval(LISTENER_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = listener.try_recv() => match received? {
+                    Some(notification) => {
+                        if let Ok(key_id) = Uuid::try_parse(notification.payload()) {
+                            self.cache.invalidate(key_id);
+                        }
+                        self.wake();
+                    }
+                    None => return Ok(()),
+                },
+                _ = ping.tick() => {
+                    // A connection that died without a word (a partition, a dropped NAT entry)
+                    // fails this, instead of leaving the listener waiting forever.
+                    let query = sea_orm::sqlx::query("SELECT 1").execute(&mut listener);
+                    match tokio::time::timeout(LISTENER_PING, query).await {
+                        Ok(result) => {
+                            result?;
+                        }
+                        Err(_) => return Err(sea_orm::sqlx::Error::PoolTimedOut),
+                    }
+                }
             }
-            self.wake();
         }
-        Ok(())
     }
 
     /// A watcher's stream of updates after `cursor` (`None`: from now on), as WatchKeyChanges sends
-    /// them; the first update comes at once.
+    /// them; the first update comes at once. `peer` is the client's address, if known.
     ///
     /// # Errors
     /// RESOURCE_EXHAUSTED (`TOO_MANY_WATCHERS`), UNAVAILABLE or INTERNAL.
-    pub async fn watch(self: &Arc<Self>, cursor: Option<Cursor>) -> Result<Watch> {
+    pub async fn watch(self: &Arc<Self>, cursor: Option<Cursor>, peer: Option<std::net::IpAddr>) -> Result<Watch> {
+        let peer_slot = match peer {
+            Some(ip) => Some(self.peers.take(ip).ok_or(Error::TooManyWatchers)?),
+            None => None,
+        };
         let slot = WatcherSlot::take(self.clone()).ok_or(Error::TooManyWatchers)?;
         // Subscribe before reading the log, so nothing committed in between is lost; what is read
         // twice is skipped by position.
         let receiver = self.sender.subscribe();
         let log = self.store.change_log().await?;
         let head = Cursor { instance: log.instance, seq: log.head };
-        let (start, first) = match cursor {
-            None => (head, Update { cursor: head, changes: Vec::new(), reset: false }),
-            Some(c) if c.instance != log.instance || c.seq < log.pruned_through || c.seq > log.head => {
-                (head, Update { cursor: head, changes: Vec::new(), reset: true })
-            }
-            Some(c) => {
-                let mut changes = Vec::new();
-                let mut seq = c.seq;
-                loop {
-                    let batch = self.store.changes_after(seq, BATCH).await?;
-                    let Some(last) = batch.last() else { break };
-                    seq = last.seq;
-                    changes.extend(batch);
-                }
-                let cursor = Cursor { instance: c.instance, seq };
-                (cursor, Update { cursor, changes, reset: false })
-            }
+        let reset = Update { cursor: head, changes: Vec::new(), reset: true };
+        let pending = match cursor {
+            None => vec![Update { cursor: head, changes: Vec::new(), reset: false }],
+            Some(c) if c.instance != log.instance || c.seq < log.pruned_through || c.seq > log.head => vec![reset],
+            Some(c) => match self.replay(c).await? {
+                Some(updates) => updates,
+                None => vec![reset],
+            },
         };
+        let position = pending.last().map_or(head, |u| u.cursor);
         let closing = self.closing.subscribe();
-        Ok(Watch { feed: self.clone(), receiver, closing, position: start, first: Some(first), _slot: slot })
+        Ok(Watch {
+            feed: self.clone(),
+            receiver,
+            closing,
+            position,
+            pending: pending.into(),
+            _slot: slot,
+            _peer_slot: peer_slot,
+        })
+    }
+
+    /// The changes after `cursor` in updates of at most [`BATCH`], or `None` if there are more than
+    /// [`MAX_REPLAY`] or the log was pruned past `cursor` meanwhile.
+    async fn replay(&self, cursor: Cursor) -> Result<Option<Vec<Update>>> {
+        let mut updates = Vec::new();
+        let mut seq = cursor.seq;
+        let mut replayed = 0;
+        loop {
+            let batch = self.store.changes_after(seq, BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            replayed += batch.len() as u64;
+            if replayed > MAX_REPLAY {
+                return Ok(None);
+            }
+            seq = last.seq;
+            let changes = batch.iter().map(Change::from).collect();
+            updates.push(Update { cursor: Cursor { seq, ..cursor }, changes, reset: false });
+        }
+        // A prune between the first read and these may have taken changes this replay never saw.
+        if self.store.change_log().await?.pruned_through > cursor.seq {
+            return Ok(None);
+        }
+        if updates.is_empty() {
+            updates.push(Update { cursor, changes: Vec::new(), reset: false });
+        }
+        Ok(Some(updates))
     }
 }
 
@@ -311,38 +420,44 @@ impl ChangeFeed {
 #[derive(Debug)]
 pub struct Watch {
     feed: Arc<ChangeFeed>,
-    receiver: broadcast::Receiver<Arc<Vec<KeyChange>>>,
+    receiver: broadcast::Receiver<Arc<Vec<Change>>>,
     closing: tokio::sync::watch::Receiver<bool>,
     position: Cursor,
-    first: Option<Update>,
+    pending: std::collections::VecDeque<Update>,
     _slot: WatcherSlot,
+    _peer_slot: Option<Slot<std::net::IpAddr>>,
 }
 
 impl Watch {
     /// The next update: changes, an empty heartbeat after the heartbeat interval, or a reset if this
-    /// watcher fell too far behind the feed; `None` once the server is shutting down.
+    /// watcher fell too far behind the feed; `None` once the server is shutting down, or when the
+    /// feed cannot read the log (a heartbeat would claim news that is not arriving).
     pub async fn next(&mut self) -> Option<Update> {
-        if let Some(first) = self.first.take() {
-            return Some(first);
+        if let Some(update) = self.pending.pop_front() {
+            return Some(update);
         }
         let heartbeat = tokio::time::sleep(self.feed.config.heartbeat);
         tokio::pin!(heartbeat);
         loop {
             let received = tokio::select! {
                 received = self.receiver.recv() => received,
-                () = &mut heartbeat => return Some(Update { cursor: self.position, changes: Vec::new(), reset: false }),
+                () = &mut heartbeat => {
+                    let healthy = self.feed.stats.log_readable.load(Ordering::Relaxed);
+                    return healthy.then_some(Update { cursor: self.position, changes: Vec::new(), reset: false });
+                }
                 _ = self.closing.wait_for(|closing| *closing) => return None,
             };
             match received {
                 Ok(batch) => {
-                    let changes: Vec<KeyChange> = batch.iter().filter(|c| c.seq > self.position.seq).copied().collect();
+                    let changes: Vec<Change> = batch.iter().filter(|c| c.seq > self.position.seq).copied().collect();
                     if let Some(last) = changes.last() {
                         self.position.seq = last.seq;
                         return Some(Update { cursor: self.position, changes, reset: false });
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => {
-                    self.position = self.feed.position();
+                Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
+                    // Never backwards: this watcher's first read may have been ahead of the feed.
+                    self.position.seq = self.position.seq.max(self.feed.position().seq);
                     return Some(Update { cursor: self.position, changes: Vec::new(), reset: true });
                 }
             }

@@ -61,6 +61,8 @@ struct Inner {
     epoch: u64,
     /// Keys invalidated lately, until when their results are not cached.
     quarantined: HashMap<KeyDigest, Instant>,
+    /// After a clear, until when no result is cached.
+    quarantined_all: Option<Instant>,
     /// While set, entries older than this are not trusted whatever their TTL.
     trust_limit: Option<Duration>,
 }
@@ -132,6 +134,7 @@ impl VerifiedCache {
                 entries: HashMap::new(),
                 epoch: 0,
                 quarantined: HashMap::new(),
+                quarantined_all: None,
                 trust_limit: None,
             }),
             hits: AtomicU64::new(0),
@@ -205,7 +208,9 @@ impl VerifiedCache {
         let digest = key_digest(key_id);
         let now = Instant::now();
         let mut inner = self.lock();
-        if inner.epoch != epoch.0 || inner.quarantined.get(&digest).is_some_and(|until| *until > now) {
+        let quarantined = inner.quarantined_all.is_some_and(|until| until > now)
+            || inner.quarantined.get(&digest).is_some_and(|until| *until > now);
+        if inner.epoch != epoch.0 || quarantined {
             return;
         }
         if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&key) {
@@ -232,23 +237,36 @@ impl VerifiedCache {
     /// Drops every entry of the key with digest `digest` and moves to a new epoch; with a
     /// quarantine, results of that key are not cached for that long.
     pub fn invalidate_digest(&self, digest: &KeyDigest) {
+        self.invalidate_digests(std::slice::from_ref(digest));
+    }
+
+    /// [`VerifiedCache::invalidate_digest`] for many keys at once: one pass over the entries.
+    pub fn invalidate_digests(&self, digests: &[KeyDigest]) {
+        if digests.is_empty() {
+            return;
+        }
+        let gone: std::collections::HashSet<&KeyDigest> = digests.iter().collect();
         let now = Instant::now();
         let mut inner = self.lock();
         inner.epoch += 1;
-        inner.entries.retain(|_, entry| entry.digest != *digest);
+        inner.entries.retain(|_, entry| !gone.contains(&entry.digest));
         if !self.quarantine.is_zero() {
             inner.quarantined.retain(|_, until| *until > now);
             if let Some(until) = now.checked_add(self.quarantine) {
-                inner.quarantined.insert(*digest, until);
+                inner.quarantined.extend(digests.iter().map(|d| (*d, until)));
             }
         }
     }
 
-    /// Drops every entry and moves to a new epoch (when changes may have been missed).
+    /// Drops every entry and moves to a new epoch (when changes may have been missed); with a
+    /// quarantine, nothing is cached for that long.
     pub fn clear(&self) {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.entries.clear();
+        if !self.quarantine.is_zero() {
+            inner.quarantined_all = Instant::now().checked_add(self.quarantine);
+        }
     }
 
     /// While `limit` is set, entries older than it are dropped when looked up, whatever their TTL
@@ -375,12 +393,23 @@ mod tests {
         cache.set_trust_limit(None);
         assert!(cache.get(&kb).is_none(), "an untrusted entry was dropped, not kept for later");
 
-        // Clear drops everything and refuses results of verifications that started before it.
+        // Clear drops everything, refuses results of verifications that started before it, and
+        // caches nothing during the quarantine.
         let before = cache.epoch();
         cache.clear();
         assert!(cache.is_empty());
         cache.insert(kb, principal(&b), b.key_id, before);
         assert!(cache.get(&kb).is_none());
+        cache.insert(kb, principal(&b), b.key_id, cache.epoch());
+        assert!(cache.get(&kb).is_none(), "cached during the quarantine after a clear");
+        std::thread::sleep(Duration::from_millis(60));
+        cache.insert(kb, principal(&b), b.key_id, cache.epoch());
+        assert!(cache.get(&kb).is_some());
+
+        // Many at once: one pass, the others stay.
+        cache.insert(ka, principal(&a), a.key_id, cache.epoch());
+        cache.invalidate_digests(&[key_digest(a.key_id), key_digest(Uuid::new_v4())]);
+        assert!(cache.get(&ka).is_none() && cache.get(&kb).is_some());
     }
 
     #[test]

@@ -64,18 +64,16 @@ pub async fn follow(client: ApiKeyServiceClient<RetryUnsent>, cache: Weak<Verifi
                     backoff = Duration::from_millis(100);
                 }
                 // Without a cursor, changes before this moment were never seen: start clean.
-                if message.reset || cursor.is_empty() {
+                if message.reset || (cursor.is_empty() && !cache.is_empty()) {
                     cache.clear();
                 }
                 if message.reset {
                     stats.resets.fetch_add(1, Ordering::Relaxed);
                 }
-                for digest in &message.key_digests {
-                    if let Ok(digest) = KeyDigest::try_from(digest.as_slice()) {
-                        cache.invalidate_digest(&digest);
-                        stats.changes.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                let digests: Vec<KeyDigest> =
+                    message.key_digests.iter().filter_map(|d| KeyDigest::try_from(d.as_slice()).ok()).collect();
+                cache.invalidate_digests(&digests);
+                stats.changes.fetch_add(digests.len() as u64, Ordering::Relaxed);
                 cursor = message.cursor;
             }
         }

@@ -10,7 +10,7 @@ use std::{pin::Pin, sync::Arc};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{authorize, cache::key_digest, local::LocalAuthenticator},
+    auth::{authorize, local::LocalAuthenticator},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
@@ -46,7 +46,7 @@ impl From<Update> for pb::WatchKeyChangesResponse {
     fn from(update: Update) -> Self {
         Self {
             cursor: update.cursor.to_string(),
-            key_digests: update.changes.iter().map(|c| key_digest(c.key_id.0).to_vec()).collect(),
+            key_digests: update.changes.iter().map(|c| c.digest.to_vec()).collect(),
             reset: update.reset,
         }
     }
@@ -169,7 +169,8 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::WatchKeyChangesRequest>,
     ) -> Result<Response<Self::WatchKeyChangesStream>, Status> {
-        let watch = self.feed.watch(convert::cursor(&request.get_ref().cursor)?).await?;
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let watch = self.feed.watch(convert::cursor(&request.get_ref().cursor)?, peer).await?;
         // Ends when the client goes away (the stream, and with it the watcher's place, is dropped)
         // or when the server shuts down.
         let stream = futures_util::stream::unfold(watch, |mut watch| async move {

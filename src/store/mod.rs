@@ -612,8 +612,12 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        // Rows are locked in key order, so two replicas flushing overlapping batches cannot
+        // deadlock each other.
+        let mut batch: Vec<&Outcomes> = batch.iter().collect();
+        batch.sort_unstable_by_key(|o| o.key_id.0);
         let txn = self.db.begin().await.map_err(db_error)?;
-        for outcome in batch {
+        for outcome in &batch {
             let attempts = i64::try_from(outcome.failures).unwrap_or(i64::MAX);
             let mut update = api_key::Entity::update_many().filter(api_key::Column::Id.eq(outcome.key_id.0));
             update = if outcome.reset {
@@ -670,10 +674,14 @@ impl Store {
                 .map_err(db_error)?;
             let actor = Actor::system("lockout");
             Self::audit(&txn, OrgId(org_id), &actor, "LOCK", KeyId(id), &["state"]).await?;
-            Self::log_change(&txn, OrgId(org_id), KeyId(id)).await?;
-            locked.push(KeyId(id));
+            locked.push((OrgId(org_id), KeyId(id)));
+        }
+        // Last, so the change log's lock is held for as short a time as possible.
+        for (org_id, key_id) in &locked {
+            Self::log_change(&txn, *org_id, *key_id).await?;
         }
         txn.commit().await.map_err(db_error)?;
+        let locked = locked.into_iter().map(|(_, key_id)| key_id).collect();
         Ok(locked)
     }
 

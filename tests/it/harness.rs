@@ -416,6 +416,8 @@ impl TestApp {
 pub struct Binary {
     child: std::process::Child,
     pub addr: std::net::SocketAddr,
+    /// The metrics listener, when started with `--metrics-listen`.
+    pub metrics: Option<std::net::SocketAddr>,
     logs: [std::path::PathBuf; 2],
 }
 
@@ -441,7 +443,7 @@ impl Binary {
             command.args(["--database-url", &pg.url]);
         }
         // Owned from here on, so a failed start is still killed and reaped (Drop).
-        let mut server = Self { child: command.spawn().unwrap(), addr: ([0, 0, 0, 0], 0).into(), logs };
+        let mut server = Self { child: command.spawn().unwrap(), addr: ([0, 0, 0, 0], 0).into(), metrics: None, logs };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&server.logs[1]).unwrap_or_default();
@@ -451,6 +453,10 @@ impl Binary {
             });
             if let Some(addr) = listening {
                 server.addr = addr;
+                server.metrics = text.lines().find_map(|line| {
+                    let at = line.find("metrics at http://")? + "metrics at http://".len();
+                    line[at..].split('/').next()?.parse().ok()
+                });
                 return server;
             }
             assert!(std::time::Instant::now() < deadline, "the server did not start:\n{text}");

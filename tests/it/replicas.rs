@@ -98,3 +98,54 @@ async fn a_name_counts_every_address_it_resolves_to_and_only_serving_ones_get_ca
     .unwrap_err();
     assert!(none.to_string().contains("no apikeys replica is serving"), "{none}");
 }
+
+#[tokio::test]
+async fn a_call_that_reached_a_server_is_never_sent_again() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    // A server whose health Check counts calls and never answers ...
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let route = axum::routing::post(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>()
+    });
+    let router = axum::Router::new().route("/grpc.health.v1.Health/Check", route);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let routes = tonic::service::Routes::from(router);
+    tokio::spawn(tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming));
+
+    // ... behind a proxy whose connections the test cuts, while the server stays up.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let held = links.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = proxy.accept().await {
+            let link = tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(server).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+            held.lock().unwrap().push(link);
+        }
+    });
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{proxy_addr}")).unwrap().connect_lazy();
+    let mut client = HealthClient::new(RetryUnsent::from(channel));
+    let call = tokio::spawn(async move { client.check(HealthCheckRequest::default()).await });
+    for _ in 0..500 {
+        if calls.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the call reached the server");
+    for link in links.lock().unwrap().drain(..) {
+        link.abort();
+    }
+    let result = tokio::time::timeout(Duration::from_secs(5), call).await.expect("the call ends").unwrap();
+    assert!(result.is_err(), "a cut call fails");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "a call that reached the server was sent again");
+}

@@ -55,9 +55,24 @@ fn poll_flag(db: &TestDb) -> &'static str {
 #[tokio::test]
 async fn a_revocation_on_one_replica_is_refused_by_the_other_and_by_the_consumer_within_a_second() {
     let db = TestDb::new().await;
-    let flags = ["--change-poll-ms", poll_flag(&db), "--auth-cache-ttl-secs", "60"];
+    // Nothing but the change log may end a cached verification early: long TTLs, and on PostgreSQL
+    // neither the poll nor the degraded-listener bound comes within the second.
+    let flags = [
+        "--change-poll-ms",
+        poll_flag(&db),
+        "--degraded-cache-ttl-ms",
+        "60000",
+        "--auth-cache-ttl-secs",
+        "60",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
     let first = Binary::serve(&db, &flags).await;
     let second = Binary::serve(&db, &flags).await;
+    let hits = || async {
+        let text = crate::metrics::scrape(second.metrics.unwrap()).await;
+        crate::metrics::value(&text, "apikeys_auth_cache_hits_total")
+    };
     let token = std::fs::read_to_string(db.dir.path().join("data/bootstrap-token")).unwrap().trim().to_owned();
     let channel = |url: String| Channel::from_shared(url).unwrap().connect_lazy();
     let admin =
@@ -66,12 +81,18 @@ async fn a_revocation_on_one_replica_is_refused_by_the_other_and_by_the_consumer
         (ApiKeyServiceClient::new(channel(first.url())), ApiKeyServiceClient::new(channel(second.url())));
     let consumer = Consumer::spawn(second.addr, Duration::from_secs(30)).await;
 
+    // Verified on both replicas and at the consumer, and cached there: the second replica answers
+    // a second call from its cache, and the consumer holds an entry.
     let warm = |token: String| {
-        let (a, b, consumer) = (on_first.clone(), on_second.clone(), &consumer);
+        let (a, b, consumer, hits) = (on_first.clone(), on_second.clone(), &consumer, &hits);
         async move {
             authenticate_token(&mut a.clone(), &token, &[]).await.unwrap();
             authenticate_token(&mut b.clone(), &token, &[]).await.unwrap();
+            let before = hits().await;
+            authenticate_token(&mut b.clone(), &token, &[]).await.unwrap();
+            assert_eq!(hits().await, before + 1.0, "the second replica cached the credential");
             consumer.list(&bearer(&token)).await.unwrap();
+            assert!(!consumer.authenticator().cache().is_empty(), "the consumer cached the credential");
         }
     };
 
@@ -154,8 +175,9 @@ async fn the_change_stream_resumes_from_a_cursor_and_resets_when_it_cannot() {
     let first = next(&mut stream).await;
     assert!(!first.cursor.is_empty() && first.key_digests.is_empty() && !first.reset, "{first:?}");
 
-    // A refused change (stale etag) writes nothing and announces nothing; a real one is announced.
-    let stale = admin.delete(&a.id, "\"999\"", false).await;
+    // A refused change (stale etag, on b) writes nothing and announces nothing; a real one (of a)
+    // is announced, alone.
+    let stale = admin.delete(&b.id, "\"999\"", false).await;
     assert_status(stale, Code::Aborted, "ETAG_MISMATCH");
     admin.delete(&a.id, "", false).await.unwrap();
     let deleted = next(&mut stream).await;
@@ -192,8 +214,15 @@ async fn the_change_stream_resumes_from_a_cursor_and_resets_when_it_cannot() {
     let mut late = watch(&client, &first.cursor).await.unwrap();
     assert!(next(&mut late).await.reset, "a cursor behind the pruned log resets");
 
-    // Malformed cursors name the field.
+    // A cursor ahead of the log (a database restored from an older backup) resets too.
     drop(late);
+    let ahead = format!("{instance}.{}", 1_000_000);
+    within_bound("a watcher place", || async { watch(&client, "").await.is_ok() }).await;
+    let mut ahead = watch(&client, &ahead).await.unwrap();
+    assert!(next(&mut ahead).await.reset, "a cursor ahead of the log resets");
+    drop(ahead);
+
+    // Malformed cursors name the field.
     let status = watch(&client, "not-a-cursor").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["cursor"]);
@@ -257,7 +286,12 @@ async fn a_lost_listener_reconnects_and_no_revoked_credential_passes_afterwards(
     })
     .await;
     assert!(refused(&on_second, &revoked.token, &[], Code::Unauthenticated).await, "a revoked credential passed");
+    // Everything cached before was dropped on reconnect, not just what the log names: the kept key
+    // is verified again (a miss), and still passes.
+    let cache = second.authenticator.cache();
+    let hits = cache.hits();
     authenticate_token(&mut on_second.clone(), &kept.token, &[]).await.unwrap();
+    assert_eq!(cache.hits(), hits, "the cache was not flushed on reconnect");
 }
 
 #[tokio::test]
@@ -278,6 +312,9 @@ async fn while_the_listener_is_down_cached_verifications_are_trusted_only_briefl
     let on_second = second.client().await;
     let revoked = admin.create("Revoked", &["read_data"]).await.unwrap();
     authenticate_token(&mut on_second.clone(), &revoked.token, &[]).await.unwrap();
+    let hits = second.authenticator.cache().hits();
+    authenticate_token(&mut on_second.clone(), &revoked.token, &[]).await.unwrap();
+    assert_eq!(second.authenticator.cache().hits(), hits + 1, "cached");
 
     // The listener stays down for seconds; the change is made meanwhile.
     second.feed.pause_listener_reconnect_for_tests(Duration::from_secs(5));
@@ -316,4 +353,119 @@ async fn the_listener_uses_its_own_url_when_one_is_given() {
 
 fn pg_url(app: &TestApp) -> String {
     app.config.database_url.as_ref().unwrap().expose().to_owned()
+}
+
+/// Appends `n` changes of random keys to the log, as other replicas would have; returns their IDs.
+async fn append_changes(app: &TestApp, n: usize) -> Vec<uuid::Uuid> {
+    use apikeys::store::entities::key_change;
+    use sea_orm::{ActiveValue::Set, EntityTrait as _};
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::new_v4()).collect();
+    for chunk in ids.chunks(1000) {
+        let rows = chunk.iter().map(|id| key_change::ActiveModel {
+            key_id: Set(*id),
+            org_id: Set(uuid::Uuid::new_v4()),
+            time: Set(chrono::Utc::now()),
+            ..Default::default()
+        });
+        key_change::Entity::insert_many(rows).exec(app.store.connection()).await.unwrap();
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_resume_replays_in_bounded_messages_and_too_long_a_backlog_resets() {
+    let app = TestApp::spawn().await;
+    let client = app.client().await;
+    let start = next(&mut watch(&client, "").await.unwrap()).await.cursor;
+
+    // 1500 missed changes: two messages of at most a thousand, in log order, then live.
+    let ids = append_changes(&app, 1500).await;
+    let mut resumed = watch(&client, &start).await.unwrap();
+    let (first, second) = (next(&mut resumed).await, next(&mut resumed).await);
+    assert_eq!((first.key_digests.len(), second.key_digests.len()), (1000, 500));
+    let replayed: Vec<Vec<u8>> = first.key_digests.into_iter().chain(second.key_digests).collect();
+    let expected: Vec<Vec<u8>> = ids.iter().map(|id| digest(&id.to_string())).collect();
+    assert_eq!(replayed, expected);
+    assert!(!first.reset && !second.reset);
+    drop(resumed);
+
+    // More than ten thousand missed: a reset, not an unbounded replay.
+    append_changes(&app, 10_001).await;
+    let mut behind = watch(&client, &second.cursor).await.unwrap();
+    let reset = next(&mut behind).await;
+    assert!(reset.reset && reset.key_digests.is_empty(), "{} digests", reset.key_digests.len());
+}
+
+/// A TCP proxy to `upstream` that can be frozen: it then stops passing bytes either way but keeps
+/// every connection open, as a network partition or a dropped NAT entry would.
+async fn freezable_proxy(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            for (mut from, mut to, flag) in [
+                (
+                    Box::new(in_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(out_write) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    flag.clone(),
+                ),
+                (Box::new(out_read), Box::new(in_write), flag.clone()),
+            ] {
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buffer).await {
+                        while flag.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        if to.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Held open while frozen: a silent connection, not a closed one.
+                    while flag.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                });
+            }
+        }
+    });
+    (addr, frozen)
+}
+
+#[tokio::test]
+async fn a_listener_connection_that_goes_silent_is_noticed_and_the_cache_is_distrusted() {
+    let db = TestDb::new().await;
+    let Some(pg) = &db.pg else { return };
+    let url: url::Url = pg.url.parse().unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)).parse().unwrap();
+    let (proxy, frozen) = freezable_proxy(upstream).await;
+    let mut through_proxy = url.clone();
+    through_proxy.set_port(Some(proxy.port())).unwrap();
+    let mut config = db.config();
+    config.listener_database_url = Some(through_proxy.to_string().into());
+    config.degraded_cache_ttl_ms = 200;
+    let app = TestApp::start(db, config).await;
+    let stats = app.feed.stats();
+    wait_for("the listener connects", Duration::from_secs(5), || stats.listener_up.load(Ordering::Relaxed)).await;
+
+    frozen.store(true, Ordering::Relaxed);
+    // Noticed by the ping (every 5 s, answered within 5 s): no reset, no error, just silence.
+    wait_for("the silent listener is noticed", Duration::from_secs(12), || !stats.listener_up.load(Ordering::Relaxed))
+        .await;
+    let cache = app.authenticator.cache();
+    let mut client = app.client().await;
+    authenticate_token(&mut client, &app.admin_token, &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let hits = cache.hits();
+    authenticate_token(&mut client, &app.admin_token, &[]).await.unwrap();
+    assert_eq!(cache.hits(), hits, "an entry older than degraded_cache_ttl_ms was trusted while the listener was down");
+    frozen.store(false, Ordering::Relaxed);
 }
