@@ -6,7 +6,8 @@
 //!    rounds alternate A B A B so machine drift hits both. Prints requests/s, p50 and p99, and the
 //!    ratios (goal: throughput >= 0.9x, p99 <= 1.2x).
 //! 2. **Flood**: the same warm traffic while flood clients send forged credentials as fast as they
-//!    can (valid-looking tokens of unknown key IDs, and wrong secrets for one known key). Prints the
+//!    can (valid-looking tokens of unknown key IDs, and wrong secrets for another known key, which
+//!    locks after `lockout_threshold` failures). Prints the
 //!    warm throughput against its no-flood figure (goal >= 0.5x), the latency of admin creates during
 //!    the flood (goal p99 <= 1 s), the first Authenticate of fresh credentials (goal <= 1 s), and what
 //!    the flood itself got.
@@ -215,7 +216,10 @@ async fn main() {
     println!(
         "\n2. flood: the same warm traffic while 2 flood clients (100 in flight each, from 127.0.0.2 and .3) send forged credentials"
     );
-    let known = Credential::from_token(&token).expect("token").key_id;
+    // The wrong secrets go to a key of their own: after `lockout_threshold` failures it locks (and
+    // its refusals stop costing argon2), which would otherwise take the warm key down with it.
+    let (_, victim) = create_key(server.addr, &server.admin).await;
+    let known = Credential::from_token(&victim).expect("token").key_id;
     let stop = Arc::new(AtomicBool::new(false));
     let (flood_ok, flood_refused, flood_shed) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
