@@ -176,6 +176,10 @@ pub struct ServerConfig {
     /// argon2 computations at once for new secrets (create, regenerate), in a lane of their own
     /// that a flood of credential checks cannot fill.
     pub admin_hash_concurrency: usize,
+    /// Failed authentications per second one client address may cause (bursts of twice that);
+    /// beyond it, its credentials that are not cached are refused with RESOURCE_EXHAUSTED
+    /// (`TOO_MANY_FAILURES`) after 100 ms, without a database lookup. 0: no budget.
+    pub auth_failures_per_peer: u32,
     /// Seconds a successful verification is cached (0 disables the cache; at most 86400).
     pub auth_cache_ttl_secs: u64,
     /// Most cached verifications.
@@ -234,6 +238,7 @@ impl Default for ServerConfig {
             hash_concurrency: hashing.max_concurrent,
             hash_queue: hashing.max_waiting,
             admin_hash_concurrency: hashing.admin_concurrent,
+            auth_failures_per_peer: 100,
             auth_cache_ttl_secs: 60,
             auth_cache_capacity: 10_000,
             health_interval_ms: 5000,

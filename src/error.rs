@@ -84,6 +84,10 @@ pub enum Error {
     /// one address may have.
     #[error("too many calls in flight from this address; retry with backoff")]
     PeerBusy,
+    /// RESOURCE_EXHAUSTED, reason `TOO_MANY_FAILURES`: the caller's address spent its budget of
+    /// failed authentications; credentials not in the cache are refused for a while.
+    #[error("too many failed authentications from this address; retry later")]
+    TooManyFailures,
     /// RESOURCE_EXHAUSTED, reason `TOO_MANY_WATCHERS`: as many WatchKeyChanges streams are open as
     /// the server allows.
     #[error("too many change streams are open; retry with backoff")]
@@ -123,7 +127,9 @@ impl Error {
             Self::DisplayNameTaken(_) => Code::AlreadyExists,
             Self::EtagMismatch => Code::Aborted,
             Self::AppManagedKey { .. } | Self::OrgExists(_) => Code::FailedPrecondition,
-            Self::HashingBusy | Self::PeerBusy | Self::TooManyWatchers => Code::ResourceExhausted,
+            Self::HashingBusy | Self::PeerBusy | Self::TooManyWatchers | Self::TooManyFailures => {
+                Code::ResourceExhausted
+            }
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -145,6 +151,7 @@ impl Error {
             Self::HashingBusy => "HASHING_BUSY",
             Self::PeerBusy => "PEER_BUSY",
             Self::TooManyWatchers => "TOO_MANY_WATCHERS",
+            Self::TooManyFailures => "TOO_MANY_FAILURES",
             Self::Unavailable(_) => "BACKEND_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

@@ -17,6 +17,8 @@ pub mod domain;
 #[cfg(feature = "client")]
 pub mod error;
 #[cfg(feature = "server")]
+pub mod failure_budget;
+#[cfg(feature = "server")]
 pub mod keys;
 #[cfg(feature = "server")]
 pub mod lockout;

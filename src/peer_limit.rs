@@ -1,8 +1,10 @@
 //! A cap on the RPCs one client address has in flight. A server answers calls in proportion to how
 //! many each client keeps in flight, so without a cap one client flooding forged credentials with
-//! hundreds of calls takes the server from everyone else. Calls beyond the cap are refused at once,
-//! before any parsing, with RESOURCE_EXHAUSTED (`PEER_BUSY`); a call counts until its response
-//! headers are sent.
+//! hundreds of calls takes the server from everyone else. Calls beyond the cap are refused before
+//! any parsing with RESOURCE_EXHAUSTED (`PEER_BUSY`): at once, unless the address has also spent its
+//! budget of failed authentications ([`crate::failure_budget`]); a flooder's refusals are then held
+//! for the tarpit, so it cannot make the server spend its time refusing it. A call counts until its
+//! response headers are sent.
 
 use std::{
     net::IpAddr,
@@ -16,7 +18,12 @@ use tonic::{
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 
-use crate::{error::Error, quota::Quota, rpc_trace::BoxFuture};
+use crate::{
+    error::Error,
+    failure_budget::{FailureBudget, TARPIT},
+    quota::Quota,
+    rpc_trace::BoxFuture,
+};
 
 /// The client address of a request served by tonic, over TCP or TLS.
 fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
@@ -31,12 +38,14 @@ fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
 #[derive(Debug, Clone)]
 pub struct PeerLimitLayer {
     in_flight: Option<Arc<Quota<IpAddr>>>,
+    budget: Option<Arc<FailureBudget>>,
 }
 
 impl PeerLimitLayer {
-    /// At most `max` calls in flight per client address; 0 means no cap.
-    pub fn new(max: usize) -> Self {
-        Self { in_flight: (max > 0).then(|| Quota::new(max)) }
+    /// At most `max` calls in flight per client address (0 means no cap); refusals to addresses
+    /// that spent their failure `budget` are held for the tarpit.
+    pub fn new(max: usize, budget: Option<Arc<FailureBudget>>) -> Self {
+        Self { in_flight: (max > 0).then(|| Quota::new(max)), budget }
     }
 }
 
@@ -44,7 +53,7 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
     type Service = PeerLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PeerLimit { inner, in_flight: self.in_flight.clone() }
+        PeerLimit { inner, in_flight: self.in_flight.clone(), budget: self.budget.clone() }
     }
 }
 
@@ -53,6 +62,7 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
 pub struct PeerLimit<S> {
     inner: S,
     in_flight: Option<Arc<Quota<IpAddr>>>,
+    budget: Option<Arc<FailureBudget>>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for PeerLimit<S>
@@ -73,7 +83,15 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let slot = match self.in_flight.as_ref().zip(peer(&request)) {
             Some((in_flight, ip)) => match in_flight.take(ip) {
-                None => return Box::pin(std::future::ready(Ok(Status::from(Error::PeerBusy).into_http()))),
+                None => {
+                    let flooding = self.budget.as_ref().is_some_and(|budget| budget.exhausted(ip));
+                    return Box::pin(async move {
+                        if flooding {
+                            tokio::time::sleep(TARPIT).await;
+                        }
+                        Ok(Status::from(Error::PeerBusy).into_http())
+                    });
+                }
                 slot => slot,
             },
             // No cap, or not over TCP: nothing to count.

@@ -29,6 +29,7 @@ use crate::{
     config::{ServerConfig, redact_url},
     domain::Catalog,
     error::Error,
+    failure_budget::FailureBudget,
     keys::Keys,
     lockout::FailureLog,
     methods,
@@ -217,8 +218,9 @@ pub async fn components(
     let hasher = Arc::new(Hasher::new(&config.hashing())?);
     let cache = Arc::new(VerifiedCache::new(config.auth_cache_ttl(), config.auth_cache_capacity)?);
     let failures = Arc::new(FailureLog::default());
+    let budget = FailureBudget::new(config.auth_failures_per_peer).map(Arc::new);
     let authenticator =
-        Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone()));
+        Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone(), budget));
     let changed = Arc::new(tokio::sync::Notify::new());
     let feed = ChangeFeed::start(store.clone(), cache.clone(), changed.clone(), config.feed()).await?;
     let keys = Arc::new(Keys::new(store, hasher, cache, failures, Arc::new(catalog), changed));
@@ -368,7 +370,7 @@ impl Application {
             .with_keepalive(Some(secs(limits.tcp_keepalive_secs)));
         let serve = builder
             .layer(RpcTraceLayer::new(self.metrics.clone()))
-            .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer))
+            .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer, self.authenticator.budget()))
             .layer(layer)
             .add_service(health_service.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1.max_decoding_message_size(limits.max_request_bytes))

@@ -2,7 +2,7 @@
 //! verification. It is also what the Authenticate RPC runs, so remote consumers and the admin RPCs go
 //! through the same code.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use super::{
     Authenticator, Credential, Principal,
@@ -13,6 +13,7 @@ use super::{
 use crate::{
     domain::{ApiKey, KeyId},
     error::{Error, Result},
+    failure_budget::{FailureBudget, TARPIT},
     lockout::FailureLog,
     pb::{PrincipalRestrictions, PrincipalType},
     quota::Quota,
@@ -28,6 +29,7 @@ pub struct LocalAuthenticator {
     flights: SingleFlight<CacheKey, Verified>,
     per_key: Arc<Quota<KeyId>>,
     failures: Arc<FailureLog>,
+    budget: Option<Arc<FailureBudget>>,
 }
 
 /// Most verifications of one key ID in progress at once (distinct secrets: the same credential
@@ -38,8 +40,15 @@ const MAX_VERIFICATIONS_PER_KEY: usize = 2;
 impl LocalAuthenticator {
     /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
     /// lifecycle shares, to drop a key's entries when it changes).
-    /// Failed verifications go to `failures`, which locks keys in batches.
-    pub fn new(store: Store, hasher: Arc<Hasher>, cache: Arc<VerifiedCache>, failures: Arc<FailureLog>) -> Self {
+    /// Failed verifications go to `failures`, which locks keys in batches, and are charged to the
+    /// caller's address in `budget` (see [`crate::failure_budget`]), if there is one.
+    pub fn new(
+        store: Store,
+        hasher: Arc<Hasher>,
+        cache: Arc<VerifiedCache>,
+        failures: Arc<FailureLog>,
+        budget: Option<Arc<FailureBudget>>,
+    ) -> Self {
         Self {
             store,
             hasher,
@@ -47,7 +56,34 @@ impl LocalAuthenticator {
             flights: SingleFlight::default(),
             per_key: Quota::new(MAX_VERIFICATIONS_PER_KEY),
             failures,
+            budget,
         }
+    }
+
+    /// [`Authenticator::authenticate`] for a caller at `peer`: a credential that is not cached is
+    /// refused with RESOURCE_EXHAUSTED (`TOO_MANY_FAILURES`), after [`TARPIT`], while that address has
+    /// spent its failure budget; the failures it causes are charged to it.
+    ///
+    /// # Errors
+    /// What [`Authenticator::authenticate`] returns, and `TooManyFailures`.
+    pub async fn authenticate_from(&self, credential: Credential, peer: Option<IpAddr>) -> Result<Principal> {
+        let budget = self.budget.as_ref().zip(peer);
+        let result = self
+            .cache
+            .get_or_verify(&self.flights, &credential, || async {
+                if let Some((budget, ip)) = budget
+                    && budget.exhausted(ip)
+                {
+                    tokio::time::sleep(TARPIT).await;
+                    return Err(Error::TooManyFailures);
+                }
+                self.verify(&credential).await
+            })
+            .await;
+        if let (Some((budget, ip)), Err(Error::Unauthenticated | Error::HashingBusy)) = (budget, &result) {
+            budget.charge(ip);
+        }
+        result
     }
 
     /// The hasher (its counters feed metrics and tests).
@@ -58,6 +94,11 @@ impl LocalAuthenticator {
     /// The verification cache.
     pub fn cache(&self) -> &VerifiedCache {
         &self.cache
+    }
+
+    /// The failure budget per client address, if there is one (the per-address call cap reads it).
+    pub fn budget(&self) -> Option<Arc<FailureBudget>> {
+        self.budget.clone()
     }
 }
 
@@ -132,6 +173,6 @@ impl LocalAuthenticator {
 
 impl Authenticator for LocalAuthenticator {
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
-        self.cache.get_or_verify(&self.flights, &credential, || self.verify(&credential)).await
+        self.authenticate_from(credential, None).await
     }
 }

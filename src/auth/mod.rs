@@ -54,8 +54,7 @@ pub fn lacking<'a>(held: &[String], wanted: impl IntoIterator<Item = &'a str>) -
 }
 
 /// Verifies `credential` with `authenticator` and checks that its principal holds every permission
-/// in `required`: the check the auth layer runs for every protected request, and the Authenticate
-/// RPC for its caller.
+/// in `required` ([`require`]): the check the auth layer runs for every protected request.
 ///
 /// # Errors
 /// What the authenticator returns, or PERMISSION_DENIED naming the missing permissions.
@@ -64,7 +63,15 @@ pub async fn authorize<A: Authenticator, S: AsRef<str>>(
     credential: Credential,
     required: &[S],
 ) -> Result<Principal> {
-    let principal = authenticator.authenticate(credential).await?;
+    require(authenticator.authenticate(credential).await?, required)
+}
+
+/// `principal`, if it holds every permission in `required`: the one permission check of the auth
+/// layer and of the Authenticate RPC.
+///
+/// # Errors
+/// PERMISSION_DENIED naming the missing permissions.
+pub fn require<S: AsRef<str>>(principal: Principal, required: &[S]) -> Result<Principal> {
     let missing = lacking(&principal.permissions, required.iter().map(AsRef::as_ref));
     if missing.is_empty() { Ok(principal) } else { Err(crate::Error::MissingPermissions(missing)) }
 }

@@ -10,7 +10,7 @@ use std::{pin::Pin, sync::Arc};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{authorize, local::LocalAuthenticator},
+    auth::{local::LocalAuthenticator, require},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
@@ -126,8 +126,13 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        // Failures are charged to the caller's address (its failure budget).
+        let peer = request.remote_addr().map(|addr| addr.ip());
         let result = match convert::authenticate(request.into_inner()) {
-            Ok((credential, required)) => authorize(&*self.authenticator, credential, &required).await,
+            Ok((credential, required)) => match self.authenticator.authenticate_from(credential, peer).await {
+                Ok(principal) => require(principal, &required),
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         // Counted here, where the outcome is known.

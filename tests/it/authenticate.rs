@@ -451,3 +451,60 @@ async fn guesses_against_one_key_are_capped_and_other_keys_still_verify() {
     assert!(shed >= 4, "12 concurrent guesses at one key, at most 2 verified at a time: {shed} shed");
     bystander.await.unwrap().expect("another key's fresh credential verifies meanwhile");
 }
+
+#[tokio::test]
+async fn an_address_that_spent_its_failure_budget_is_tarpitted_and_its_cached_credentials_still_pass() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth_failures_per_peer = 5;
+        c.transport.max_in_flight_per_peer = 1;
+    })
+    .await;
+    let admin = app.admin().await;
+    let cached = admin.create("Cached", &[]).await.unwrap().token;
+    let fresh = admin.create("Fresh", &[]).await.unwrap().token;
+    let mut client = app.client().await;
+    authenticate_token(&mut client, &cached, &[]).await.unwrap();
+    let forged = || Credential { key_id: uuid::Uuid::new_v4(), secret: Secret::generate().unwrap() }.token();
+
+    // A burst of twice the rate is allowed and answered as usual ...
+    for _ in 0..10 {
+        assert_status(authenticate_token(&mut client, &forged(), &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    }
+    // ... then credentials that are not cached are refused after the tarpit, valid ones too.
+    for token in [forged(), fresh.clone()] {
+        let started = std::time::Instant::now();
+        let refused = authenticate_token(&mut client, &token, &[]).await;
+        assert_status(refused, Code::ResourceExhausted, "TOO_MANY_FAILURES");
+        assert!(started.elapsed() >= apikeys::failure_budget::TARPIT, "answered before the tarpit");
+    }
+    authenticate_token(&mut client, &cached, &[]).await.expect("a cached credential still passes");
+
+    // Its calls beyond the in-flight cap are held for the tarpit too (PEER_BUSY), not answered at
+    // once: a flooder cannot make the server spend its time refusing it.
+    let crowd = (0..3).map(|_| {
+        let (mut client, token) = (client.clone(), forged());
+        async move {
+            let started = std::time::Instant::now();
+            let status = authenticate_token(&mut client, &token, &[]).await.unwrap_err();
+            (apikeys::error::status_reason(&status), started.elapsed())
+        }
+    });
+    let answers = futures::future::join_all(crowd).await;
+    let busy: Vec<_> = answers.iter().filter(|(reason, _)| reason == "PEER_BUSY").collect();
+    assert!(!busy.is_empty(), "{answers:?}");
+    assert!(busy.iter().all(|(_, took)| *took >= apikeys::failure_budget::TARPIT), "{answers:?}");
+
+    // Another address keeps its own budget.
+    let other = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut other = pb::api_key_service_client::ApiKeyServiceClient::new(other);
+    authenticate_token(&mut other, &fresh, &[]).await.expect("another address is not affected");
+
+    // The budget refills (5 per second).
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_status(authenticate_token(&mut client, &forged(), &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+}
