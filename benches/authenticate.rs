@@ -3,6 +3,10 @@
 //!
 //! Run with `cargo bench --bench authenticate`. Prints one line per case and the ratios.
 
+/// The allocator of the `apikeys` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use apikeys::{

@@ -15,6 +15,10 @@
 //! Run with `cargo bench --bench load` (about a minute after the release build). Loopback only; every
 //! loop is bounded in time.
 
+/// The allocator of the `apikeys` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     net::SocketAddr,
     sync::{

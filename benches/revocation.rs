@@ -14,6 +14,10 @@
 //! `APIKEYS_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test` on PostgreSQL (LISTEN/NOTIFY;
 //! a database is created and dropped).
 
+/// The allocator of the `apikeys` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     net::SocketAddr,
     sync::{

@@ -13,6 +13,10 @@
 //! `APIKEYS_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test` for PostgreSQL (a database is
 //! created per size and dropped), and `APIKEYS_SCALE_SIZES=1000,100000` to run fewer sizes.
 
+/// The allocator of the `apikeys` binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use apikeys::{
@@ -130,8 +134,7 @@ async fn main() {
         let app = Application::build(config.clone()).await.expect("server starts");
         let admin = std::fs::read_to_string(config.bootstrap_token_path()).expect("token").trim().to_owned();
         let addr = app.local_addr();
-        let admin_id = Credential::from_token(&admin).expect("token").key_id;
-        let org = app.store().find_auth_record(admin_id.into()).await.expect("lookup").expect("admin").key.org_id;
+        let org = app.store().find_org_by_name(&config.bootstrap_org).await.expect("lookup").expect("org").id;
         let started = Instant::now();
         let ids = seed(&app, org, keys, &secret, &config).await;
         let seed_time = started.elapsed();

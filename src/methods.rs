@@ -67,10 +67,14 @@ pub fn api_path(name: &str) -> String {
     format!("/{SERVICE_NAME}/{name}")
 }
 
+/// Each method's path by itself, for [`label`] (once per RPC: a hash lookup, not a scan).
+static LABELS: LazyLock<std::collections::HashMap<&'static str, &'static str>> =
+    LazyLock::new(|| all().iter().map(|m| (m.path.as_str(), m.path.as_str())).collect());
+
 /// The metric label of `path`: the path itself if this server serves it, else `unknown`, so a
 /// client cannot inflate the number of series.
 pub fn label(path: &str) -> &'static str {
-    all().iter().find(|m| m.path == path).map_or("unknown", |m| m.path.as_str())
+    LABELS.get(path).copied().unwrap_or("unknown")
 }
 
 /// The access policy of apikeys itself, from the table: admin RPCs need [`ADMIN_PERMISSION`],

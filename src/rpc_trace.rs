@@ -16,7 +16,7 @@ use std::{
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tonic::{Code, Status};
+use tonic::Code;
 use tracing::{Instrument as _, field};
 
 use crate::{error::code_name, methods, metrics::Metrics};
@@ -80,9 +80,12 @@ impl Finish {
     }
 }
 
-/// The gRPC status carried by `headers` (trailers, or the headers of a trailers-only response).
+/// The gRPC status code carried by `headers` (trailers, or the headers of a trailers-only
+/// response): only `grpc-status` is read, not the message or details (once per RPC). An unreadable
+/// one is UNKNOWN, as gRPC clients read it.
 fn status_code(headers: &http::HeaderMap) -> Option<Code> {
-    Status::from_header_map(headers).map(|s| s.code())
+    let value = headers.get("grpc-status")?;
+    Some(value.to_str().ok().and_then(|v| v.parse::<i32>().ok()).map_or(Code::Unknown, Code::from))
 }
 
 pin_project! {

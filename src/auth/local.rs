@@ -148,7 +148,7 @@ impl LocalAuthenticator {
             return Err(Error::Unauthenticated);
         }
         let hash = stored.hash;
-        let record = self.store.find_auth_record(id).await?.filter(|r| r.secret_hash == hash && !r.key.locked);
+        let record = self.store.find_auth_record(id, &hash).await?.filter(|r| !r.key.locked);
         let Some(record) = record else { return Err(Error::Unauthenticated) };
         self.failures.succeeded(id, stored.failed_attempts);
         if !self.hasher.is_current(&hash) {

@@ -685,22 +685,43 @@ impl Store {
         Ok(locked)
     }
 
-    /// What Authenticate needs about key `id`, in any org (read after the secret matched).
+    /// What Authenticate needs about key `id`, in any org, read after its secret matched `hash`: one
+    /// query (the key, its org's default group and its permissions, joined), and `None` if the key
+    /// is gone or its hash is no longer `hash` (regenerated meanwhile).
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn find_auth_record(&self, id: KeyId) -> Result<Option<AuthRecord>> {
-        let Some(model) = api_key::Entity::find_by_id(id.0).one(&self.db).await.map_err(db_error)? else {
-            return Ok(None);
-        };
-        let org = org::Entity::find_by_id(model.org_id)
-            .one(&self.db)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| Error::internal("key without org"))?;
-        let permissions = Self::permissions_of(&self.db, &[id.0]).await?.into_iter().map(|p| p.permission).collect();
+    pub async fn find_auth_record(&self, id: KeyId, hash: &SecretHash) -> Result<Option<AuthRecord>> {
+        use sea_orm::{FromQueryResult as _, Iterable as _, sea_query::ExprTrait as _};
+        let query = Query::select()
+            .columns(api_key::Column::iter().map(|c| (api_key::Entity, c)))
+            .column((org::Entity, org::Column::DefaultGroup))
+            .column((api_key_permission::Entity, api_key_permission::Column::Permission))
+            .from(api_key::Entity)
+            .inner_join(
+                org::Entity,
+                Expr::col((org::Entity, org::Column::Id)).equals((api_key::Entity, api_key::Column::OrgId)),
+            )
+            .left_join(
+                api_key_permission::Entity,
+                Expr::col((api_key_permission::Entity, api_key_permission::Column::KeyId))
+                    .equals((api_key::Entity, api_key::Column::Id)),
+            )
+            .and_where(Expr::col((api_key::Entity, api_key::Column::Id)).eq(id.0))
+            .and_where(Expr::col((api_key::Entity, api_key::Column::SecretHash)).eq(hash.0.as_str()))
+            .to_owned();
+        let rows = self.db.query_all(&query).await.map_err(db_error)?;
+        let Some(first) = rows.first() else { return Ok(None) };
+        let model = api_key::Model::from_query_result(first, "").map_err(db_error)?;
+        let default_group: String = first.try_get("", "default_group").map_err(db_error)?;
+        let mut permissions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(permission) = row.try_get::<Option<String>>("", "permission").map_err(db_error)? {
+                permissions.push(permission);
+            }
+        }
         let secret_hash = SecretHash(model.secret_hash.clone());
-        Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group: org.default_group }))
+        Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group }))
     }
 
     /// Replaces the secret hash of key `id` with `new` if it is still `old` (the same secret, hashed
