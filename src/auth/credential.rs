@@ -219,7 +219,11 @@ fn base62_encode(bytes: &[u8], width: usize) -> String {
 /// Digits are taken five at a time (62^5 < 2^30), so the buffer is multiplied once per five digits:
 /// this runs on every request that presents a token.
 fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential> {
-    out.fill(0);
+    // The number is kept in 32-bit limbs, most significant first (a quarter of the multiplications
+    // of a byte at a time: this runs on every Authenticate).
+    let mut buffer = [0u32; MAX_DECODED / 4];
+    let limbs = buffer.get_mut(..out.len() / 4).filter(|_| out.len().is_multiple_of(4)).ok_or(MalformedCredential)?;
+    let mut result = Ok(());
     for chunk in text.chunks(5) {
         let (mut value, mut scale) = (0u64, 1u64);
         for &c in chunk {
@@ -227,24 +231,39 @@ fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential>
                 b'0'..=b'9' => c - b'0',
                 b'A'..=b'Z' => c - b'A' + 10,
                 b'a'..=b'z' => c - b'a' + 36,
-                _ => return Err(MalformedCredential),
+                _ => {
+                    result = Err(MalformedCredential);
+                    break;
+                }
             };
             value = value * 62 + u64::from(digit);
             scale *= 62;
         }
-        // out = out * scale + value; the number only grows, so overflowing now means overflowing.
+        // limbs = limbs * scale + value (scale < 2^30, so no step overflows 64 bits); the number
+        // only grows, so overflowing now means overflowing.
         let mut carry = value;
-        for byte in out.iter_mut().rev() {
-            let acc = u64::from(*byte) * scale + carry;
-            *byte = (acc & 0xff) as u8;
-            carry = acc >> 8;
+        for limb in limbs.iter_mut().rev() {
+            let acc = u64::from(*limb) * scale + carry;
+            *limb = acc as u32;
+            carry = acc >> 32;
         }
-        if carry != 0 {
-            return Err(MalformedCredential);
+        if carry != 0 || result.is_err() {
+            result = Err(MalformedCredential);
+            break;
         }
     }
-    Ok(())
+    if result.is_ok() {
+        for (bytes, limb) in out.chunks_exact_mut(4).zip(limbs.iter()) {
+            bytes.copy_from_slice(&limb.to_be_bytes());
+        }
+    }
+    // The limbs held the secret.
+    buffer.zeroize();
+    result
 }
+
+/// The longest value decoded from base62: a key ID and a secret.
+const MAX_DECODED: usize = 16 + SECRET_BYTES;
 
 #[cfg(test)]
 mod tests {
