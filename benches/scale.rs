@@ -88,6 +88,7 @@ async fn seed(app: &Application, org: OrgId, keys: usize, secret: &Secret, confi
                     permissions: vec!["read_data".into()],
                     app_id: None,
                     secret_hash: hash.clone(),
+                    expire_time: None,
                     actor: Actor::system("scale-bench"),
                 }
             })

@@ -42,6 +42,8 @@ pub struct CreateKey {
     pub permissions: Vec<String>,
     /// Owning app.
     pub app_id: Option<String>,
+    /// Requested expire time (checked against the org policy on creation).
+    pub expire_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Changes of [`Keys::update`], validated: `None` leaves a field alone.
@@ -53,6 +55,8 @@ pub struct KeyPatch {
     pub description: Option<String>,
     /// New permission set (catalog permissions, sorted and unique).
     pub permissions: Option<Vec<String>>,
+    /// New expire time (`Some(None)`: never), checked against the org policy.
+    pub expire_time: Option<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 /// Guards of a mutation.
@@ -121,10 +125,50 @@ impl Keys {
     ///
     /// # Errors
     /// UNAVAILABLE.
-    pub async fn set_org_policy(&self, caller: &Caller, policy: OrgPolicy) -> Result<OrgPolicy> {
-        let policy = self.store.set_org_policy(caller.org_id, policy).await?;
-        tracing::info!(org_id = %caller.org_id, lockout_threshold = policy.lockout_threshold, actor = %caller.actor.id, "org policy updated");
+    pub async fn set_org_policy(
+        &self,
+        caller: &Caller,
+        patch: impl FnOnce(OrgPolicy) -> OrgPolicy,
+    ) -> Result<OrgPolicy> {
+        let current = self.store.org_policy(caller.org_id).await?;
+        let policy = self.store.set_org_policy(caller.org_id, patch(current)).await?;
+        tracing::info!(
+            org_id = %caller.org_id,
+            lockout_threshold = policy.lockout_threshold,
+            max_key_lifetime_secs = policy.max_key_lifetime.map(|max| max.as_secs()),
+            actor = %caller.actor.id,
+            "org policy updated"
+        );
         Ok(policy)
+    }
+
+    /// Disables (`disabled`) or enables a key of the caller's org, keeping its secret; the caller
+    /// must hold every permission of the key, and disabling an app-managed key needs the
+    /// acknowledgement.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given and stale),
+    /// FAILED_PRECONDITION (disabling an app-managed key without acknowledgement), UNAVAILABLE.
+    pub async fn set_disabled(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        disabled: bool,
+        guard: &Precondition,
+    ) -> Result<ApiKey> {
+        let acknowledged = guard.acknowledge_app_impact;
+        let key = self
+            .mutate(caller, id, &guard.etag, move |current| {
+                if disabled {
+                    current.check_app_impact(acknowledged, "disabling it")?;
+                }
+                Ok(Change::SetDisabled(disabled))
+            })
+            .await?
+            .ok_or_else(|| Error::internal("key vanished in its own transaction"))?;
+        let action = if disabled { "API key disabled" } else { "API key enabled" };
+        tracing::info!(key_id = %id, actor = %caller.actor.id, "{action}");
+        Ok(key)
     }
 
     /// Unlocks a key of the caller's org, keeping its secret; the caller must hold every permission
@@ -154,6 +198,8 @@ impl Keys {
     /// PERMISSION_DENIED (escalation), ALREADY_EXISTS, RESOURCE_EXHAUSTED, UNAVAILABLE.
     pub async fn create(&self, caller: &Caller, input: CreateKey) -> Result<Issued> {
         domain::check_grant(caller, &input.permissions)?;
+        let policy = self.store.org_policy(caller.org_id).await?;
+        let expire_time = policy.expire_time(input.expire_time, chrono::Utc::now())?;
         let id = KeyId(Uuid::new_v4());
         let credential = new_credential(id)?;
         let secret_hash = self.hasher.hash(&credential.secret).await?;
@@ -167,6 +213,7 @@ impl Keys {
                 permissions: input.permissions,
                 app_id: input.app_id,
                 secret_hash,
+                expire_time,
                 actor: caller.actor.clone(),
             })
             .await?;
@@ -243,6 +290,28 @@ impl Keys {
     pub async fn update(&self, caller: &Caller, id: KeyId, patch: KeyPatch, guard: &Precondition) -> Result<ApiKey> {
         let acknowledged = guard.acknowledge_app_impact;
         let grantor = caller.clone();
+        // The expiry is checked against the policy here; the transaction applies what was checked.
+        let expire_time = match patch.expire_time {
+            Some(requested) => {
+                let policy = self.store.org_policy(caller.org_id).await?;
+                match (requested, policy.max_key_lifetime) {
+                    (None, Some(_)) => {
+                        return Err(Error::invalid(
+                            "api_key.expire_time",
+                            "is required: the organization's policy sets a maximum key lifetime",
+                        ));
+                    }
+                    (requested, _) => Some(policy.expire_time(requested, chrono::Utc::now()).map_err(|e| match e {
+                        Error::InvalidArgument(mut v) => {
+                            v.iter_mut().for_each(|v| v.field = "api_key.expire_time".into());
+                            Error::InvalidArgument(v)
+                        }
+                        other => other,
+                    })?),
+                }
+            }
+            None => None,
+        };
         let updated = self
             .mutate(caller, id, &guard.etag, move |current| {
                 if let Some(new) = &patch.permissions
@@ -255,6 +324,7 @@ impl Keys {
                     display_name: patch.display_name,
                     description: patch.description,
                     permissions: patch.permissions,
+                    expire_time,
                 }))
             })
             .await?
@@ -334,6 +404,7 @@ impl Keys {
             permissions: self.catalog.all_names(),
             app_id: None,
             secret_hash,
+            expire_time: None,
             actor: Actor::system("bootstrap"),
         };
         before_commit(&credential)?;

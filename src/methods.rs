@@ -39,6 +39,8 @@ const API: &[(&str, Access)] = &[
     ("GetOrgPolicy", Access::Admin),
     ("UpdateOrgPolicy", Access::Admin),
     ("WatchKeyChanges", Access::Public),
+    ("DisableApiKey", Access::Admin),
+    ("EnableApiKey", Access::Admin),
 ];
 
 /// Health and reflection, by service and method.

@@ -77,6 +77,13 @@ pub fn key_digest(key_id: Uuid) -> KeyDigest {
     Sha256::new().chain_update(b"apikeys.v1.key-change\0").chain_update(key_id.as_bytes()).finalize().into()
 }
 
+/// How long until `expire_time` (a principal's), by the wall clock; `None` if it has passed.
+fn key_lifetime_left(expire_time: &prost_types::Timestamp) -> Option<Duration> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    let at = Duration::new(u64::try_from(expire_time.seconds).ok()?, u32::try_from(expire_time.nanos).unwrap_or(0));
+    at.checked_sub(now).filter(|left| !left.is_zero())
+}
+
 /// The longest TTL a cache accepts (a day): a longer one makes revocation meaningless.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -224,7 +231,14 @@ impl VerifiedCache {
             }
         }
         // `new` bounds the TTL, so this cannot overflow; if it could, not caching is the safe answer.
-        let Some(expires_at) = now.checked_add(self.ttl) else { return };
+        let Some(mut expires_at) = now.checked_add(self.ttl) else { return };
+        // Never past the key's own expiry.
+        if let Some(at) = &principal.expire_time {
+            match key_lifetime_left(at).and_then(|left| now.checked_add(left)) {
+                Some(key_expires) => expires_at = expires_at.min(key_expires),
+                None => return,
+            }
+        }
         inner.entries.insert(key, Entry { principal, digest, inserted_at: now, expires_at });
     }
 

@@ -106,7 +106,12 @@ impl LocalAuthenticator {
 /// not a person, so no interactive login, exempt from two-factor authentication, cannot own incidents
 /// or be a member of incidents, tasks or groups; unowned incidents it creates go to `default_group`.
 pub fn principal_of(key: ApiKey, default_group: String) -> Principal {
+    let expire_time = key.expire_time.map(|at| prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    });
     Principal {
+        expire_time,
         key_id: key.id.to_string(),
         org_id: key.org_id.to_string(),
         display_name: key.display_name,
@@ -136,8 +141,8 @@ impl LocalAuthenticator {
     async fn verify(&self, credential: &Credential) -> Result<Arc<Principal>> {
         let id = credential.key_id.into();
         let Some(stored) = self.store.find_secret_hash(id).await? else { return Err(Error::Unauthenticated) };
-        // Locked: the same answer as a wrong secret, and no argon2.
-        if stored.locked {
+        // Locked, disabled or expired: the same answer as a wrong secret, and no argon2.
+        if stored.refused {
             return Err(Error::Unauthenticated);
         }
         let Some(slot) = self.per_key.take(id) else { return Err(Error::HashingBusy) };
@@ -148,7 +153,13 @@ impl LocalAuthenticator {
             return Err(Error::Unauthenticated);
         }
         let hash = stored.hash;
-        let record = self.store.find_auth_record(id, &hash).await?.filter(|r| !r.key.locked);
+        // Read again after the match: the key may have changed meanwhile.
+        let now = chrono::Utc::now();
+        let record = self
+            .store
+            .find_auth_record(id, &hash)
+            .await?
+            .filter(|r| r.key.state(now) == crate::domain::KeyState::Active);
         let Some(record) = record else { return Err(Error::Unauthenticated) };
         self.failures.succeeded(id, stored.failed_attempts);
         if !self.hasher.is_current(&hash) {

@@ -69,12 +69,64 @@ pub enum KeyAction {
     #[command(after_help = "Example:
   apikeys key unlock ID")]
     Unlock(UnlockArgs),
+    /// Disable a key: refused at once, its secret kept, until `key enable`.
+    #[command(after_help = "Examples:
+  apikeys key disable ID
+  apikeys key disable ID --acknowledge-app-impact   # app-managed key: the app stops working")]
+    Disable(GuardedArgs),
+    /// Enable a disabled key, with the secret it had.
+    #[command(after_help = "Example:
+  apikeys key enable ID")]
+    Enable(UnlockArgs),
     /// Show the organization's policy, or change it.
     #[command(after_help = "Examples:
   apikeys key policy
   apikeys key policy --lockout-threshold 20     # lock a key after 20 consecutive failures
-  apikeys key policy --lockout-threshold 0      # never lock")]
+  apikeys key policy --lockout-threshold 0      # never lock
+  apikeys key policy --max-key-lifetime 90d     # new keys expire within 90 days
+  apikeys key policy --max-key-lifetime 0       # no maximum")]
     Policy(PolicyArgs),
+}
+
+/// A lifetime such as `90d`, `12h`, `30m` or `45s` (`0` for none).
+///
+/// # Errors
+/// A message saying the accepted form.
+pub fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a lifetime like 90d, 12h, 30m or 45s");
+    let text = text.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => Some(number),
+        "m" => number.checked_mul(60),
+        "h" => number.checked_mul(3600),
+        "d" => number.checked_mul(86_400),
+        _ => None,
+    };
+    seconds.map(std::time::Duration::from_secs).ok_or_else(bad)
+}
+
+/// When a key given `--expires-in` or `--expire-time` expires.
+fn expiry(
+    expires_in: Option<std::time::Duration>,
+    expire_time: Option<&str>,
+) -> Result<Option<prost_types::Timestamp>, StartupError> {
+    let at = match (expires_in, expire_time) {
+        (Some(lifetime), _) => {
+            let lifetime = chrono::Duration::from_std(lifetime).map_err(|_| "--expires-in is too long")?;
+            chrono::Utc::now() + lifetime
+        }
+        (None, Some(text)) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|e| format!("--expire-time {text:?} is not an RFC 3339 time ({e}), e.g. 2027-01-31T00:00:00Z"))?
+            .with_timezone(&chrono::Utc),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }))
 }
 
 /// `key unlock`.
@@ -93,6 +145,10 @@ pub struct PolicyArgs {
     /// Consecutive failed authentications after which a key locks; 0 turns locking off.
     #[arg(long)]
     pub lockout_threshold: Option<i32>,
+    /// Longest lifetime of a key (`90d`, `12h`, ...; `0`: no maximum). New keys without an expiry
+    /// get it.
+    #[arg(long, value_parser = parse_lifetime, value_name = "LIFETIME")]
+    pub max_key_lifetime: Option<std::time::Duration>,
 }
 
 /// `key create`.
@@ -114,6 +170,12 @@ pub struct CreateArgs {
     /// The installed app that owns the key.
     #[arg(long, value_name = "APP_ID", default_value = "")]
     pub app: String,
+    /// Expire after this long (`90d`, `12h`, `30m`, `45s`).
+    #[arg(long, value_parser = parse_lifetime, value_name = "LIFETIME", conflicts_with = "expire_time")]
+    pub expires_in: Option<std::time::Duration>,
+    /// Expire at this time (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub expire_time: Option<String>,
 }
 
 /// `key list`.
@@ -182,6 +244,15 @@ pub struct UpdateArgs {
     /// Confirm changing the permissions of a key an installed app owns.
     #[arg(long)]
     pub acknowledge_app_impact: bool,
+    /// Expire after this long from now (`90d`, `12h`, `30m`, `45s`).
+    #[arg(long, value_parser = parse_lifetime, value_name = "LIFETIME", conflicts_with_all = ["expire_time", "no_expiry"])]
+    pub expires_in: Option<std::time::Duration>,
+    /// Expire at this time (RFC 3339).
+    #[arg(long, value_name = "TIME", conflicts_with = "no_expiry")]
+    pub expire_time: Option<String>,
+    /// Never expire (refused if the organization sets a maximum key lifetime).
+    #[arg(long)]
+    pub no_expiry: bool,
 }
 
 /// Reads a permissions file: one handle per line, `#` starts a comment, blank lines are ignored.
@@ -253,6 +324,7 @@ impl Admin {
             description: args.description,
             permissions,
             app_id: args.app,
+            expire_time: expiry(args.expires_in, args.expire_time.as_deref())?,
         };
         let response = self.client.create_api_key(self.authed(request)).await.map_err(failed)?.into_inner();
         let key = response.api_key.unwrap_or_default();
@@ -319,8 +391,12 @@ impl Admin {
             key.permissions = permissions;
             mask.push("permissions".to_owned());
         }
+        if args.no_expiry || args.expires_in.is_some() || args.expire_time.is_some() {
+            key.expire_time = expiry(args.expires_in, args.expire_time.as_deref())?;
+            mask.push("expire_time".to_owned());
+        }
         if mask.is_empty() {
-            return Err("nothing to change: give --name, --description or a permission flag".into());
+            return Err("nothing to change: give --name, --description, a permission or an expiry flag".into());
         }
         let request = pb::UpdateApiKeyRequest {
             api_key: Some(key),
@@ -351,22 +427,37 @@ impl Admin {
     }
 
     async fn policy(&mut self, args: PolicyArgs) -> Result<(), StartupError> {
-        let policy = match args.lockout_threshold {
-            Some(lockout_threshold) => {
-                let request = pb::UpdateOrgPolicyRequest { policy: Some(pb::OrgPolicy { lockout_threshold }) };
-                self.client.update_org_policy(self.authed(request)).await.map_err(failed)?.into_inner().policy
-            }
-            None => {
-                let request = self.authed(pb::GetOrgPolicyRequest {});
-                self.client.get_org_policy(request).await.map_err(failed)?.into_inner().policy
-            }
+        let mut paths = Vec::new();
+        let mut policy = pb::OrgPolicy::default();
+        if let Some(threshold) = args.lockout_threshold {
+            policy.lockout_threshold = threshold;
+            paths.push("lockout_threshold".to_owned());
+        }
+        if let Some(max) = args.max_key_lifetime {
+            let seconds = i64::try_from(max.as_secs()).map_err(|_| "--max-key-lifetime is too long")?;
+            policy.max_key_lifetime = (seconds > 0).then_some(prost_types::Duration { seconds, nanos: 0 });
+            paths.push("max_key_lifetime".to_owned());
+        }
+        let policy = if paths.is_empty() {
+            let request = self.authed(pb::GetOrgPolicyRequest {});
+            self.client.get_org_policy(request).await.map_err(failed)?.into_inner().policy
+        } else {
+            let update_mask = Some(prost_types::FieldMask { paths });
+            let request = pb::UpdateOrgPolicyRequest { policy: Some(policy), update_mask };
+            self.client.update_org_policy(self.authed(request)).await.map_err(failed)?.into_inner().policy
         }
         .unwrap_or_default();
+        let max_secs = policy.max_key_lifetime.map(|d| d.seconds).filter(|s| *s > 0);
         match self.output {
             OutputFormat::Table => {
-                print!("{}", output::fields(&[("Lockout threshold", policy.lockout_threshold.to_string())]));
+                let max =
+                    max_secs.map_or_else(|| "none".to_owned(), |s| format!("{s} s ({:.1} days)", s as f64 / 86_400.0));
+                let rows = [("Lockout threshold", policy.lockout_threshold.to_string()), ("Max key lifetime", max)];
+                print!("{}", output::fields(&rows));
             }
-            OutputFormat::Json => output::print_json(&json!({ "lockout_threshold": policy.lockout_threshold })),
+            OutputFormat::Json => output::print_json(
+                &json!({ "lockout_threshold": policy.lockout_threshold, "max_key_lifetime_secs": max_secs }),
+            ),
         }
         Ok(())
     }
@@ -405,6 +496,22 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
         KeyAction::Update(args) => admin.update(args).await,
         KeyAction::Regenerate(args) => admin.regenerate(args).await,
         KeyAction::Delete(args) => admin.delete(args).await,
+        KeyAction::Disable(args) => {
+            let request = pb::DisableApiKeyRequest {
+                id: args.id,
+                etag: args.etag.unwrap_or_default(),
+                acknowledge_app_impact: args.acknowledge_app_impact,
+            };
+            let response = admin.client.disable_api_key(admin.authed(request)).await.map_err(failed)?.into_inner();
+            admin.print_key(&response.api_key.unwrap_or_default());
+            Ok(())
+        }
+        KeyAction::Enable(args) => {
+            let request = pb::EnableApiKeyRequest { id: args.id, etag: args.etag.unwrap_or_default() };
+            let response = admin.client.enable_api_key(admin.authed(request)).await.map_err(failed)?.into_inner();
+            admin.print_key(&response.api_key.unwrap_or_default());
+            Ok(())
+        }
         KeyAction::Unlock(args) => {
             let request = pb::UnlockApiKeyRequest { id: args.id, etag: args.etag.unwrap_or_default() };
             let response = admin.client.unlock_api_key(admin.authed(request)).await.map_err(failed)?.into_inner();
@@ -417,6 +524,21 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
 
 #[cfg(test)]
 mod tests {
+    use super::parse_lifetime;
+
+    #[test]
+    fn lifetimes_parse_with_their_unit() {
+        use std::time::Duration;
+        assert_eq!(parse_lifetime("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_lifetime("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_lifetime("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_lifetime("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_lifetime("0"), Ok(Duration::ZERO));
+        for bad in ["", "d", "5w", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn permission_files_skip_comments_and_blank_lines() {
         let text = "# permissions of the status page app\nread_data\n\n  read_playbook  # to show runbooks\n#x\n";

@@ -70,6 +70,7 @@ pub fn key_json(key: &pb::ApiKey) -> Value {
         "state": state(key),
         "failed_attempts": key.failed_attempts,
         "last_failure_time": rfc3339(key.last_failure_time.as_ref()),
+        "expire_time": rfc3339(key.expire_time.as_ref()),
     })
 }
 
@@ -90,6 +91,7 @@ pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
         ("Created", format!("{} by {}", local_time(key.create_time.as_ref()), actor_text(key.created_by.as_ref()))),
         ("Updated", format!("{} by {}", local_time(key.update_time.as_ref()), actor_text(key.updated_by.as_ref()))),
         ("State", state(key).to_owned()),
+        ("Expires", key.expire_time.as_ref().map_or_else(|| "never".to_owned(), |t| local_time(Some(t)))),
         ("Failed attempts", format!("{}{}", key.failed_attempts, last_failure.unwrap_or_default())),
         ("Etag", key.etag.clone()),
     ]
@@ -99,6 +101,8 @@ pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
 fn state(key: &pb::ApiKey) -> &'static str {
     match key.state() {
         pb::api_key::State::Locked => "LOCKED",
+        pb::api_key::State::Disabled => "DISABLED",
+        pb::api_key::State::Expired => "EXPIRED",
         pb::api_key::State::Active | pb::api_key::State::Unspecified => "ACTIVE",
     }
 }

@@ -126,6 +126,23 @@ pub struct ApiKey {
     pub failed_attempts: i64,
     /// When the last failed authentication happened.
     pub last_failure_time: Option<DateTime<Utc>>,
+    /// When the key stops authenticating; `None`: never.
+    pub expire_time: Option<DateTime<Utc>>,
+    /// Disabled by an admin: refused until enabled again.
+    pub disabled: bool,
+}
+
+/// Whether a key authenticates, and if not, why (the first reason in the order of checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// It authenticates.
+    Active,
+    /// Disabled by an admin.
+    Disabled,
+    /// Locked by too many failed authentications.
+    Locked,
+    /// Past its expire time.
+    Expired,
 }
 
 /// The rules an organization sets for its keys.
@@ -133,11 +150,35 @@ pub struct ApiKey {
 pub struct OrgPolicy {
     /// Consecutive failed authentications after which a key locks; 0: never.
     pub lockout_threshold: u32,
+    /// Longest lifetime of a key: new keys without an expire time get `now + max`, and an expire
+    /// time beyond `now + max` is refused. `None`: no maximum.
+    pub max_key_lifetime: Option<std::time::Duration>,
 }
 
 impl Default for OrgPolicy {
     fn default() -> Self {
-        Self { lockout_threshold: DEFAULT_LOCKOUT_THRESHOLD }
+        Self { lockout_threshold: DEFAULT_LOCKOUT_THRESHOLD, max_key_lifetime: None }
+    }
+}
+
+impl OrgPolicy {
+    /// The expire time a key created or changed at `now` gets when `requested` is what the admin
+    /// asked for (`None`: no expiry): the requested time if it lies in the future and within the
+    /// maximum lifetime, `now + max` if none was requested and there is a maximum.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT naming `expire_time`: in the past, or beyond the maximum lifetime.
+    pub fn expire_time(&self, requested: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let latest = self.max_key_lifetime.and_then(|max| chrono::Duration::from_std(max).ok()).map(|max| now + max);
+        match (requested, latest) {
+            (Some(at), _) if at <= now => Err(Error::invalid("expire_time", "must be in the future")),
+            (Some(at), Some(latest)) if at > latest => Err(Error::invalid(
+                "expire_time",
+                format!("must be at most the organization's maximum key lifetime from now ({})", latest.to_rfc3339()),
+            )),
+            (Some(at), _) => Ok(Some(at)),
+            (None, latest) => Ok(latest),
+        }
     }
 }
 
@@ -145,6 +186,20 @@ impl Default for OrgPolicy {
 pub const DEFAULT_LOCKOUT_THRESHOLD: u32 = 100;
 
 impl ApiKey {
+    /// Whether the key authenticates at `now`, and if not, the first reason in the order of checks
+    /// (disabled, locked, expired).
+    pub fn state(&self, now: DateTime<Utc>) -> KeyState {
+        if self.disabled {
+            KeyState::Disabled
+        } else if self.locked {
+            KeyState::Locked
+        } else if self.expire_time.is_some_and(|at| at <= now) {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+
     /// The opaque etag of this version.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)

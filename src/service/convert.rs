@@ -10,8 +10,8 @@ use tonic::Request;
 use crate::{
     auth::{Credential, layer},
     domain::{
-        self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, MAX_DISPLAY_NAME_CHARS, MAX_REQUIRED_PERMISSIONS,
-        OrgPolicy, Violations, is_permission_name,
+        self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, KeyState, MAX_DISPLAY_NAME_CHARS,
+        MAX_REQUIRED_PERMISSIONS, OrgPolicy, Violations, is_permission_name,
     },
     error::{Error, Result},
     keys::{CreateKey, KeyPatch, Precondition},
@@ -58,6 +58,20 @@ pub fn key_id(raw: &str, field: &str) -> Result<KeyId> {
     raw.trim().parse().map_err(|_| Error::invalid(field, "must be a UUID"))
 }
 
+/// A point in time from a protobuf timestamp.
+///
+/// # Errors
+/// A violation of `field` for a timestamp out of range.
+pub fn time(
+    t: &prost_types::Timestamp,
+    field: &str,
+) -> std::result::Result<chrono::DateTime<chrono::Utc>, crate::error::FieldViolation> {
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000);
+    nanos
+        .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or_else(|| crate::error::FieldViolation::new(field, "is not a valid timestamp"))
+}
+
 /// The guards every mutation request carries.
 pub fn precondition(etag: String, acknowledge_app_impact: bool) -> Precondition {
     Precondition { etag, acknowledge_app_impact }
@@ -99,16 +113,72 @@ pub fn authenticate(r: pb::AuthenticateRequest) -> Result<(Credential, Vec<Strin
 ///
 /// # Errors
 /// INVALID_ARGUMENT naming `policy` or `policy.lockout_threshold`.
-pub fn org_policy(r: pb::UpdateOrgPolicyRequest) -> Result<OrgPolicy> {
+pub fn org_policy(r: pb::UpdateOrgPolicyRequest) -> Result<PolicyPatch> {
     let policy = r.policy.ok_or_else(|| Error::invalid("policy", "is required"))?;
-    let lockout_threshold = u32::try_from(policy.lockout_threshold)
-        .map_err(|_| Error::invalid("policy.lockout_threshold", "must not be negative (0 turns locking off)"))?;
-    Ok(OrgPolicy { lockout_threshold })
+    let (mut threshold, mut lifetime) = match &r.update_mask {
+        Some(mask) if !mask.paths.is_empty() => (false, false),
+        _ => (true, policy.max_key_lifetime.is_some()),
+    };
+    for path in r.update_mask.iter().flat_map(|mask| &mask.paths) {
+        match path.as_str() {
+            "lockout_threshold" => threshold = true,
+            "max_key_lifetime" => lifetime = true,
+            "*" => (threshold, lifetime) = (true, true),
+            other => {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!("{other:?} cannot be updated; use lockout_threshold, max_key_lifetime or *"),
+                ));
+            }
+        }
+    }
+    let lockout_threshold = threshold
+        .then(|| {
+            u32::try_from(policy.lockout_threshold)
+                .map_err(|_| Error::invalid("policy.lockout_threshold", "must not be negative (0 turns locking off)"))
+        })
+        .transpose()?;
+    let max_key_lifetime = lifetime
+        .then(|| match policy.max_key_lifetime {
+            None => Ok(None),
+            Some(d) if d.seconds < 0 || d.nanos != 0 || (d.seconds > 0 && d.seconds < 60) => Err(Error::invalid(
+                "policy.max_key_lifetime",
+                "must be whole seconds, at least a minute (or zero for no maximum)",
+            )),
+            Some(d) => Ok(u64::try_from(d.seconds).ok().filter(|s| *s > 0).map(std::time::Duration::from_secs)),
+        })
+        .transpose()?;
+    Ok(PolicyPatch { lockout_threshold, max_key_lifetime })
+}
+
+/// The parts of an org policy an UpdateOrgPolicy changes; `None` leaves one alone.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyPatch {
+    /// New lockout threshold.
+    pub lockout_threshold: Option<u32>,
+    /// New maximum key lifetime (`Some(None)`: no maximum).
+    pub max_key_lifetime: Option<Option<std::time::Duration>>,
+}
+
+impl PolicyPatch {
+    /// `policy` with this patch applied.
+    pub fn apply(self, policy: OrgPolicy) -> OrgPolicy {
+        OrgPolicy {
+            lockout_threshold: self.lockout_threshold.unwrap_or(policy.lockout_threshold),
+            max_key_lifetime: self.max_key_lifetime.unwrap_or(policy.max_key_lifetime),
+        }
+    }
 }
 
 impl From<OrgPolicy> for pb::OrgPolicy {
     fn from(policy: OrgPolicy) -> Self {
-        Self { lockout_threshold: i32::try_from(policy.lockout_threshold).unwrap_or(i32::MAX) }
+        Self {
+            lockout_threshold: i32::try_from(policy.lockout_threshold).unwrap_or(i32::MAX),
+            max_key_lifetime: policy.max_key_lifetime.map(|max| prost_types::Duration {
+                seconds: i64::try_from(max.as_secs()).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+        }
     }
 }
 
@@ -122,10 +192,14 @@ pub fn create(r: pb::CreateApiKeyRequest, catalog: &Catalog) -> Result<CreateKey
     let description = v.check(domain::description(&r.description, "description"));
     let permissions = v.check_all(domain::permissions(catalog, &r.permissions, "permissions"));
     let app_id = v.check(domain::app_id(&r.app_id, "app_id"));
+    let expire_time = match &r.expire_time {
+        Some(t) => v.check(time(t, "expire_time")).map(Some),
+        None => Some(None),
+    };
     v.finish()?;
-    match (display_name, description, permissions, app_id) {
-        (Some(display_name), Some(description), Some(permissions), Some(app_id)) => {
-            Ok(CreateKey { display_name, description, permissions, app_id })
+    match (display_name, description, permissions, app_id, expire_time) {
+        (Some(display_name), Some(description), Some(permissions), Some(app_id), Some(expire_time)) => {
+            Ok(CreateKey { display_name, description, permissions, app_id, expire_time })
         }
         _ => Err(Error::internal("validation passed without values")),
     }
@@ -139,25 +213,33 @@ pub fn create(r: pb::CreateApiKeyRequest, catalog: &Catalog) -> Result<CreateKey
 pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, KeyPatch, Precondition)> {
     let api_key = r.api_key.ok_or_else(|| Error::invalid("api_key", "is required"))?;
     let id = key_id(&api_key.id, "api_key.id")?;
-    let (mut name, mut description, mut permissions) = match &r.update_mask {
-        Some(mask) if !mask.paths.is_empty() => (false, false, false),
-        _ => (!api_key.display_name.is_empty(), !api_key.description.is_empty(), !api_key.permissions.is_empty()),
+    let (mut name, mut description, mut permissions, mut expiry) = match &r.update_mask {
+        Some(mask) if !mask.paths.is_empty() => (false, false, false, false),
+        _ => (
+            !api_key.display_name.is_empty(),
+            !api_key.description.is_empty(),
+            !api_key.permissions.is_empty(),
+            api_key.expire_time.is_some(),
+        ),
     };
     for path in r.update_mask.iter().flat_map(|mask| &mask.paths) {
         match path.as_str() {
             "display_name" => name = true,
             "description" => description = true,
             "permissions" => permissions = true,
-            "*" => (name, description, permissions) = (true, true, true),
+            "expire_time" => expiry = true,
+            "*" => (name, description, permissions, expiry) = (true, true, true, true),
             other => {
                 return Err(Error::invalid(
                     "update_mask",
-                    format!("{other:?} cannot be updated; use display_name, description, permissions or *"),
+                    format!(
+                        "{other:?} cannot be updated; use display_name, description, permissions, expire_time or *"
+                    ),
                 ));
             }
         }
     }
-    if !(name || description || permissions) {
+    if !(name || description || permissions || expiry) {
         return Err(Error::invalid("update_mask", "names no field to update"));
     }
     let mut v = Violations::default();
@@ -170,6 +252,12 @@ pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, K
             .flatten(),
         permissions: permissions
             .then(|| v.check_all(domain::permissions(catalog, &api_key.permissions, "api_key.permissions")))
+            .flatten(),
+        expire_time: expiry
+            .then(|| match &api_key.expire_time {
+                Some(t) => v.check(time(t, "api_key.expire_time")).map(Some),
+                None => Some(None),
+            })
             .flatten(),
     };
     v.finish()?;
@@ -281,7 +369,8 @@ impl ListPage {
     }
 }
 
-fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+/// A protobuf timestamp of `time`.
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
         nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
@@ -302,6 +391,12 @@ impl From<Actor> for pb::Actor {
 impl From<ApiKey> for pb::ApiKey {
     fn from(key: ApiKey) -> Self {
         let etag = key.etag();
+        let state = match key.state(chrono::Utc::now()) {
+            KeyState::Active => pb::api_key::State::Active,
+            KeyState::Disabled => pb::api_key::State::Disabled,
+            KeyState::Locked => pb::api_key::State::Locked,
+            KeyState::Expired => pb::api_key::State::Expired,
+        };
         Self {
             id: key.id.to_string(),
             org_id: key.org_id.to_string(),
@@ -314,9 +409,10 @@ impl From<ApiKey> for pb::ApiKey {
             create_time: Some(timestamp(key.create_time)),
             update_time: Some(timestamp(key.update_time)),
             etag,
-            state: if key.locked { pb::api_key::State::Locked } else { pb::api_key::State::Active }.into(),
+            state: state.into(),
             failed_attempts: key.failed_attempts,
             last_failure_time: key.last_failure_time.map(timestamp),
+            expire_time: key.expire_time.map(timestamp),
         }
     }
 }

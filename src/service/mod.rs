@@ -151,6 +151,28 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         Ok(Response::new(pb::UnlockApiKeyResponse { api_key: Some(key.into()) }))
     }
 
+    async fn disable_api_key(
+        &self,
+        request: Request<pb::DisableApiKeyRequest>,
+    ) -> Result<Response<pb::DisableApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let r = request.into_inner();
+        let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
+        let key = self.keys.set_disabled(&caller, convert::key_id(&r.id, "id")?, true, &guard).await?;
+        Ok(Response::new(pb::DisableApiKeyResponse { api_key: Some(key.into()) }))
+    }
+
+    async fn enable_api_key(
+        &self,
+        request: Request<pb::EnableApiKeyRequest>,
+    ) -> Result<Response<pb::EnableApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let r = request.into_inner();
+        let guard = convert::precondition(r.etag, false);
+        let key = self.keys.set_disabled(&caller, convert::key_id(&r.id, "id")?, false, &guard).await?;
+        Ok(Response::new(pb::EnableApiKeyResponse { api_key: Some(key.into()) }))
+    }
+
     async fn get_org_policy(
         &self,
         request: Request<pb::GetOrgPolicyRequest>,
@@ -164,7 +186,8 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         request: Request<pb::UpdateOrgPolicyRequest>,
     ) -> Result<Response<pb::UpdateOrgPolicyResponse>, Status> {
         let caller = convert::caller(&request)?;
-        let policy = self.keys.set_org_policy(&caller, convert::org_policy(request.into_inner())?).await?;
+        let patch = convert::org_policy(request.into_inner())?;
+        let policy = self.keys.set_org_policy(&caller, |current| patch.apply(current)).await?;
         Ok(Response::new(pb::UpdateOrgPolicyResponse { policy: Some(policy.into()) }))
     }
 

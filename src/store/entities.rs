@@ -20,6 +20,8 @@ pub mod org {
         pub create_time: DateTimeUtc,
         /// Consecutive failed authentications after which a key locks; 0: never.
         pub lockout_threshold: i32,
+        /// Longest lifetime of a key, in seconds; 0: no maximum.
+        pub max_key_lifetime_secs: i64,
     }
 
     /// No navigable relations are needed.
@@ -76,6 +78,10 @@ pub mod api_key {
         pub last_failure_time: Option<DateTimeUtc>,
         /// Locked by too many failures: refuses even its right secret.
         pub locked: bool,
+        /// When the key stops authenticating; `None`: never.
+        pub expire_time: Option<DateTimeUtc>,
+        /// Disabled by an admin: refused until enabled again, with the same secret.
+        pub disabled: bool,
     }
 
     impl std::fmt::Debug for Model {

@@ -82,8 +82,8 @@ impl From<org::Model> for Org {
 pub struct StoredSecret {
     /// The secret's hash.
     pub hash: SecretHash,
-    /// Locked by too many failures: refused without hashing.
-    pub locked: bool,
+    /// Locked, disabled or expired: refused without hashing.
+    pub refused: bool,
     /// Failed authentications recorded so far.
     pub failed_attempts: i64,
 }
@@ -128,6 +128,8 @@ pub struct NewKey {
     pub app_id: Option<String>,
     /// The secret's hash.
     pub secret_hash: SecretHash,
+    /// When it stops authenticating; `None`: never.
+    pub expire_time: Option<chrono::DateTime<Utc>>,
     /// Creator.
     pub actor: Actor,
 }
@@ -141,11 +143,16 @@ pub struct KeyChanges {
     pub description: Option<String>,
     /// New permission set (sorted, unique).
     pub permissions: Option<Vec<String>>,
+    /// New expire time (`Some(None)`: never expires).
+    pub expire_time: Option<Option<chrono::DateTime<Utc>>>,
 }
 
 impl KeyChanges {
     fn changed_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
+        if self.expire_time.is_some() {
+            fields.push("expire_time");
+        }
         if self.display_name.is_some() {
             fields.push("display_name");
         }
@@ -168,6 +175,8 @@ pub enum Change {
     ReplaceSecret(SecretHash),
     /// Unlock the key, keeping its secret.
     Unlock,
+    /// Disable (`true`) or enable (`false`) the key, keeping its secret.
+    SetDisabled(bool),
     /// Delete the key.
     Delete,
 }
@@ -259,6 +268,8 @@ fn key_from_rows(m: api_key::Model, mut permissions: Vec<String>) -> ApiKey {
         locked: m.locked,
         failed_attempts: m.failed_attempts,
         last_failure_time: m.last_failure_time,
+        expire_time: m.expire_time,
+        disabled: m.disabled,
     }
 }
 
@@ -368,6 +379,7 @@ impl Store {
             default_group: Set(default_group.to_owned()),
             create_time: Set(Utc::now()),
             lockout_threshold: Set(i32::try_from(OrgPolicy::default().lockout_threshold).unwrap_or(i32::MAX)),
+            max_key_lifetime_secs: Set(0),
         };
         if let Err(e) = org::Entity::insert(org).exec(&txn).await {
             return Err(if is_unique_violation(&e) { Error::OrgExists(name.to_owned()) } else { db_error(e) });
@@ -411,6 +423,8 @@ impl Store {
             failed_attempts: Set(0),
             last_failure_time: Set(None),
             locked: Set(false),
+            expire_time: Set(key.expire_time),
+            disabled: Set(false),
         }
     }
 
@@ -562,14 +576,21 @@ impl Store {
     pub async fn find_secret_hash(&self, id: KeyId) -> Result<Option<StoredSecret>> {
         let found = api_key::Entity::find_by_id(id.0)
             .select_only()
-            .columns([api_key::Column::SecretHash, api_key::Column::Locked, api_key::Column::FailedAttempts])
-            .into_tuple::<(String, bool, i64)>()
+            .columns([
+                api_key::Column::SecretHash,
+                api_key::Column::Locked,
+                api_key::Column::Disabled,
+                api_key::Column::ExpireTime,
+                api_key::Column::FailedAttempts,
+            ])
+            .into_tuple::<(String, bool, bool, Option<chrono::DateTime<Utc>>, i64)>()
             .one(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(found.map(|(hash, locked, failed_attempts)| StoredSecret {
+        let now = Utc::now();
+        Ok(found.map(|(hash, locked, disabled, expire_time, failed_attempts)| StoredSecret {
             hash: SecretHash(hash),
-            locked,
+            refused: locked || disabled || expire_time.is_some_and(|at| at <= now),
             failed_attempts,
         }))
     }
@@ -584,7 +605,9 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::internal("caller's org not found"))?;
-        Ok(OrgPolicy { lockout_threshold: u32::try_from(org.lockout_threshold).unwrap_or(0) })
+        let max_key_lifetime =
+            u64::try_from(org.max_key_lifetime_secs).ok().filter(|secs| *secs > 0).map(std::time::Duration::from_secs);
+        Ok(OrgPolicy { lockout_threshold: u32::try_from(org.lockout_threshold).unwrap_or(0), max_key_lifetime })
     }
 
     /// Replaces the policy of `org_id`.
@@ -593,8 +616,10 @@ impl Store {
     /// UNAVAILABLE or INTERNAL.
     pub async fn set_org_policy(&self, org_id: OrgId, policy: OrgPolicy) -> Result<OrgPolicy> {
         let threshold = i32::try_from(policy.lockout_threshold).map_err(Error::internal)?;
+        let max_lifetime = policy.max_key_lifetime.map_or(0, |max| i64::try_from(max.as_secs()).unwrap_or(i64::MAX));
         org::Entity::update_many()
             .col_expr(org::Column::LockoutThreshold, Expr::value(threshold))
+            .col_expr(org::Column::MaxKeyLifetimeSecs, Expr::value(max_lifetime))
             .filter(org::Column::Id.eq(org_id.0))
             .exec(&self.db)
             .await
@@ -862,6 +887,9 @@ impl Store {
                 if let Some(description) = &changes.description {
                     update = update.col_expr(api_key::Column::Description, Expr::value(description.as_str()));
                 }
+                if let Some(expire_time) = changes.expire_time {
+                    update = update.col_expr(api_key::Column::ExpireTime, Expr::value(expire_time));
+                }
                 update.exec(&txn).await.map_err(|e| match (&changes.display_name, is_unique_violation(&e)) {
                     (Some(name), true) => Error::DisplayNameTaken(name.shown.clone()),
                     _ => db_error(e),
@@ -883,6 +911,14 @@ impl Store {
             Change::Unlock => {
                 Self::unlocked(Self::versioned_update(&current, actor)).exec(&txn).await.map_err(db_error)?;
                 ("UNLOCK", vec!["state"])
+            }
+            Change::SetDisabled(disabled) => {
+                Self::versioned_update(&current, actor)
+                    .col_expr(api_key::Column::Disabled, Expr::value(disabled))
+                    .exec(&txn)
+                    .await
+                    .map_err(db_error)?;
+                (if disabled { "DISABLE" } else { "ENABLE" }, vec!["state"])
             }
             Change::Delete => {
                 // The foreign key cascades too; deleting explicitly keeps a database without

@@ -289,3 +289,32 @@ async fn several_servers_are_balanced_and_a_dead_one_is_skipped() {
     .await;
     none.fails_with("no apikeys replica is serving");
 }
+
+#[tokio::test]
+async fn expiry_disable_enable_and_the_lifetime_policy_from_the_cli() {
+    let app = TestApp::spawn().await;
+    let created =
+        app.key_cli(&["create", "--name", "Temp", "--expires-in", "2h", "--output", "json"]).await.ok().json();
+    let id = created["api_key"]["id"].as_str().unwrap().to_owned();
+    let expires = created["api_key"]["expire_time"].as_str().expect("an expire time").to_owned();
+    let at = chrono::DateTime::parse_from_rfc3339(&expires).unwrap();
+    assert!(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now() - chrono::Duration::hours(2)).num_seconds().abs() < 60
+    );
+
+    let disabled = app.key_cli(&["disable", &id, "--output", "json"]).await.ok().json();
+    assert_eq!(disabled["state"], "DISABLED");
+    let table = app.key_cli(&["get", &id]).await.ok().stdout;
+    assert!(table.contains("DISABLED") && table.contains("Expires"), "{table}");
+    let enabled = app.key_cli(&["enable", &id, "--output", "json"]).await.ok().json();
+    assert_eq!(enabled["state"], "ACTIVE");
+    let never = app.key_cli(&["update", &id, "--no-expiry", "--output", "json"]).await.ok().json();
+    assert!(never["expire_time"].is_null(), "{never}");
+
+    let policy = app.key_cli(&["policy", "--max-key-lifetime", "90d", "--output", "json"]).await.ok().json();
+    assert_eq!(
+        (policy["max_key_lifetime_secs"].as_i64(), policy["lockout_threshold"].as_i64()),
+        (Some(90 * 86_400), Some(100))
+    );
+    app.key_cli(&["create", "--name", "Bad", "--expires-in", "fortnight"]).await.fails_with("not a lifetime like 90d");
+}

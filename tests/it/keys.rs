@@ -24,6 +24,7 @@ async fn create_get_update_regenerate_delete_round_trip() {
             description: "deploys from CI".into(),
             permissions: vec!["read_playbook".into(), "read_data".into(), "read_data".into()],
             app_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -142,6 +143,7 @@ async fn invalid_input_names_the_fields_and_writes_nothing() {
                 description: "x".repeat(1001),
                 permissions: vec!["read_data".into(), "fly_rockets".into()],
                 app_id: "a".repeat(101),
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -638,6 +640,7 @@ async fn bulk_created_keys_are_complete_or_not_there_at_all() {
             permissions: vec!["read_data".into()],
             app_id: None,
             secret_hash: hash.clone(),
+            expire_time: None,
             actor: Actor::system("import"),
         }
     };

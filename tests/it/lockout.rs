@@ -14,7 +14,10 @@ use tonic::Code;
 use crate::harness::*;
 
 async fn set_threshold(admin: &Client, lockout_threshold: i32) -> pb::OrgPolicy {
-    let request = pb::UpdateOrgPolicyRequest { policy: Some(pb::OrgPolicy { lockout_threshold }) };
+    let request = pb::UpdateOrgPolicyRequest {
+        policy: Some(pb::OrgPolicy { lockout_threshold, ..Default::default() }),
+        ..Default::default()
+    };
     admin.inner.clone().update_org_policy(admin.req(request)).await.unwrap().into_inner().policy.unwrap()
 }
 
@@ -136,7 +139,10 @@ async fn a_new_secret_unlocks_and_a_success_restarts_the_count() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let key = admin.get(&id).await.unwrap();
     assert_eq!((key.state(), key.failed_attempts), (State::Active, 5));
-    let bad = pb::UpdateOrgPolicyRequest { policy: Some(pb::OrgPolicy { lockout_threshold: -1 }) };
+    let bad = pb::UpdateOrgPolicyRequest {
+        policy: Some(pb::OrgPolicy { lockout_threshold: -1, ..Default::default() }),
+        ..Default::default()
+    };
     let status = assert_status(
         admin.inner.clone().update_org_policy(admin.req(bad)).await,
         Code::InvalidArgument,

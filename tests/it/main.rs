@@ -11,6 +11,7 @@ mod harness;
 mod incident_service;
 mod incidents;
 mod keys;
+mod lifecycle;
 mod lockout;
 mod metrics;
 mod operations;

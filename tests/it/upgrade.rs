@@ -100,6 +100,10 @@ async fn a_database_of_the_previous_version_upgrades_without_losing_keys() {
     let admin_client = app.client_as(&admin.token()).await;
     let keys = admin_client.list(Default::default()).await.unwrap().api_keys;
     assert_eq!(keys.len(), 4, "no key lost: {keys:?}");
+    assert!(
+        keys.iter().all(|k| k.expire_time.is_none() && k.state() == pb::api_key::State::Active),
+        "existing keys stay enabled and never expire: {keys:?}"
+    );
     let name_of = |id: Uuid| keys.iter().find(|k| k.id == id.to_string()).unwrap().display_name.clone();
     assert_eq!(name_of(older.key_id), "Café Ingest", "the older look-alike keeps its name");
     let renamed = name_of(newer.key_id);
