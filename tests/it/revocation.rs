@@ -247,23 +247,29 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
     .unwrap_or_else(|_| panic!("{what}: not within {limit:?}"));
 }
 
+/// Two replicas on PostgreSQL whose log is read only once a minute, the second one's listener up;
+/// `None` on SQLite, which has no listener (one process, and the log is read after every local
+/// change).
+async fn listening_replicas(degraded_cache_ttl_ms: u64) -> Option<(TestApp, TestApp)> {
+    let first = TestApp::spawn_with(|c| {
+        c.change_poll_ms = 60_000;
+        c.degraded_cache_ttl_ms = degraded_cache_ttl_ms;
+    })
+    .await;
+    first.db.pg.as_ref()?;
+    let second = first.replica().await;
+    let stats = second.feed.stats();
+    wait_for("the listener connects", Duration::from_secs(5), || stats.listener_up.load(Ordering::Relaxed)).await;
+    Some((first, second))
+}
+
 #[tokio::test]
 async fn a_lost_listener_reconnects_and_no_revoked_credential_passes_afterwards() {
     // Neither the poll nor the degraded TTL may hide a missed notification here: only the flush on
     // reconnect can.
-    let first = TestApp::spawn_with(|c| {
-        c.change_poll_ms = 60_000;
-        c.degraded_cache_ttl_ms = 60_000;
-    })
-    .await;
-    if first.db.pg.is_none() {
-        // SQLite has no listener: one process, and the log is read after every local change.
-        return;
-    }
-    let second = first.replica().await;
+    let Some((first, second)) = listening_replicas(60_000).await else { return };
     let stats = second.feed.stats();
     let up = || stats.listener_up.load(Ordering::Relaxed);
-    wait_for("the listener connects", Duration::from_secs(5), up).await;
     let connects = stats.listener_connects.load(Ordering::Relaxed);
 
     let admin = first.admin().await;
@@ -296,18 +302,9 @@ async fn a_lost_listener_reconnects_and_no_revoked_credential_passes_afterwards(
 
 #[tokio::test]
 async fn while_the_listener_is_down_cached_verifications_are_trusted_only_briefly() {
-    let first = TestApp::spawn_with(|c| {
-        c.change_poll_ms = 60_000;
-        c.degraded_cache_ttl_ms = 200;
-    })
-    .await;
-    if first.db.pg.is_none() {
-        return;
-    }
-    let second = first.replica().await;
+    let Some((first, second)) = listening_replicas(200).await else { return };
     let stats = second.feed.stats();
     let up = || stats.listener_up.load(Ordering::Relaxed);
-    wait_for("the listener connects", Duration::from_secs(5), up).await;
     let admin = first.admin().await;
     let on_second = second.client().await;
     let revoked = admin.create("Revoked", &["read_data"]).await.unwrap();
