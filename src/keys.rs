@@ -333,13 +333,20 @@ impl Keys {
         Ok(updated)
     }
 
-    /// Gives a key of the caller's org a new secret; the old one stops working at once. The caller
-    /// must hold every permission of the key (else it could take over a stronger key).
+    /// Gives a key of the caller's org a new secret; the old one stops working at once, or after
+    /// `previous_secret_ttl` (a grace period, which ends any earlier one). The caller must hold
+    /// every permission of the key (else it could take over a stronger key).
     ///
     /// # Errors
     /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given and stale),
     /// FAILED_PRECONDITION (app-managed), RESOURCE_EXHAUSTED, UNAVAILABLE.
-    pub async fn regenerate(&self, caller: &Caller, id: KeyId, guard: &Precondition) -> Result<Issued> {
+    pub async fn regenerate(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        guard: &Precondition,
+        previous_secret_ttl: Option<Duration>,
+    ) -> Result<Issued> {
         // Fail early, before the argon2 work, when the answer is already known; the transaction
         // checks again on the locked row.
         let current = self.store.get_key(caller.org_id, id).await?;
@@ -352,7 +359,10 @@ impl Keys {
         let key = self
             .mutate(caller, id, &guard.etag, move |current| {
                 current.check_app_impact(acknowledged, "regenerating its secret")?;
-                Ok(Change::ReplaceSecret(secret_hash))
+                let keep_until = previous_secret_ttl
+                    .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
+                    .map(|ttl| chrono::Utc::now() + ttl);
+                Ok(Change::ReplaceSecret(secret_hash, keep_until))
             })
             .await?
             .ok_or_else(|| Error::internal("regenerated key vanished in its own transaction"))?;

@@ -146,13 +146,19 @@ impl LocalAuthenticator {
             return Err(Error::Unauthenticated);
         }
         let Some(slot) = self.per_key.take(id) else { return Err(Error::HashingBusy) };
-        let matched = self.hasher.verify(&credential.secret, &stored.hash).await?;
+        // The current secret, then the previous one during a rotation's grace period.
+        let mut matched = None;
+        for hash in std::iter::once(stored.hash).chain(stored.previous) {
+            if self.hasher.verify(&credential.secret, &hash).await? {
+                matched = Some(hash);
+                break;
+            }
+        }
         drop(slot);
-        if !matched {
+        let Some(hash) = matched else {
             self.failures.failed(id);
             return Err(Error::Unauthenticated);
-        }
-        let hash = stored.hash;
+        };
         // Read again after the match: the key may have changed meanwhile.
         let now = chrono::Utc::now();
         let record = self
@@ -162,10 +168,16 @@ impl LocalAuthenticator {
             .filter(|r| r.key.state(now) == crate::domain::KeyState::Active);
         let Some(record) = record else { return Err(Error::Unauthenticated) };
         self.failures.succeeded(id, stored.failed_attempts);
-        if !self.hasher.is_current(&hash) {
+        // The previous secret is on its way out: not worth rehashing.
+        if record.previous_until.is_none() && !self.hasher.is_current(&hash) {
             self.rehash(id, credential, hash).await;
         }
-        Ok(Arc::new(principal_of(record.key, record.default_group)))
+        let mut key = record.key;
+        // A previous secret's principal lasts no longer than its grace period, in any cache.
+        if let Some(until) = record.previous_until {
+            key.expire_time = Some(key.expire_time.map_or(until, |at| at.min(until)));
+        }
+        Ok(Arc::new(principal_of(key, record.default_group)))
     }
 
     /// Stores `credential`'s secret hashed with the configured parameters, unless the key changed

@@ -58,9 +58,10 @@ pub enum KeyAction {
   apikeys key update ID --add-permission read_data --acknowledge-app-impact   # app-managed key")]
     Update(UpdateArgs),
     /// Replace a key's secret (same ID); prints the new secret and token once.
-    #[command(after_help = "Example:
-  apikeys key regenerate ID")]
-    Regenerate(GuardedArgs),
+    #[command(after_help = "Examples:
+  apikeys key regenerate ID
+  apikeys key regenerate ID --grace 1h    # the old secret keeps working for an hour")]
+    Regenerate(RegenerateArgs),
     /// Delete a key; it stops working at once.
     #[command(after_help = "Example:
   apikeys key delete ID")]
@@ -216,6 +217,17 @@ pub struct GuardedArgs {
     /// Confirm acting on a key an installed app owns (the app may stop working).
     #[arg(long)]
     pub acknowledge_app_impact: bool,
+}
+
+/// `key regenerate`.
+#[derive(Debug, Args)]
+pub struct RegenerateArgs {
+    /// The key, its etag and the app-impact acknowledgement.
+    #[command(flatten)]
+    pub key: GuardedArgs,
+    /// Keep the old secret working this long beside the new one (`1h`, `2d`; at most 7 days).
+    #[arg(long, value_parser = parse_lifetime, value_name = "LIFETIME")]
+    pub grace: Option<std::time::Duration>,
 }
 
 /// `key update`.
@@ -409,16 +421,29 @@ impl Admin {
         Ok(())
     }
 
-    async fn regenerate(&mut self, args: GuardedArgs) -> Result<(), StartupError> {
+    async fn regenerate(&mut self, args: RegenerateArgs) -> Result<(), StartupError> {
+        let grace = args
+            .grace
+            .map(|ttl| i64::try_from(ttl.as_secs()).map(|seconds| prost_types::Duration { seconds, nanos: 0 }))
+            .transpose()
+            .map_err(|_| "--grace is too long")?;
         let request = pb::RegenerateApiKeySecretRequest {
-            id: args.id,
-            etag: args.etag.unwrap_or_default(),
-            acknowledge_app_impact: args.acknowledge_app_impact,
+            id: args.key.id,
+            etag: args.key.etag.unwrap_or_default(),
+            acknowledge_app_impact: args.key.acknowledge_app_impact,
+            previous_secret_ttl: grace,
         };
         let response = self.client.regenerate_api_key_secret(self.authed(request)).await.map_err(failed)?.into_inner();
         let key = response.api_key.unwrap_or_default();
         self.print_issued(
-            &format!("New secret for API key {:?}; the old one no longer works.", key.display_name),
+            &match &key.previous_secret_expire_time {
+                Some(until) => format!(
+                    "New secret for API key {:?}; the old one keeps working until {}.",
+                    key.display_name,
+                    output::local_time(Some(until))
+                ),
+                None => format!("New secret for API key {:?}; the old one no longer works.", key.display_name),
+            },
             &key,
             &response.secret,
             &response.token,

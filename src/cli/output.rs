@@ -27,7 +27,8 @@ fn utc(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
 }
 
 /// A timestamp in local time, for tables.
-fn local_time(ts: Option<&prost_types::Timestamp>) -> String {
+/// `ts` in local time, for people.
+pub fn local_time(ts: Option<&prost_types::Timestamp>) -> String {
     utc(ts).map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S %:z").to_string()).unwrap_or_default()
 }
 
@@ -71,6 +72,7 @@ pub fn key_json(key: &pb::ApiKey) -> Value {
         "failed_attempts": key.failed_attempts,
         "last_failure_time": rfc3339(key.last_failure_time.as_ref()),
         "expire_time": rfc3339(key.expire_time.as_ref()),
+        "previous_secret_expire_time": rfc3339(key.previous_secret_expire_time.as_ref()),
     })
 }
 

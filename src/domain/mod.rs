@@ -130,6 +130,9 @@ pub struct ApiKey {
     pub expire_time: Option<DateTime<Utc>>,
     /// Disabled by an admin: refused until enabled again.
     pub disabled: bool,
+    /// Until when the previous secret still authenticates (a rotation's grace period); `None`: it
+    /// does not.
+    pub previous_secret_expire_time: Option<DateTime<Utc>>,
 }
 
 /// Whether a key authenticates, and if not, why (the first reason in the order of checks).
@@ -181,6 +184,9 @@ impl OrgPolicy {
         }
     }
 }
+
+/// The longest grace period of a regenerated key's previous secret.
+pub const MAX_PREVIOUS_SECRET_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The lockout threshold of new organizations: NIST SP 800-63B's ceiling for consecutive failures.
 pub const DEFAULT_LOCKOUT_THRESHOLD: u32 = 100;

@@ -72,6 +72,20 @@ pub fn time(
         .ok_or_else(|| crate::error::FieldViolation::new(field, "is not a valid timestamp"))
 }
 
+/// The grace period of a RegenerateApiKeySecret; `None` for none.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `previous_secret_ttl`: negative, or longer than 7 days.
+pub fn previous_secret_ttl(ttl: Option<&prost_types::Duration>) -> Result<Option<std::time::Duration>> {
+    let Some(ttl) = ttl else { return Ok(None) };
+    let seconds = u64::try_from(ttl.seconds).ok().filter(|_| ttl.nanos >= 0);
+    match seconds.map(std::time::Duration::from_secs) {
+        Some(ttl) if ttl.is_zero() => Ok(None),
+        Some(ttl) if ttl <= domain::MAX_PREVIOUS_SECRET_TTL => Ok(Some(ttl)),
+        _ => Err(Error::invalid("previous_secret_ttl", "must be between 0 and 7 days")),
+    }
+}
+
 /// The guards every mutation request carries.
 pub fn precondition(etag: String, acknowledge_app_impact: bool) -> Precondition {
     Precondition { etag, acknowledge_app_impact }
@@ -391,7 +405,8 @@ impl From<Actor> for pb::Actor {
 impl From<ApiKey> for pb::ApiKey {
     fn from(key: ApiKey) -> Self {
         let etag = key.etag();
-        let state = match key.state(chrono::Utc::now()) {
+        let now = chrono::Utc::now();
+        let state = match key.state(now) {
             KeyState::Active => pb::api_key::State::Active,
             KeyState::Disabled => pb::api_key::State::Disabled,
             KeyState::Locked => pb::api_key::State::Locked,
@@ -413,6 +428,7 @@ impl From<ApiKey> for pb::ApiKey {
             failed_attempts: key.failed_attempts,
             last_failure_time: key.last_failure_time.map(timestamp),
             expire_time: key.expire_time.map(timestamp),
+            previous_secret_expire_time: key.previous_secret_expire_time.filter(|at| *at > now).map(timestamp),
         }
     }
 }

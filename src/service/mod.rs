@@ -105,9 +105,10 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
     ) -> Result<Response<pb::RegenerateApiKeySecretResponse>, Status> {
         let caller = convert::caller(&request)?;
         let r = request.into_inner();
+        let ttl = convert::previous_secret_ttl(r.previous_secret_ttl.as_ref())?;
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
         let (api_key, secret, token) =
-            issued(self.keys.regenerate(&caller, convert::key_id(&r.id, "id")?, &guard).await?);
+            issued(self.keys.regenerate(&caller, convert::key_id(&r.id, "id")?, &guard, ttl).await?);
         Ok(Response::new(pb::RegenerateApiKeySecretResponse { api_key, secret, token }))
     }
 

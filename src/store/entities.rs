@@ -82,6 +82,10 @@ pub mod api_key {
         pub expire_time: Option<DateTimeUtc>,
         /// Disabled by an admin: refused until enabled again, with the same secret.
         pub disabled: bool,
+        /// argon2id PHC string of the previous secret, during a rotation's grace period.
+        pub previous_secret_hash: Option<String>,
+        /// Until when the previous secret still authenticates.
+        pub previous_secret_expire_time: Option<DateTimeUtc>,
     }
 
     impl std::fmt::Debug for Model {

@@ -84,6 +84,8 @@ pub struct StoredSecret {
     pub hash: SecretHash,
     /// Locked, disabled or expired: refused without hashing.
     pub refused: bool,
+    /// The previous secret's hash, while its grace period lasts.
+    pub previous: Option<SecretHash>,
     /// Failed authentications recorded so far.
     pub failed_attempts: i64,
 }
@@ -101,6 +103,10 @@ pub struct Outcomes {
     pub last_failure: Option<chrono::DateTime<Utc>>,
 }
 
+/// The columns [`Store::find_secret_hash`] reads.
+type SecretRow =
+    (String, bool, bool, Option<chrono::DateTime<Utc>>, i64, Option<String>, Option<chrono::DateTime<Utc>>);
+
 /// What Authenticate needs about a key: the key, its hash and its org's default group.
 pub struct AuthRecord {
     /// The key.
@@ -109,6 +115,8 @@ pub struct AuthRecord {
     pub secret_hash: SecretHash,
     /// The org's default group.
     pub default_group: String,
+    /// Set when the secret that matched is the previous one: until when it works.
+    pub previous_until: Option<chrono::DateTime<Utc>>,
 }
 
 /// A new key, validated.
@@ -171,8 +179,9 @@ impl KeyChanges {
 pub enum Change {
     /// Apply these field changes.
     Update(KeyChanges),
-    /// Replace the secret hash (which also unlocks the key).
-    ReplaceSecret(SecretHash),
+    /// Replace the secret hash (which also unlocks the key), keeping the current one valid until
+    /// the given time if there is one (a grace period; it ends any earlier one).
+    ReplaceSecret(SecretHash, Option<chrono::DateTime<Utc>>),
     /// Unlock the key, keeping its secret.
     Unlock,
     /// Disable (`true`) or enable (`false`) the key, keeping its secret.
@@ -270,6 +279,7 @@ fn key_from_rows(m: api_key::Model, mut permissions: Vec<String>) -> ApiKey {
         last_failure_time: m.last_failure_time,
         expire_time: m.expire_time,
         disabled: m.disabled,
+        previous_secret_expire_time: m.previous_secret_hash.as_ref().and(m.previous_secret_expire_time),
     }
 }
 
@@ -425,6 +435,8 @@ impl Store {
             locked: Set(false),
             expire_time: Set(key.expire_time),
             disabled: Set(false),
+            previous_secret_hash: Set(None),
+            previous_secret_expire_time: Set(None),
         }
     }
 
@@ -582,15 +594,18 @@ impl Store {
                 api_key::Column::Disabled,
                 api_key::Column::ExpireTime,
                 api_key::Column::FailedAttempts,
+                api_key::Column::PreviousSecretHash,
+                api_key::Column::PreviousSecretExpireTime,
             ])
-            .into_tuple::<(String, bool, bool, Option<chrono::DateTime<Utc>>, i64)>()
+            .into_tuple::<SecretRow>()
             .one(&self.db)
             .await
             .map_err(db_error)?;
         let now = Utc::now();
-        Ok(found.map(|(hash, locked, disabled, expire_time, failed_attempts)| StoredSecret {
+        Ok(found.map(|(hash, locked, disabled, expire_time, failed_attempts, previous, previous_until)| StoredSecret {
             hash: SecretHash(hash),
             refused: locked || disabled || expire_time.is_some_and(|at| at <= now),
+            previous: previous.filter(|_| previous_until.is_some_and(|at| at > now)).map(SecretHash),
             failed_attempts,
         }))
     }
@@ -712,7 +727,7 @@ impl Store {
 
     /// What Authenticate needs about key `id`, in any org, read after its secret matched `hash`: one
     /// query (the key, its org's default group and its permissions, joined), and `None` if the key
-    /// is gone or its hash is no longer `hash` (regenerated meanwhile).
+    /// is gone or `hash` is neither its current hash nor its previous one in its grace period.
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
@@ -733,7 +748,17 @@ impl Store {
                     .equals((api_key::Entity, api_key::Column::Id)),
             )
             .and_where(Expr::col((api_key::Entity, api_key::Column::Id)).eq(id.0))
-            .and_where(Expr::col((api_key::Entity, api_key::Column::SecretHash)).eq(hash.0.as_str()))
+            .cond_where(
+                sea_orm::Condition::any()
+                    .add(Expr::col((api_key::Entity, api_key::Column::SecretHash)).eq(hash.0.as_str()))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(Expr::col((api_key::Entity, api_key::Column::PreviousSecretHash)).eq(hash.0.as_str()))
+                            .add(
+                                Expr::col((api_key::Entity, api_key::Column::PreviousSecretExpireTime)).gt(Utc::now()),
+                            ),
+                    ),
+            )
             .to_owned();
         let rows = self.db.query_all(&query).await.map_err(db_error)?;
         let Some(first) = rows.first() else { return Ok(None) };
@@ -746,7 +771,8 @@ impl Store {
             }
         }
         let secret_hash = SecretHash(model.secret_hash.clone());
-        Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group }))
+        let previous_until = (secret_hash != *hash).then_some(model.previous_secret_expire_time).flatten();
+        Ok(Some(AuthRecord { key: key_from_rows(model, permissions), secret_hash, default_group, previous_until }))
     }
 
     /// Replaces the secret hash of key `id` with `new` if it is still `old` (the same secret, hashed
@@ -900,8 +926,15 @@ impl Store {
                 }
                 ("UPDATE", changes.changed_fields())
             }
-            Change::ReplaceSecret(SecretHash(secret_hash)) => {
+            Change::ReplaceSecret(SecretHash(secret_hash), keep_until) => {
+                // The right-hand sides see the row as it was: the previous hash is the current one.
+                let previous = match keep_until {
+                    Some(_) => Expr::col(api_key::Column::SecretHash),
+                    None => Expr::value(Option::<String>::None),
+                };
                 Self::unlocked(Self::versioned_update(&current, actor))
+                    .col_expr(api_key::Column::PreviousSecretHash, previous)
+                    .col_expr(api_key::Column::PreviousSecretExpireTime, Expr::value(keep_until))
                     .col_expr(api_key::Column::SecretHash, Expr::value(secret_hash))
                     .exec(&txn)
                     .await

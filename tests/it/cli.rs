@@ -311,6 +311,15 @@ async fn expiry_disable_enable_and_the_lifetime_policy_from_the_cli() {
     let never = app.key_cli(&["update", &id, "--no-expiry", "--output", "json"]).await.ok().json();
     assert!(never["expire_time"].is_null(), "{never}");
 
+    let rotated = app.key_cli(&["regenerate", &id, "--grace", "1h", "--output", "json"]).await.ok().json();
+    assert!(rotated["api_key"]["previous_secret_expire_time"].is_string(), "{rotated}");
+    let said = app.key_cli(&["regenerate", &id, "--grace", "1h"]).await.ok();
+    assert!(
+        said.stdout.contains("keeps working until") || said.stderr.contains("keeps working until"),
+        "{}",
+        said.stdout
+    );
+
     let policy = app.key_cli(&["policy", "--max-key-lifetime", "90d", "--output", "json"]).await.ok().json();
     assert_eq!(
         (policy["max_key_lifetime_secs"].as_i64(), policy["lockout_threshold"].as_i64()),

@@ -283,8 +283,12 @@ impl Client {
         etag: &str,
         ack: bool,
     ) -> Result<pb::RegenerateApiKeySecretResponse, Status> {
-        let request =
-            pb::RegenerateApiKeySecretRequest { id: id.to_owned(), etag: etag.to_owned(), acknowledge_app_impact: ack };
+        let request = pb::RegenerateApiKeySecretRequest {
+            id: id.to_owned(),
+            etag: etag.to_owned(),
+            acknowledge_app_impact: ack,
+            ..Default::default()
+        };
         self.inner.clone().regenerate_api_key_secret(self.req(request)).await.map(tonic::Response::into_inner)
     }
 

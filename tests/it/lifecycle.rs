@@ -182,3 +182,53 @@ async fn a_disabled_key_is_refused_at_once_keeps_its_secret_and_comes_back_on_en
     let request = pb::DisableApiKeyRequest { id: app_key.id, acknowledge_app_impact: true, ..Default::default() };
     admin.inner.clone().disable_api_key(admin.req(request)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_rotation_with_a_grace_period_keeps_the_old_secret_until_it_ends() {
+    let app = TestApp::spawn().await;
+    let consumer = Consumer::spawn(app.addr, Duration::from_secs(30)).await;
+    let admin = app.admin().await;
+    let created = admin.create("Rotating", ALL).await.unwrap();
+    let key = created.api_key.unwrap();
+    let mut client = app.client().await;
+    let regenerate = |ttl_secs: i64| pb::RegenerateApiKeySecretRequest {
+        id: key.id.clone(),
+        previous_secret_ttl: Some(prost_types::Duration { seconds: ttl_secs, nanos: 0 }),
+        ..Default::default()
+    };
+    let too_long = admin.inner.clone().regenerate_api_key_secret(admin.req(regenerate(8 * 86_400))).await;
+    assert_eq!(
+        violated_fields(&assert_status(too_long, Code::InvalidArgument, "INVALID_ARGUMENT")),
+        ["previous_secret_ttl"]
+    );
+
+    // A grace of 3 s: both secrets work, here and at the consumer; the old one's principal carries
+    // the end of the grace period as its expiry.
+    let rotated = admin.inner.clone().regenerate_api_key_secret(admin.req(regenerate(3))).await.unwrap().into_inner();
+    let until = rotated.api_key.as_ref().unwrap().previous_secret_expire_time.expect("a grace period");
+    let old =
+        authenticate_token(&mut client, &created.token, &[]).await.expect("the old secret works in the grace period");
+    assert_eq!(old.expire_time.map(|t| t.seconds), Some(until.seconds));
+    authenticate_token(&mut client, &rotated.token, &[]).await.expect("the new secret works at once");
+    consumer.list(&bearer(&created.token)).await.unwrap();
+    consumer.list(&bearer(&rotated.token)).await.unwrap();
+
+    // After it, the old secret is refused everywhere, warm caches included; the new one works.
+    let wait = (from_timestamp(&until) - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(1100)).await;
+    assert_status(authenticate_token(&mut client, &created.token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_status(consumer.list(&bearer(&created.token)).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    authenticate_token(&mut client, &rotated.token, &[]).await.unwrap();
+    assert_eq!(admin.get(&key.id).await.unwrap().previous_secret_expire_time, None);
+
+    // A second rotation during a grace period ends it: at most two live secrets.
+    let second = admin.inner.clone().regenerate_api_key_secret(admin.req(regenerate(600))).await.unwrap().into_inner();
+    let third = admin.inner.clone().regenerate_api_key_secret(admin.req(regenerate(600))).await.unwrap().into_inner();
+    assert_status(authenticate_token(&mut client, &rotated.token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    authenticate_token(&mut client, &second.token, &[]).await.expect("the one before the last rotation works");
+    authenticate_token(&mut client, &third.token, &[]).await.expect("the newest works");
+    // Without a grace period, only the new secret works.
+    let last = admin.regenerate(&key.id, "", false).await.unwrap();
+    assert_status(authenticate_token(&mut client, &third.token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    authenticate_token(&mut client, &last.token, &[]).await.unwrap();
+}

@@ -7,6 +7,7 @@ mod m20261128_000001_normalize_display_names;
 mod m20261128_000002_add_lockout;
 mod m20261129_000001_add_key_changes;
 mod m20261129_000002_add_expiry_and_disable;
+mod m20261129_000003_add_previous_secret;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_add_lockout::Migration),
             Box::new(m20261129_000001_add_key_changes::Migration),
             Box::new(m20261129_000002_add_expiry_and_disable::Migration),
+            Box::new(m20261129_000003_add_previous_secret::Migration),
         ]
     }
 }
