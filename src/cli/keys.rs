@@ -44,6 +44,7 @@ pub enum KeyAction {
     #[command(after_help = "Examples:
   apikeys key list
   apikeys key list --permission read_data --name-contains deploy
+  apikeys key list --state active --expiring-within 7d      # keys about to expire
   apikeys key list --page-size 20 --output json | jq -r .next_page_token")]
     List(ListArgs),
     /// Show one key.
@@ -191,12 +192,31 @@ pub struct ListArgs {
     /// Only keys holding this permission.
     #[arg(long)]
     pub permission: Option<String>,
+    /// Only keys in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<StateFilter>,
+    /// Only keys that expire within this long from now (`7d`, `12h`; expired ones included).
+    #[arg(long, value_parser = parse_lifetime, value_name = "LIFETIME")]
+    pub expiring_within: Option<std::time::Duration>,
     /// Fetch one page of this size (prints next_page_token) instead of every page.
     #[arg(long)]
     pub page_size: Option<i32>,
     /// Fetch the page this token (from a previous page) names.
     #[arg(long)]
     pub page_token: Option<String>,
+}
+
+/// The states `key list --state` filters on.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StateFilter {
+    /// Authenticates.
+    Active,
+    /// Disabled by an admin.
+    Disabled,
+    /// Locked by failed authentications.
+    Locked,
+    /// Past its expire time.
+    Expired,
 }
 
 /// A key ID.
@@ -352,6 +372,16 @@ impl Admin {
             name_contains: args.name_contains.unwrap_or_default(),
             app_id: args.app.unwrap_or_default(),
             permission: args.permission.unwrap_or_default(),
+            state: args
+                .state
+                .map_or(pb::api_key::State::Unspecified, |state| match state {
+                    StateFilter::Active => pb::api_key::State::Active,
+                    StateFilter::Disabled => pb::api_key::State::Disabled,
+                    StateFilter::Locked => pb::api_key::State::Locked,
+                    StateFilter::Expired => pb::api_key::State::Expired,
+                })
+                .into(),
+            expiring_before: expiry(args.expiring_within, None)?,
         };
         let mut keys = Vec::new();
         let next_page_token = loop {

@@ -298,7 +298,9 @@ struct PageToken {
 
 fn filter_fingerprint(query: &ListQuery) -> String {
     let mut hasher = Sha256::new();
-    for part in [&query.name_contains, &query.app_id, &query.permission] {
+    let state = query.state.map(|s| format!("{s:?}"));
+    let before = query.expiring_before.map(|t| t.to_rfc3339());
+    for part in [&query.name_contains, &query.app_id, &query.permission, &state, &before] {
         hasher.update(part.as_deref().unwrap_or("\u{0}").as_bytes());
         hasher.update([0xff]);
     }
@@ -343,10 +345,23 @@ pub fn list(r: pb::ListApiKeysRequest, catalog: &Catalog) -> Result<ListPage> {
     if r.name_contains.chars().count() > MAX_DISPLAY_NAME_CHARS {
         v.add("name_contains", "is longer than any display name");
     }
+    let state = match r.state() {
+        pb::api_key::State::Unspecified => None,
+        pb::api_key::State::Active => Some(KeyState::Active),
+        pb::api_key::State::Disabled => Some(KeyState::Disabled),
+        pb::api_key::State::Locked => Some(KeyState::Locked),
+        pb::api_key::State::Expired => Some(KeyState::Expired),
+    };
+    if state.is_none() && r.state != 0 {
+        v.add("state", "is not a state");
+    }
+    let expiring_before = r.expiring_before.as_ref().and_then(|t| v.check(time(t, "expiring_before")));
     let mut query = ListQuery {
         name_contains: non_empty(&r.name_contains).map(|s| domain::name_key(&s)),
         app_id: non_empty(&r.app_id),
         permission,
+        state,
+        expiring_before,
         after: None,
         limit: page_size + 1,
     };

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::hashing::SecretHash,
-    domain::{Actor, ActorType, ApiKey, DisplayName, KeyId, OrgId, OrgPolicy},
+    domain::{Actor, ActorType, ApiKey, DisplayName, KeyId, KeyState, OrgId, OrgPolicy},
     error::{Error, Result},
 };
 
@@ -199,6 +199,10 @@ pub struct ListQuery {
     pub app_id: Option<String>,
     /// A permission the keys must hold.
     pub permission: Option<String>,
+    /// The state the keys must be in (at `Utc::now()`).
+    pub state: Option<KeyState>,
+    /// Only keys that expire before this time.
+    pub expiring_before: Option<chrono::DateTime<Utc>>,
     /// Keyset position: the name key (unique in the org) of the last key of the previous page.
     pub after: Option<String>,
     /// Page size.
@@ -814,6 +818,25 @@ impl Store {
                         .to_owned(),
                 ),
             );
+        }
+        if let Some(state) = query.state {
+            let now = Utc::now();
+            let (disabled, locked) = (api_key::Column::Disabled, api_key::Column::Locked);
+            let live = sea_orm::Condition::any()
+                .add(api_key::Column::ExpireTime.is_null())
+                .add(api_key::Column::ExpireTime.gt(now));
+            select = match state {
+                KeyState::Disabled => select.filter(disabled.eq(true)),
+                KeyState::Locked => select.filter(disabled.eq(false)).filter(locked.eq(true)),
+                KeyState::Expired => select
+                    .filter(disabled.eq(false))
+                    .filter(locked.eq(false))
+                    .filter(api_key::Column::ExpireTime.lte(now)),
+                KeyState::Active => select.filter(disabled.eq(false)).filter(locked.eq(false)).filter(live),
+            };
+        }
+        if let Some(before) = query.expiring_before {
+            select = select.filter(api_key::Column::ExpireTime.lt(before));
         }
         // The name key is unique in an org (the unique index), so it alone is the keyset position,
         // and the condition is one range on the index (an OR with the id made deep pages scan).

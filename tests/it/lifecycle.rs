@@ -232,3 +232,59 @@ async fn a_rotation_with_a_grace_period_keeps_the_old_secret_until_it_ends() {
     assert_status(authenticate_token(&mut client, &third.token, &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
     authenticate_token(&mut client, &last.token, &[]).await.unwrap();
 }
+
+#[tokio::test]
+async fn keys_are_listed_by_state_and_by_expiry() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let now = chrono::Utc::now();
+    let soon = create_expiring(&admin, "Soon", now + chrono::Duration::seconds(2)).await.unwrap().api_key.unwrap();
+    create_expiring(&admin, "Later", now + chrono::Duration::days(30)).await.unwrap();
+    let off = admin.create("Off", &[]).await.unwrap().api_key.unwrap();
+    let request = pb::DisableApiKeyRequest { id: off.id.clone(), ..Default::default() };
+    admin.inner.clone().disable_api_key(admin.req(request)).await.unwrap();
+
+    let names = |state: State, before: Option<chrono::DateTime<chrono::Utc>>| {
+        let admin = admin.clone();
+        async move {
+            let request = pb::ListApiKeysRequest {
+                state: state.into(),
+                expiring_before: before.map(timestamp),
+                ..Default::default()
+            };
+            let mut names: Vec<String> =
+                admin.list(request).await.unwrap().api_keys.into_iter().map(|k| k.display_name).collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(names(State::Disabled, None).await, ["Off"]);
+    assert_eq!(names(State::Active, None).await, ["Administrator", "Later", "Soon"]);
+    let week = Some(now + chrono::Duration::days(7));
+    assert_eq!(names(State::Active, week).await, ["Soon"], "about to expire");
+    assert_eq!(names(State::Unspecified, Some(now + chrono::Duration::days(60))).await, ["Later", "Soon"]);
+    let wait = (from_timestamp(soon.expire_time.as_ref().unwrap()) - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    assert_eq!(names(State::Expired, None).await, ["Soon"]);
+    assert_eq!(names(State::Active, week).await, Vec::<String>::new());
+
+    // A page token is bound to its filters, these included.
+    let first = admin
+        .list(pb::ListApiKeysRequest { page_size: 1, state: State::Active.into(), ..Default::default() })
+        .await
+        .unwrap();
+    let other = pb::ListApiKeysRequest {
+        page_token: first.next_page_token,
+        state: State::Disabled.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        violated_fields(&assert_status(admin.list(other).await, Code::InvalidArgument, "INVALID_ARGUMENT")),
+        ["page_token"]
+    );
+    let bad = pb::ListApiKeysRequest { state: 99, ..Default::default() };
+    assert_eq!(
+        violated_fields(&assert_status(admin.list(bad).await, Code::InvalidArgument, "INVALID_ARGUMENT")),
+        ["state"]
+    );
+}
