@@ -18,6 +18,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
 use std::{
     net::SocketAddr,
     sync::{
@@ -36,7 +37,6 @@ use apikeys::{
     pb::{self, api_key_service_client::ApiKeyServiceClient},
     server::Application,
 };
-use sea_orm::{ConnectionTrait as _, Database};
 use tonic::{Request, transport::Channel};
 
 const CONNECTIONS: usize = 4;
@@ -54,20 +54,6 @@ fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("metadata"));
     request
-}
-
-/// A fresh PostgreSQL database if `APIKEYS_BENCH_DATABASE_URL` is set: its URL, and what drops it.
-async fn database() -> (Option<String>, Option<(String, String)>) {
-    match std::env::var("APIKEYS_BENCH_DATABASE_URL") {
-        Ok(admin_url) if !admin_url.is_empty() => {
-            let name = format!("apikeys_revocation_{}", uuid::Uuid::new_v4().simple());
-            let admin = Database::connect(&admin_url).await.expect("PostgreSQL reachable");
-            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
-            let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
-            (Some(format!("{base}/{name}")), Some((admin_url, name)))
-        }
-        _ => (None, None),
-    }
 }
 
 async fn replica(config: &ServerConfig) -> SocketAddr {
@@ -132,7 +118,7 @@ async fn throughput(channels: &[Channel], token: Arc<str>) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, drop_after) = database().await;
+    let (url, drop_after) = common::database("revocation").await;
     let backend = if url.is_some() { "PostgreSQL (LISTEN/NOTIFY)" } else { "SQLite (log read every 1 s)" };
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -243,9 +229,5 @@ async fn main() {
     ratios.sort_by(f64::total_cmp);
     println!("  ratio (median) {:.2}x (goal >= 0.95)", ratios[ratios.len() / 2]);
 
-    if let Some((admin_url, name)) = drop_after
-        && let Ok(admin) = Database::connect(&admin_url).await
-    {
-        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-    }
+    common::drop_database(drop_after).await;
 }

@@ -17,6 +17,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
 use std::time::{Duration, Instant};
 
 use apikeys::{
@@ -27,7 +28,7 @@ use apikeys::{
     server::Application,
     store::NewKey,
 };
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
 use tonic::{Request, transport::Channel};
 
 struct Size {
@@ -42,27 +43,6 @@ struct Size {
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
     samples[samples.len() / 2]
-}
-
-/// A fresh database for one size: a SQLite file, or a PostgreSQL database dropped afterwards.
-async fn database(keys: usize) -> (Option<String>, Option<(String, String)>) {
-    match std::env::var("APIKEYS_BENCH_DATABASE_URL") {
-        Ok(admin_url) if !admin_url.is_empty() => {
-            let name = format!("apikeys_scale_{keys}_{}", uuid::Uuid::new_v4().simple());
-            let admin = Database::connect(&admin_url).await.expect("PostgreSQL reachable");
-            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
-            let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
-            (Some(format!("{base}/{name}")), Some((admin_url, name)))
-        }
-        _ => (None, None),
-    }
-}
-
-async fn drop_database(created: Option<(String, String)>) {
-    if let Some((admin_url, name)) = created {
-        let admin = Database::connect(&admin_url).await.expect("PostgreSQL reachable");
-        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-    }
 }
 
 fn authed<T>(message: T, token: &str) -> Request<T> {
@@ -121,7 +101,7 @@ async fn main() {
     let mut memory_run = None;
     for (n, &keys) in sizes.iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (url, created) = database(keys).await;
+        let (url, created) = common::database(&format!("scale_{keys}")).await;
         let last = n + 1 == sizes.len();
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -197,7 +177,7 @@ async fn main() {
         if last {
             memory_run = Some((dir, created, ids));
         } else {
-            drop_database(created).await;
+            common::drop_database(created).await;
         }
     }
     if let (Some(small), Some(large)) = (results.first(), results.last()) {
@@ -254,5 +234,5 @@ async fn main() {
         }
     }
     println!("  RSS before {before} KiB, peak {peak} KiB (the process also holds the benchmark's own key list)");
-    drop_database(created).await;
+    common::drop_database(created).await;
 }
