@@ -199,7 +199,7 @@ impl Keys {
     pub async fn create(&self, caller: &Caller, input: CreateKey) -> Result<Issued> {
         domain::check_grant(caller, &input.permissions)?;
         let policy = self.store.org_policy(caller.org_id).await?;
-        let expire_time = policy.expire_time(input.expire_time, chrono::Utc::now())?;
+        let expire_time = policy.expire_time(input.expire_time, chrono::Utc::now(), "expire_time", true)?;
         let id = KeyId(Uuid::new_v4());
         let credential = new_credential(id)?;
         let secret_hash = self.hasher.hash(&credential.secret).await?;
@@ -294,21 +294,7 @@ impl Keys {
         let expire_time = match patch.expire_time {
             Some(requested) => {
                 let policy = self.store.org_policy(caller.org_id).await?;
-                match (requested, policy.max_key_lifetime) {
-                    (None, Some(_)) => {
-                        return Err(Error::invalid(
-                            "api_key.expire_time",
-                            "is required: the organization's policy sets a maximum key lifetime",
-                        ));
-                    }
-                    (requested, _) => Some(policy.expire_time(requested, chrono::Utc::now()).map_err(|e| match e {
-                        Error::InvalidArgument(mut v) => {
-                            v.iter_mut().for_each(|v| v.field = "api_key.expire_time".into());
-                            Error::InvalidArgument(v)
-                        }
-                        other => other,
-                    })?),
-                }
+                Some(policy.expire_time(requested, chrono::Utc::now(), "api_key.expire_time", false)?)
             }
             None => None,
         };

@@ -165,21 +165,32 @@ impl Default for OrgPolicy {
 }
 
 impl OrgPolicy {
-    /// The expire time a key created or changed at `now` gets when `requested` is what the admin
-    /// asked for (`None`: no expiry): the requested time if it lies in the future and within the
-    /// maximum lifetime, `now + max` if none was requested and there is a maximum.
+    /// The expire time a key gets at `now` when the admin asked for `requested` (`None`: no
+    /// expiry) in request field `field`: the requested time if it lies in the future and within the
+    /// maximum lifetime. Without a request, a new key (`creating`) gets `now + max` if there is a
+    /// maximum, while removing an existing key's expiry under a maximum is refused.
     ///
     /// # Errors
-    /// INVALID_ARGUMENT naming `expire_time`: in the past, or beyond the maximum lifetime.
-    pub fn expire_time(&self, requested: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    /// INVALID_ARGUMENT naming `field`: in the past, beyond the maximum lifetime, or removed under
+    /// a maximum.
+    pub fn expire_time(
+        &self,
+        requested: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        field: &str,
+        creating: bool,
+    ) -> Result<Option<DateTime<Utc>>> {
         let latest = self.max_key_lifetime.and_then(|max| chrono::Duration::from_std(max).ok()).map(|max| now + max);
         match (requested, latest) {
-            (Some(at), _) if at <= now => Err(Error::invalid("expire_time", "must be in the future")),
+            (Some(at), _) if at <= now => Err(Error::invalid(field, "must be in the future")),
             (Some(at), Some(latest)) if at > latest => Err(Error::invalid(
-                "expire_time",
+                field,
                 format!("must be at most the organization's maximum key lifetime from now ({})", latest.to_rfc3339()),
             )),
             (Some(at), _) => Ok(Some(at)),
+            (None, Some(_)) if !creating => {
+                Err(Error::invalid(field, "is required: the organization's policy sets a maximum key lifetime"))
+            }
             (None, latest) => Ok(latest),
         }
     }
@@ -390,6 +401,24 @@ impl Violations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_follows_the_maximum_lifetime() {
+        let now = Utc::now();
+        let (hour, day) = (chrono::Duration::hours(1), chrono::Duration::days(1));
+        let free = OrgPolicy::default();
+        assert_eq!(free.expire_time(None, now, "f", true).unwrap(), None);
+        assert_eq!(free.expire_time(None, now, "f", false).unwrap(), None, "no maximum: removing is fine");
+        assert_eq!(free.expire_time(Some(now + day), now, "f", true).unwrap(), Some(now + day));
+        let past = free.expire_time(Some(now), now, "f", true).unwrap_err();
+        assert!(matches!(&past, Error::InvalidArgument(v) if v[0].field == "f"), "{past:?}");
+
+        let capped = OrgPolicy { max_key_lifetime: Some(std::time::Duration::from_secs(3600)), ..OrgPolicy::default() };
+        assert_eq!(capped.expire_time(None, now, "f", true).unwrap(), Some(now + hour), "defaulted on creation");
+        assert!(capped.expire_time(None, now, "f", false).is_err(), "not removable under a maximum");
+        assert!(capped.expire_time(Some(now + day), now, "f", true).is_err(), "beyond the maximum");
+        assert_eq!(capped.expire_time(Some(now + hour), now, "f", false).unwrap(), Some(now + hour));
+    }
 
     #[test]
     fn display_names() {
