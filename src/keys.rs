@@ -19,7 +19,7 @@ use crate::{
     domain::{self, Actor, ApiKey, Caller, Catalog, DisplayName, KeyId, OrgId, OrgPolicy},
     error::{Error, Result},
     lockout::FailureLog,
-    store::{Change, KeyChanges, ListQuery, NewKey, Org, Store},
+    store::{AuditQuery, Change, KeyChanges, ListQuery, NewKey, Org, Store},
 };
 
 /// A key with its freshly generated credential (shown once).
@@ -185,6 +185,18 @@ impl Keys {
         self.failures.forget(id);
         tracing::info!(key_id = %id, actor = %caller.actor.id, "API key unlocked");
         Ok(key)
+    }
+
+    /// A page of the audit trail of the caller's org, newest first.
+    ///
+    /// # Errors
+    /// UNAVAILABLE.
+    pub async fn audit_events(
+        &self,
+        caller: &Caller,
+        query: &AuditQuery,
+    ) -> Result<Vec<crate::store::entities::audit_event::Model>> {
+        self.store.list_audit_events(caller.org_id, query).await
     }
 
     /// The permission catalog.

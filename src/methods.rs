@@ -41,6 +41,7 @@ const API: &[(&str, Access)] = &[
     ("WatchKeyChanges", Access::Public),
     ("DisableApiKey", Access::Admin),
     ("EnableApiKey", Access::Admin),
+    ("ListAuditEvents", Access::Admin),
 ];
 
 /// Health and reflection, by service and method.

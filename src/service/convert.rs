@@ -18,6 +18,7 @@ use crate::{
     pb,
     revocation::Cursor,
     store::ListQuery,
+    store::{AuditQuery, entities::audit_event},
 };
 
 /// Page size when the request says 0.
@@ -296,15 +297,43 @@ struct PageToken {
     f: String,
 }
 
-fn filter_fingerprint(query: &ListQuery) -> String {
+/// A short digest of a list request's filters: a page token is only valid with the filters it
+/// was issued for.
+fn fingerprint(parts: &[Option<String>]) -> String {
     let mut hasher = Sha256::new();
-    let state = query.state.map(|s| format!("{s:?}"));
-    let before = query.expiring_before.map(|t| t.to_rfc3339());
-    for part in [&query.name_contains, &query.app_id, &query.permission, &state, &before] {
+    for part in parts {
         hasher.update(part.as_deref().unwrap_or("\u{0}").as_bytes());
         hasher.update([0xff]);
     }
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn filter_fingerprint(query: &ListQuery) -> String {
+    fingerprint(&[
+        query.name_contains.clone(),
+        query.app_id.clone(),
+        query.permission.clone(),
+        query.state.map(|s| format!("{s:?}")),
+        query.expiring_before.map(|t| t.to_rfc3339()),
+    ])
+}
+
+/// The page size of a list request: 0 means the default, more than the maximum is clamped, a
+/// negative one is a violation.
+fn page_size(raw: i32, v: &mut Violations) -> u64 {
+    if raw < 0 {
+        v.add("page_size", "must not be negative");
+    }
+    match u64::try_from(raw).unwrap_or(0) {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The opaque token of a page that ends at `position`, for the filters of `fingerprint`.
+fn encode_token(position: String, fingerprint: &str) -> Result<String> {
+    let json = serde_json::to_vec(&PageToken { k: position, f: fingerprint.to_owned() }).map_err(Error::internal)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
 }
 
 fn decode_token(text: &str) -> Option<PageToken> {
@@ -323,13 +352,7 @@ fn decode_token(text: &str) -> Option<PageToken> {
 /// INVALID_ARGUMENT naming every bad field (page_size, page_token, filters).
 pub fn list(r: pb::ListApiKeysRequest, catalog: &Catalog) -> Result<ListPage> {
     let mut v = Violations::default();
-    if r.page_size < 0 {
-        v.add("page_size", "must not be negative");
-    }
-    let page_size = match u64::try_from(r.page_size).unwrap_or(0) {
-        0 => DEFAULT_PAGE_SIZE,
-        n => n.min(MAX_PAGE_SIZE),
-    };
+    let page_size = page_size(r.page_size, &mut v);
     let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
     let permission = non_empty(&r.permission);
     if let Some(p) = &permission
@@ -387,11 +410,7 @@ impl ListPage {
         let more = rows.len() as u64 > self.page_size;
         rows.truncate(usize::try_from(self.page_size).unwrap_or(usize::MAX));
         let next_page_token = match rows.last() {
-            Some((_, name_key)) if more => {
-                let token = PageToken { k: name_key.clone(), f: self.fingerprint.clone() };
-                let json = serde_json::to_vec(&token).map_err(Error::internal)?;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-            }
+            Some((_, name_key)) if more => encode_token(name_key.clone(), &self.fingerprint)?,
             _ => String::new(),
         };
         Ok(pb::ListApiKeysResponse { api_keys: rows.into_iter().map(|(key, _)| key.into()).collect(), next_page_token })
@@ -445,5 +464,105 @@ impl From<ApiKey> for pb::ApiKey {
             expire_time: key.expire_time.map(timestamp),
             previous_secret_expire_time: key.previous_secret_expire_time.filter(|at| *at > now).map(timestamp),
         }
+    }
+}
+
+/// The actions an audit event can record.
+const AUDIT_ACTIONS: &[&str] =
+    &["CREATE", "BOOTSTRAP", "UPDATE", "REGENERATE_SECRET", "DELETE", "LOCK", "UNLOCK", "DISABLE", "ENABLE"];
+
+/// A validated ListAuditEvents: the store query (one row more than the page) and what the next
+/// page token needs.
+#[derive(Debug)]
+pub struct AuditPage {
+    /// The query.
+    pub query: AuditQuery,
+    page_size: u64,
+    fingerprint: String,
+}
+
+/// A validated ListAuditEvents.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming every bad field.
+pub fn audit_list(r: pb::ListAuditEventsRequest) -> Result<AuditPage> {
+    let mut v = Violations::default();
+    let page_size = page_size(r.page_size, &mut v);
+    let key_id = (!r.key_id.trim().is_empty())
+        .then(|| {
+            v.check(
+                key_id(&r.key_id, "key_id").map_err(|_| crate::error::FieldViolation::new("key_id", "must be a UUID")),
+            )
+        })
+        .flatten();
+    let action = (!r.action.is_empty()).then(|| r.action.trim().to_ascii_uppercase());
+    if let Some(action) = &action
+        && !AUDIT_ACTIONS.contains(&action.as_str())
+    {
+        v.add("action", format!("must be one of {}", AUDIT_ACTIONS.join(", ")));
+    }
+    let actor_id = (!r.actor_id.trim().is_empty()).then(|| r.actor_id.trim().to_owned());
+    if actor_id.as_ref().is_some_and(|a| a.chars().count() > 200 || a.chars().any(char::is_control)) {
+        v.add("actor_id", "is not an actor ID");
+    }
+    let start = r.start_time.as_ref().and_then(|t| v.check(time(t, "start_time")));
+    let end = r.end_time.as_ref().and_then(|t| v.check(time(t, "end_time")));
+    if let (Some(start), Some(end)) = (start, end)
+        && start >= end
+    {
+        v.add("end_time", "must be after start_time");
+    }
+    let mut query = AuditQuery { key_id, actor_id, action, start, end, before: None, limit: page_size + 1 };
+    let fingerprint = fingerprint(&[
+        query.key_id.map(|k| k.to_string()),
+        query.actor_id.clone(),
+        query.action.clone(),
+        query.start.map(|t| t.to_rfc3339()),
+        query.end.map(|t| t.to_rfc3339()),
+    ]);
+    if !r.page_token.is_empty() {
+        let position = decode_token(&r.page_token).filter(|t| t.f == fingerprint).and_then(|t| {
+            let (time, id) = t.k.split_once('|')?;
+            Some((chrono::DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&chrono::Utc), id.parse().ok()?))
+        });
+        match position {
+            Some(position) => query.before = Some(position),
+            None => v.add("page_token", "is malformed or was issued for different filters"),
+        }
+    }
+    v.finish()?;
+    Ok(AuditPage { query, page_size, fingerprint })
+}
+
+impl AuditPage {
+    /// The response for `rows` (what the query returned): at most a page of events, and the token of
+    /// the next page (empty at the end).
+    ///
+    /// # Errors
+    /// INTERNAL if the token cannot be encoded (a bug).
+    pub fn response(&self, mut rows: Vec<audit_event::Model>) -> Result<pb::ListAuditEventsResponse> {
+        let more = rows.len() as u64 > self.page_size;
+        rows.truncate(usize::try_from(self.page_size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => encode_token(
+                format!("{}|{}", last.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), last.id),
+                &self.fingerprint,
+            )?,
+            _ => String::new(),
+        };
+        let audit_events = rows
+            .into_iter()
+            .map(|e| pb::AuditEvent {
+                actor: Some(
+                    Actor { kind: ActorType::parse(&e.actor_type), id: e.actor_id, display_name: e.actor_name }.into(),
+                ),
+                id: e.id.to_string(),
+                action: e.action,
+                key_id: e.key_id.to_string(),
+                changed_fields: serde_json::from_str(&e.changed_fields).unwrap_or_default(),
+                time: Some(timestamp(e.time)),
+            })
+            .collect();
+        Ok(pb::ListAuditEventsResponse { audit_events, next_page_token })
     }
 }

@@ -174,6 +174,16 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         Ok(Response::new(pb::EnableApiKeyResponse { api_key: Some(key.into()) }))
     }
 
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let page = convert::audit_list(request.into_inner())?;
+        let rows = self.keys.audit_events(&caller, &page.query).await?;
+        Ok(Response::new(page.response(rows)?))
+    }
+
     async fn get_org_policy(
         &self,
         request: Request<pb::GetOrgPolicyRequest>,

@@ -209,6 +209,25 @@ pub struct ListQuery {
     pub limit: u64,
 }
 
+/// Filters and position of an audit-trail query, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only events of this key.
+    pub key_id: Option<KeyId>,
+    /// Only events by this actor ID.
+    pub actor_id: Option<String>,
+    /// Only events with this action.
+    pub action: Option<String>,
+    /// Only events at or after this time.
+    pub start: Option<chrono::DateTime<Utc>>,
+    /// Only events before this time.
+    pub end: Option<chrono::DateTime<Utc>>,
+    /// Keyset position: the (time, id) of the last event of the previous page.
+    pub before: Option<(chrono::DateTime<Utc>, Uuid)>,
+    /// Page size.
+    pub limit: u64,
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -1097,6 +1116,44 @@ impl Store {
             .map_err(db_error)?;
         txn.commit().await.map_err(db_error)?;
         Ok(deleted)
+    }
+
+    /// One page of the audit events of `org_id`, newest first (by time, then ID).
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn list_audit_events(&self, org_id: OrgId, query: &AuditQuery) -> Result<Vec<audit_event::Model>> {
+        use audit_event::Column;
+        let mut select = audit_event::Entity::find().filter(Column::OrgId.eq(org_id.0));
+        if let Some(key_id) = query.key_id {
+            select = select.filter(Column::KeyId.eq(key_id.0));
+        }
+        if let Some(actor_id) = &query.actor_id {
+            select = select.filter(Column::ActorId.eq(actor_id.as_str()));
+        }
+        if let Some(action) = &query.action {
+            select = select.filter(Column::Action.eq(action.as_str()));
+        }
+        if let Some(start) = query.start {
+            select = select.filter(Column::Time.gte(start));
+        }
+        if let Some(end) = query.end {
+            select = select.filter(Column::Time.lt(end));
+        }
+        if let Some((time, id)) = query.before {
+            select = select.filter(
+                sea_orm::Condition::any()
+                    .add(Column::Time.lt(time))
+                    .add(sea_orm::Condition::all().add(Column::Time.eq(time)).add(Column::Id.lt(id))),
+            );
+        }
+        select
+            .order_by_desc(Column::Time)
+            .order_by_desc(Column::Id)
+            .limit(query.limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)
     }
 
     /// The audit events of a key, oldest first (for tests and tooling).

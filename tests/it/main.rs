@@ -2,6 +2,7 @@
 //! database. SQLite by default; set `APIKEYS_TEST_DATABASE_URL=postgres://...` to run the very same
 //! tests on PostgreSQL.
 
+mod audit;
 mod authenticate;
 mod cli;
 mod config;

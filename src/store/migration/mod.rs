@@ -8,6 +8,7 @@ mod m20261128_000002_add_lockout;
 mod m20261129_000001_add_key_changes;
 mod m20261129_000002_add_expiry_and_disable;
 mod m20261129_000003_add_previous_secret;
+mod m20261129_000004_index_audit_events_by_time;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_add_key_changes::Migration),
             Box::new(m20261129_000002_add_expiry_and_disable::Migration),
             Box::new(m20261129_000003_add_previous_secret::Migration),
+            Box::new(m20261129_000004_index_audit_events_by_time::Migration),
         ]
     }
 }
