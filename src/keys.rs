@@ -80,6 +80,11 @@ pub struct Keys {
     pause_before_invalidation_ms: AtomicU64,
 }
 
+/// The key a mutation that does not delete it returned.
+fn kept(key: Option<ApiKey>) -> Result<ApiKey> {
+    key.ok_or_else(|| Error::internal("a changed key vanished in its own transaction"))
+}
+
 fn new_credential(id: KeyId) -> Result<Credential> {
     let secret = Secret::generate().map_err(|e| Error::internal(format!("OS random source: {e}")))?;
     Ok(Credential { key_id: id.0, secret })
@@ -164,8 +169,8 @@ impl Keys {
                 }
                 Ok(Change::SetDisabled(disabled))
             })
-            .await?
-            .ok_or_else(|| Error::internal("key vanished in its own transaction"))?;
+            .await
+            .and_then(kept)?;
         let action = if disabled { "API key disabled" } else { "API key enabled" };
         tracing::info!(key_id = %id, actor = %caller.actor.id, "{action}");
         Ok(key)
@@ -178,10 +183,7 @@ impl Keys {
     /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given and stale),
     /// UNAVAILABLE.
     pub async fn unlock(&self, caller: &Caller, id: KeyId, guard: &Precondition) -> Result<ApiKey> {
-        let key = self
-            .mutate(caller, id, &guard.etag, |_| Ok(Change::Unlock))
-            .await?
-            .ok_or_else(|| Error::internal("unlocked key vanished in its own transaction"))?;
+        let key = self.mutate(caller, id, &guard.etag, |_| Ok(Change::Unlock)).await.and_then(kept)?;
         self.failures.forget(id);
         tracing::info!(key_id = %id, actor = %caller.actor.id, "API key unlocked");
         Ok(key)
@@ -325,8 +327,8 @@ impl Keys {
                     expire_time,
                 }))
             })
-            .await?
-            .ok_or_else(|| Error::internal("updated key vanished in its own transaction"))?;
+            .await
+            .and_then(kept)?;
         tracing::info!(key_id = %updated.id, actor = %caller.actor.id, "API key updated");
         Ok(updated)
     }
@@ -362,8 +364,8 @@ impl Keys {
                     .map(|ttl| chrono::Utc::now() + ttl);
                 Ok(Change::ReplaceSecret(secret_hash, keep_until))
             })
-            .await?
-            .ok_or_else(|| Error::internal("regenerated key vanished in its own transaction"))?;
+            .await
+            .and_then(kept)?;
         self.failures.forget(id);
         tracing::info!(key_id = %key.id, actor = %caller.actor.id, "API key secret regenerated");
         Ok(Issued { key, credential })

@@ -52,3 +52,12 @@ impl std::fmt::Debug for AuthenticateRequest {
             .finish()
     }
 }
+
+/// A protobuf timestamp of `time` (nanosecond precision).
+#[cfg(feature = "server")]
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}

@@ -106,12 +106,8 @@ impl LocalAuthenticator {
 /// not a person, so no interactive login, exempt from two-factor authentication, cannot own incidents
 /// or be a member of incidents, tasks or groups; unowned incidents it creates go to `default_group`.
 pub fn principal_of(key: ApiKey, default_group: String) -> Principal {
-    let expire_time = key.expire_time.map(|at| prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    });
     Principal {
-        expire_time,
+        expire_time: key.expire_time.map(crate::pb::timestamp),
         key_id: key.id.to_string(),
         org_id: key.org_id.to_string(),
         display_name: key.display_name,

@@ -128,7 +128,7 @@ fn expiry(
             .with_timezone(&chrono::Utc),
         (None, None) => return Ok(None),
     };
-    Ok(Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }))
+    Ok(Some(pb::timestamp(at)))
 }
 
 /// `key unlock`.

@@ -148,6 +148,22 @@ pub enum KeyState {
     Expired,
 }
 
+impl KeyState {
+    /// The state of a key with these flags and expire time at `now`: the first reason in the
+    /// order of checks (disabled, locked, expired).
+    pub fn of(disabled: bool, locked: bool, expire_time: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
+        if disabled {
+            Self::Disabled
+        } else if locked {
+            Self::Locked
+        } else if expire_time.is_some_and(|at| at <= now) {
+            Self::Expired
+        } else {
+            Self::Active
+        }
+    }
+}
+
 /// The rules an organization sets for its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrgPolicy {
@@ -206,15 +222,7 @@ impl ApiKey {
     /// Whether the key authenticates at `now`, and if not, the first reason in the order of checks
     /// (disabled, locked, expired).
     pub fn state(&self, now: DateTime<Utc>) -> KeyState {
-        if self.disabled {
-            KeyState::Disabled
-        } else if self.locked {
-            KeyState::Locked
-        } else if self.expire_time.is_some_and(|at| at <= now) {
-            KeyState::Expired
-        } else {
-            KeyState::Active
-        }
+        KeyState::of(self.disabled, self.locked, self.expire_time, now)
     }
 
     /// The opaque etag of this version.

@@ -16,6 +16,7 @@ use crate::{
     error::{Error, Result},
     keys::{CreateKey, KeyPatch, Precondition},
     pb,
+    pb::timestamp,
     revocation::Cursor,
     store::ListQuery,
     store::{AuditQuery, entities::audit_event},
@@ -414,14 +415,6 @@ impl ListPage {
             _ => String::new(),
         };
         Ok(pb::ListApiKeysResponse { api_keys: rows.into_iter().map(|(key, _)| key.into()).collect(), next_page_token })
-    }
-}
-
-/// A protobuf timestamp of `time`.
-pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

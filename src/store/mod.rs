@@ -627,7 +627,7 @@ impl Store {
         let now = Utc::now();
         Ok(found.map(|(hash, locked, disabled, expire_time, failed_attempts, previous, previous_until)| StoredSecret {
             hash: SecretHash(hash),
-            refused: locked || disabled || expire_time.is_some_and(|at| at <= now),
+            refused: KeyState::of(disabled, locked, expire_time, now) != KeyState::Active,
             previous: previous.filter(|_| previous_until.is_some_and(|at| at > now)).map(SecretHash),
             failed_attempts,
         }))
