@@ -69,6 +69,8 @@ async fn seed(app: &Application, org: OrgId, keys: usize, secret: &Secret, confi
                     app_id: None,
                     secret_hash: hash.clone(),
                     expire_time: None,
+                    allowed_cidrs: Vec::new(),
+                    rate_limit: None,
                     actor: Actor::system("scale-bench"),
                 }
             })

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{cache::MAX_TTL, hashing::HashingConfig},
+    keys::MAX_UNDELETE_WINDOW,
     revocation::FeedConfig,
     telemetry::LogFormat,
 };
@@ -198,6 +199,15 @@ pub struct ServerConfig {
     /// Seconds changes stay in the change log, for WatchKeyChanges streams that reconnect with a
     /// cursor; an older cursor is answered with `reset`.
     pub change_retention_secs: u64,
+    /// Proxies in front of apikeys that each append the client address to `X-Forwarded-For`; the
+    /// address a key's `allowed_cidrs` is checked against on apikeys' own RPCs is the entry that
+    /// many from the right. 0: the TCP peer. Only set it when every request passes those proxies.
+    pub trusted_proxies: usize,
+    /// Seconds a deleted key can be restored (UndeleteApiKey) before it is purged for good; at
+    /// most a year. 0: deletes are final (purged at the next sweep).
+    pub undelete_window_secs: u64,
+    /// Milliseconds between sweeps that purge deleted keys past their window.
+    pub purge_interval_ms: u64,
     /// WatchKeyChanges streams open at once; beyond that RESOURCE_EXHAUSTED.
     pub max_watchers: usize,
     /// WatchKeyChanges streams one client address may have open at once.
@@ -246,6 +256,9 @@ impl Default for ServerConfig {
             change_poll_ms: 1000,
             degraded_cache_ttl_ms: 1000,
             change_retention_secs: 24 * 60 * 60,
+            trusted_proxies: 0,
+            undelete_window_secs: crate::keys::DEFAULT_UNDELETE_WINDOW.as_secs(),
+            purge_interval_ms: 60_000,
             max_watchers: 1024,
             max_watchers_per_peer: 16,
             shutdown_grace_secs: 10,
@@ -291,6 +304,11 @@ impl ServerConfig {
         }
     }
 
+    /// How long a deleted key can be restored.
+    pub fn undelete_window(&self) -> Duration {
+        Duration::from_secs(self.undelete_window_secs)
+    }
+
     /// How long a successful verification is cached.
     pub fn auth_cache_ttl(&self) -> Duration {
         Duration::from_secs(self.auth_cache_ttl_secs)
@@ -330,9 +348,17 @@ impl ServerConfig {
                 MAX_TTL.as_secs()
             ));
         }
+        if self.undelete_window_secs > MAX_UNDELETE_WINDOW.as_secs() {
+            return Err(format!(
+                "undelete_window_secs is {}; at most {} (a year) is allowed",
+                self.undelete_window_secs,
+                MAX_UNDELETE_WINDOW.as_secs()
+            ));
+        }
         at_least_one(
             "",
             [
+                ("purge_interval_ms", self.purge_interval_ms),
                 ("health_interval_ms", self.health_interval_ms),
                 ("failure_flush_ms", self.failure_flush_ms),
                 ("change_poll_ms", self.change_poll_ms),

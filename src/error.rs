@@ -51,6 +51,14 @@ pub enum Error {
     /// caller lacks.
     #[error("cannot manage a key holding permissions the caller does not hold: {}", .0.join(", "))]
     KeyOutranksCaller(Vec<String>),
+    /// PERMISSION_DENIED, reason `SOURCE_NOT_ALLOWED`: the client address is not in the key's
+    /// `allowed_cidrs` (or unknown). The credential was right.
+    #[error("this API key may not be used from this address")]
+    SourceNotAllowed,
+    /// RESOURCE_EXHAUSTED, reason `RATE_LIMITED`, with `RetryInfo`: the key's rate limit is spent
+    /// for now; a request after the delay is allowed.
+    #[error("this API key's rate limit is exceeded; retry in {} ms", .0.as_millis().max(1))]
+    RateLimited(std::time::Duration),
     /// PERMISSION_DENIED, reason `NOT_IN_ACCESS_POLICY`: the auth layer's policy does not list the
     /// method, so it is refused (fail closed).
     #[error("this method is not covered by the service's access policy")]
@@ -61,6 +69,21 @@ pub enum Error {
     /// ALREADY_EXISTS, reason `DISPLAY_NAME_TAKEN`.
     #[error("an API key named {0:?} already exists in this organization")]
     DisplayNameTaken(String),
+    /// ALREADY_EXISTS, reason `DISPLAY_NAME_TAKEN`: undeleting a key whose display name another
+    /// key took meanwhile; names that key (also in the `holder_id` metadata).
+    #[error("an API key named {name:?} already exists in this organization: {holder_id}; rename one of them first")]
+    DisplayNameHeld {
+        /// The display name.
+        name: String,
+        /// The key holding it now.
+        holder_id: String,
+    },
+    /// FAILED_PRECONDITION, reason `API_KEY_DELETED`: changing a deleted key.
+    #[error("API key {0} is deleted; undelete it (UndeleteApiKey) before changing it")]
+    KeyDeleted(String),
+    /// FAILED_PRECONDITION, reason `API_KEY_NOT_DELETED`: undeleting a key that is not deleted.
+    #[error("API key {0} is not deleted")]
+    KeyNotDeleted(String),
     /// ABORTED, reason `ETAG_MISMATCH`: stale etag or a concurrent change.
     #[error("the API key was changed since etag was read; read it again and retry")]
     EtagMismatch,
@@ -120,16 +143,22 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::MissingPermissions(_) | Self::Escalation(_) | Self::KeyOutranksCaller(_) | Self::NotInPolicy => {
-                Code::PermissionDenied
-            }
+            Self::MissingPermissions(_)
+            | Self::Escalation(_)
+            | Self::KeyOutranksCaller(_)
+            | Self::NotInPolicy
+            | Self::SourceNotAllowed => Code::PermissionDenied,
             Self::KeyNotFound(_) => Code::NotFound,
-            Self::DisplayNameTaken(_) => Code::AlreadyExists,
+            Self::DisplayNameTaken(_) | Self::DisplayNameHeld { .. } => Code::AlreadyExists,
             Self::EtagMismatch => Code::Aborted,
-            Self::AppManagedKey { .. } | Self::OrgExists(_) => Code::FailedPrecondition,
-            Self::HashingBusy | Self::PeerBusy | Self::TooManyWatchers | Self::TooManyFailures => {
-                Code::ResourceExhausted
+            Self::AppManagedKey { .. } | Self::OrgExists(_) | Self::KeyDeleted(_) | Self::KeyNotDeleted(_) => {
+                Code::FailedPrecondition
             }
+            Self::HashingBusy
+            | Self::PeerBusy
+            | Self::TooManyWatchers
+            | Self::TooManyFailures
+            | Self::RateLimited(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -143,8 +172,12 @@ impl Error {
             Self::MissingPermissions(_) => "MISSING_PERMISSIONS",
             Self::Escalation(_) | Self::KeyOutranksCaller(_) => "PERMISSION_ESCALATION",
             Self::NotInPolicy => "NOT_IN_ACCESS_POLICY",
+            Self::SourceNotAllowed => "SOURCE_NOT_ALLOWED",
+            Self::RateLimited(_) => "RATE_LIMITED",
             Self::KeyNotFound(_) => "API_KEY_NOT_FOUND",
-            Self::DisplayNameTaken(_) => "DISPLAY_NAME_TAKEN",
+            Self::DisplayNameTaken(_) | Self::DisplayNameHeld { .. } => "DISPLAY_NAME_TAKEN",
+            Self::KeyDeleted(_) => "API_KEY_DELETED",
+            Self::KeyNotDeleted(_) => "API_KEY_NOT_DELETED",
             Self::EtagMismatch => "ETAG_MISMATCH",
             Self::AppManagedKey { .. } => "APP_MANAGED_KEY",
             Self::OrgExists(_) => "ORG_EXISTS",
@@ -173,10 +206,16 @@ impl From<Error> for Status {
             Error::AppManagedKey { app_id, .. } => {
                 metadata.insert("app_id".to_owned(), app_id.clone());
             }
+            Error::DisplayNameHeld { holder_id, .. } => {
+                metadata.insert("holder_id".to_owned(), holder_id.clone());
+            }
             _ => {}
         }
         let mut details = ErrorDetails::new();
         details.set_error_info(error.reason(), ERROR_DOMAIN, metadata);
+        if let Error::RateLimited(wait) = &error {
+            details.set_retry_info(Some(*wait));
+        }
         if let Error::InvalidArgument(violations) = &error {
             for v in violations {
                 details.add_bad_request_violation(v.field.clone(), v.description.clone());

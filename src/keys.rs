@@ -44,6 +44,10 @@ pub struct CreateKey {
     pub app_id: Option<String>,
     /// Requested expire time (checked against the org policy on creation).
     pub expire_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Networks it may be used from (canonical, sorted); empty: any.
+    pub allowed_cidrs: Vec<String>,
+    /// Rate limit; `None`: none.
+    pub rate_limit: Option<domain::RateLimit>,
 }
 
 /// Changes of [`Keys::update`], validated: `None` leaves a field alone.
@@ -57,6 +61,10 @@ pub struct KeyPatch {
     pub permissions: Option<Vec<String>>,
     /// New expire time (`Some(None)`: never), checked against the org policy.
     pub expire_time: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    /// New networks (canonical, sorted; empty: any).
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// New rate limit (`Some(None)`: none).
+    pub rate_limit: Option<Option<domain::RateLimit>>,
 }
 
 /// Guards of a mutation.
@@ -77,13 +85,48 @@ pub struct Keys {
     failures: Arc<FailureLog>,
     catalog: Arc<Catalog>,
     changed: Arc<Notify>,
+    undelete_window: Duration,
     pause_before_invalidation_ms: AtomicU64,
 }
 
-/// The key a mutation that does not delete it returned.
-fn kept(key: Option<ApiKey>) -> Result<ApiKey> {
-    key.ok_or_else(|| Error::internal("a changed key vanished in its own transaction"))
+/// Whether a mutation applies to a live key or a deleted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A live key; a deleted one is FAILED_PRECONDITION (undelete it first).
+    Live,
+    /// A live key; a deleted one is NOT_FOUND (deleting it again).
+    LiveOnly,
+    /// A deleted key before its purge time; a live one is FAILED_PRECONDITION.
+    Deleted,
 }
+
+impl Target {
+    /// Checks that `key` is what the mutation applies to at `now`.
+    fn check(self, key: &ApiKey, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        let id = || key.id.to_string();
+        match (self, key.delete_time.is_some()) {
+            (Self::Live | Self::LiveOnly, false) => Ok(()),
+            (Self::Live, true) => Err(Error::KeyDeleted(id())),
+            (Self::LiveOnly, true) => Err(Error::KeyNotFound(id())),
+            (Self::Deleted, false) => Err(Error::KeyNotDeleted(id())),
+            // Due for purging: as good as gone.
+            (Self::Deleted, true) if key.purge_time.is_some_and(|at| at <= now) => Err(Error::KeyNotFound(id())),
+            (Self::Deleted, true) => Ok(()),
+        }
+    }
+}
+
+/// How long a deleted key can be restored before it is purged, unless configured otherwise.
+pub const DEFAULT_UNDELETE_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The longest undelete window allowed.
+pub const MAX_UNDELETE_WINDOW: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Who purges deleted keys in the audit trail.
+const PURGER: &str = "purge";
+
+/// Keys purged per transaction.
+const PURGE_BATCH: u64 = 500;
 
 fn new_credential(id: KeyId) -> Result<Credential> {
     let secret = Secret::generate().map_err(|e| Error::internal(format!("OS random source: {e}")))?;
@@ -102,7 +145,43 @@ impl Keys {
         catalog: Arc<Catalog>,
         changed: Arc<Notify>,
     ) -> Self {
-        Self { store, hasher, cache, failures, catalog, changed, pause_before_invalidation_ms: AtomicU64::new(0) }
+        Self {
+            store,
+            hasher,
+            cache,
+            failures,
+            catalog,
+            changed,
+            undelete_window: DEFAULT_UNDELETE_WINDOW,
+            pause_before_invalidation_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Deleted keys are restorable for `window` (default [`DEFAULT_UNDELETE_WINDOW`]), then purged.
+    #[must_use]
+    pub fn with_undelete_window(mut self, window: Duration) -> Self {
+        self.undelete_window = window;
+        self
+    }
+
+    /// Removes for good every deleted key whose purge time has come, in batches (the server calls
+    /// this every `purge_interval_ms`). Returns how many were purged.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL; what was purged before the error stays purged.
+    pub async fn purge_deleted(&self) -> Result<usize> {
+        let actor = Actor::system(PURGER);
+        let mut total = 0;
+        loop {
+            let purged = self.store.purge_deleted(chrono::Utc::now(), PURGE_BATCH, &actor).await?;
+            for id in &purged {
+                tracing::info!(key_id = %id, "deleted API key purged");
+            }
+            total += purged.len();
+            if (purged.len() as u64) < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// Writes the pending failure counts, locking keys that crossed their threshold (the server
@@ -163,14 +242,13 @@ impl Keys {
     ) -> Result<ApiKey> {
         let acknowledged = guard.acknowledge_app_impact;
         let key = self
-            .mutate(caller, id, &guard.etag, move |current| {
+            .mutate(caller, id, &guard.etag, Target::Live, move |current| {
                 if disabled {
                     current.check_app_impact(acknowledged, "disabling it")?;
                 }
                 Ok(Change::SetDisabled(disabled))
             })
-            .await
-            .and_then(kept)?;
+            .await?;
         let action = if disabled { "API key disabled" } else { "API key enabled" };
         tracing::info!(key_id = %id, actor = %caller.actor.id, "{action}");
         Ok(key)
@@ -183,7 +261,7 @@ impl Keys {
     /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given and stale),
     /// UNAVAILABLE.
     pub async fn unlock(&self, caller: &Caller, id: KeyId, guard: &Precondition) -> Result<ApiKey> {
-        let key = self.mutate(caller, id, &guard.etag, |_| Ok(Change::Unlock)).await.and_then(kept)?;
+        let key = self.mutate(caller, id, &guard.etag, Target::Live, |_| Ok(Change::Unlock)).await?;
         self.failures.forget(id);
         tracing::info!(key_id = %id, actor = %caller.actor.id, "API key unlocked");
         Ok(key)
@@ -228,6 +306,8 @@ impl Keys {
                 app_id: input.app_id,
                 secret_hash,
                 expire_time,
+                allowed_cidrs: input.allowed_cidrs,
+                rate_limit: input.rate_limit,
                 actor: caller.actor.clone(),
             })
             .await?;
@@ -244,7 +324,7 @@ impl Keys {
     }
 
     /// Up to `query.limit` keys of the caller's org in (name key, id) order after `query.after`, each
-    /// with its name key (the position a next page starts after).
+    /// with its name key (a next page starts after the last one's (name key, id)).
     ///
     /// # Errors
     /// UNAVAILABLE.
@@ -253,7 +333,7 @@ impl Keys {
     }
 
     /// Changes key `id` of the caller's org through [`Store::mutate`]: `decide` sees the locked,
-    /// current key after the etag and the management rule passed.
+    /// current key after the target (live or deleted), the etag and the management rule passed.
     ///
     /// The change runs on a task of its own, and that task drops the key's cached verifications
     /// once the transaction has ended, whatever happens to the caller: a client that cancels or
@@ -263,14 +343,16 @@ impl Keys {
         caller: &Caller,
         id: KeyId,
         etag: &str,
+        target: Target,
         decide: impl FnOnce(&ApiKey) -> Result<Change> + Send + 'static,
-    ) -> Result<Option<ApiKey>> {
+    ) -> Result<ApiKey> {
         let (store, cache, changed) = (self.store.clone(), self.cache.clone(), self.changed.clone());
         let (caller, etag) = (caller.clone(), etag.to_owned());
         let pause = Duration::from_millis(self.pause_before_invalidation_ms.load(Ordering::Relaxed));
         let task = tokio::spawn(async move {
             let result = store
                 .mutate(caller.org_id, id, &caller.actor, |current| {
+                    target.check(current, chrono::Utc::now())?;
                     current.check_etag(&etag)?;
                     domain::check_manage(&caller, current)?;
                     decide(current)
@@ -313,22 +395,29 @@ impl Keys {
             None => None,
         };
         let updated = self
-            .mutate(caller, id, &guard.etag, move |current| {
+            .mutate(caller, id, &guard.etag, Target::Live, move |current| {
                 if let Some(new) = &patch.permissions
                     && new != &current.permissions
                 {
                     domain::check_permission_change(&grantor, current, new)?;
                     current.check_app_impact(acknowledged, "changing its permissions")?;
                 }
+                if patch.allowed_cidrs.as_ref().is_some_and(|new| new != &current.allowed_cidrs) {
+                    current.check_app_impact(acknowledged, "changing the networks it may be used from")?;
+                }
+                if patch.rate_limit.is_some_and(|new| new != current.rate_limit) {
+                    current.check_app_impact(acknowledged, "changing its rate limit")?;
+                }
                 Ok(Change::Update(KeyChanges {
                     display_name: patch.display_name,
                     description: patch.description,
                     permissions: patch.permissions,
                     expire_time,
+                    allowed_cidrs: patch.allowed_cidrs,
+                    rate_limit: patch.rate_limit,
                 }))
             })
-            .await
-            .and_then(kept)?;
+            .await?;
         tracing::info!(key_id = %updated.id, actor = %caller.actor.id, "API key updated");
         Ok(updated)
     }
@@ -350,6 +439,7 @@ impl Keys {
         // Fail early, before the argon2 work, when the answer is already known; the transaction
         // checks again on the locked row.
         let current = self.store.get_key(caller.org_id, id).await?;
+        Target::Live.check(&current, chrono::Utc::now())?;
         current.check_etag(&guard.etag)?;
         domain::check_manage(caller, &current)?;
         current.check_app_impact(guard.acknowledge_app_impact, "regenerating its secret")?;
@@ -357,35 +447,52 @@ impl Keys {
         let secret_hash = self.hasher.hash(&credential.secret).await?;
         let acknowledged = guard.acknowledge_app_impact;
         let key = self
-            .mutate(caller, id, &guard.etag, move |current| {
+            .mutate(caller, id, &guard.etag, Target::Live, move |current| {
                 current.check_app_impact(acknowledged, "regenerating its secret")?;
                 let keep_until = previous_secret_ttl
                     .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
                     .map(|ttl| chrono::Utc::now() + ttl);
                 Ok(Change::ReplaceSecret(secret_hash, keep_until))
             })
-            .await
-            .and_then(kept)?;
+            .await?;
         self.failures.forget(id);
         tracing::info!(key_id = %key.id, actor = %caller.actor.id, "API key secret regenerated");
         Ok(Issued { key, credential })
     }
 
-    /// Deletes a key of the caller's org; it stops working at once and its name can be reused. The
-    /// caller must hold every permission of the key.
+    /// Deletes a key of the caller's org: it stops working at once, its name can be reused, and it
+    /// can be restored until its purge time (the undelete window from now). The caller must hold
+    /// every permission of the key.
     ///
     /// # Errors
-    /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND, ABORTED (etag given and stale),
-    /// FAILED_PRECONDITION (app-managed), UNAVAILABLE.
-    pub async fn delete(&self, caller: &Caller, id: KeyId, guard: &Precondition) -> Result<()> {
+    /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND (also already deleted), ABORTED (etag
+    /// given and stale), FAILED_PRECONDITION (app-managed), UNAVAILABLE.
+    pub async fn delete(&self, caller: &Caller, id: KeyId, guard: &Precondition) -> Result<ApiKey> {
         let acknowledged = guard.acknowledge_app_impact;
-        self.mutate(caller, id, &guard.etag, move |current| {
-            current.check_app_impact(acknowledged, "deleting it")?;
-            Ok(Change::Delete)
-        })
-        .await?;
-        tracing::info!(key_id = %id, actor = %caller.actor.id, "API key deleted");
-        Ok(())
+        let purge_time = chrono::Utc::now()
+            + chrono::Duration::from_std(self.undelete_window)
+                .map_err(|e| Error::internal(format!("undelete window: {e}")))?;
+        let key = self
+            .mutate(caller, id, &guard.etag, Target::LiveOnly, move |current| {
+                current.check_app_impact(acknowledged, "deleting it")?;
+                Ok(Change::Delete(purge_time))
+            })
+            .await?;
+        tracing::info!(key_id = %id, actor = %caller.actor.id, %purge_time, "API key deleted");
+        Ok(key)
+    }
+
+    /// Restores a deleted key of the caller's org before its purge time, with its secret and the
+    /// state it had. The caller must hold every permission of the key.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (key outranks the caller), NOT_FOUND (also purged or due), ABORTED (etag
+    /// given and stale), FAILED_PRECONDITION (not deleted), ALREADY_EXISTS (its name is taken,
+    /// naming the holder), UNAVAILABLE.
+    pub async fn undelete(&self, caller: &Caller, id: KeyId, guard: &Precondition) -> Result<ApiKey> {
+        let key = self.mutate(caller, id, &guard.etag, Target::Deleted, |_| Ok(Change::Undelete)).await?;
+        tracing::info!(key_id = %id, actor = %caller.actor.id, "API key undeleted");
+        Ok(key)
     }
 
     /// Creates org `org_name` with a first administrator key holding every permission of the
@@ -415,6 +522,8 @@ impl Keys {
             app_id: None,
             secret_hash,
             expire_time: None,
+            allowed_cidrs: Vec::new(),
+            rate_limit: None,
             actor: Actor::system("bootstrap"),
         };
         before_commit(&credential)?;

@@ -42,6 +42,7 @@ const API: &[(&str, Access)] = &[
     ("DisableApiKey", Access::Admin),
     ("EnableApiKey", Access::Admin),
     ("ListAuditEvents", Access::Admin),
+    ("UndeleteApiKey", Access::Admin),
 ];
 
 /// Health and reflection, by service and method.

@@ -25,7 +25,10 @@ use tonic_health::{
 };
 
 use crate::{
-    auth::{AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator, watch::AbortOnDrop},
+    auth::{
+        AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator, restrictions::RateLimiter,
+        watch::AbortOnDrop,
+    },
     config::{ServerConfig, redact_url},
     domain::Catalog,
     error::Error,
@@ -223,7 +226,10 @@ pub async fn components(
         Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone(), budget));
     let changed = Arc::new(tokio::sync::Notify::new());
     let feed = ChangeFeed::start(store.clone(), cache.clone(), changed.clone(), config.feed()).await?;
-    let keys = Arc::new(Keys::new(store, hasher, cache, failures, Arc::new(catalog), changed));
+    let keys = Arc::new(
+        Keys::new(store, hasher, cache, failures, Arc::new(catalog), changed)
+            .with_undelete_window(config.undelete_window()),
+    );
     Ok((keys, authenticator, feed))
 }
 
@@ -305,14 +311,19 @@ impl Application {
         };
         let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
         let limits = &self.config.transport;
+        // One count per key for its Authenticate calls and its admin calls on this replica.
+        let limiter = Arc::new(RateLimiter::default());
         let api = ApiKeyServiceServer::new(ApiKeyApi::new(
             self.keys.clone(),
             self.authenticator.clone(),
             self.feed.clone(),
             self.metrics.clone(),
+            limiter.clone(),
         ))
         .max_decoding_message_size(limits.max_request_bytes);
-        let layer = AuthLayer::new(self.authenticator.clone(), methods::access_policy());
+        let layer = AuthLayer::new(self.authenticator.clone(), methods::access_policy())
+            .with_rate_limiter(limiter)
+            .trust_forwarded_for(self.config.trusted_proxies);
 
         let draining = Arc::new(tokio::sync::Notify::new());
         let signal = {
@@ -349,6 +360,19 @@ impl Application {
             }))
         };
         let feed_task = AbortOnDrop(tokio::spawn(self.feed.clone().run(self.config.listener_database_url())));
+        let purger = {
+            let (keys, interval) = (self.keys.clone(), Duration::from_millis(self.config.purge_interval_ms));
+            AbortOnDrop(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(error) = keys.purge_deleted().await {
+                        tracing::warn!(%error, "could not purge deleted API keys; will retry");
+                    }
+                }
+            }))
+        };
         tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(), "apikeys listening");
         let secs = Duration::from_secs;
         let mut builder = Server::builder()
@@ -390,6 +414,7 @@ impl Application {
         drop(metrics_task);
         drop(flusher);
         drop(feed_task);
+        drop(purger);
         // What is pending survives a graceful restart.
         if let Err(error) = self.keys.flush_failures().await {
             tracing::warn!(%error, "could not write failed-authentication counts at shutdown");

@@ -1,7 +1,8 @@
 //! The auth tower layer: reads the credential from the `authorization` header (gRPC metadata or HTTP
-//! header, the same thing on the wire), verifies it with an [`Authenticator`], checks the permissions
-//! the [`AccessPolicy`] requires for the path, and hands the [`Principal`] to the handler in the request
-//! extensions.
+//! header, the same thing on the wire), verifies it with an [`Authenticator`], admits the request
+//! ([`super::admit`]: the key's networks against the client address, the permissions the
+//! [`AccessPolicy`] requires for the path, the key's rate limit), and hands the [`Principal`] to the
+//! handler in the request extensions.
 //!
 //! Rejections are proper answers for the protocol in use: a gRPC status (UNAUTHENTICATED,
 //! PERMISSION_DENIED naming what is missing, UNAVAILABLE, RESOURCE_EXHAUSTED) for gRPC requests, and
@@ -18,7 +19,10 @@ use std::{
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tonic::{Code, Status};
 
-use super::{Authenticator, Credential, Principal, authorize};
+use super::{
+    Authenticator, Credential, Principal, authorize,
+    restrictions::{RateLimiter, client_address},
+};
 use crate::error::Error;
 
 /// What a path needs.
@@ -130,22 +134,62 @@ impl AccessPolicy {
 /// permissions / 403 + `insufficient_scope`, UNAVAILABLE / 503 when apikeys cannot be reached, or
 /// RESOURCE_EXHAUSTED / 429 when it sheds load. On success the [`Principal`] is in the request
 /// extensions (read it with [`principal`] in tonic, or `Extension<Principal>` in axum).
+///
+/// The client address checked against a key's `allowed_cidrs` is the TCP peer, or with
+/// [`AuthLayer::trust_forwarded_for`] the `X-Forwarded-For` entry the outermost trusted proxy
+/// added. Rate limits are counted by this layer (all its clones share one count): with N processes
+/// serving, a key can make N times its limit.
 #[derive(Debug)]
 pub struct AuthLayer<A> {
     authenticator: Arc<A>,
-    policy: Arc<AccessPolicy>,
+    admission: Arc<Admission>,
+}
+
+/// How requests are admitted once their credential is verified.
+#[derive(Debug)]
+struct Admission {
+    policy: AccessPolicy,
+    limiter: Arc<RateLimiter>,
+    trusted_proxies: usize,
 }
 
 impl<A> Clone for AuthLayer<A> {
     fn clone(&self) -> Self {
-        Self { authenticator: self.authenticator.clone(), policy: self.policy.clone() }
+        Self { authenticator: self.authenticator.clone(), admission: self.admission.clone() }
     }
 }
 
 impl<A: Authenticator> AuthLayer<A> {
-    /// A layer verifying credentials with `authenticator` according to `policy`.
+    /// A layer verifying credentials with `authenticator` according to `policy`, client addresses
+    /// taken from the TCP peer, rate limits counted by a limiter of its own.
     pub fn new(authenticator: Arc<A>, policy: AccessPolicy) -> Self {
-        Self { authenticator, policy: Arc::new(policy) }
+        let admission = Admission { policy, limiter: Arc::default(), trusted_proxies: 0 };
+        Self { authenticator, admission: Arc::new(admission) }
+    }
+
+    /// Reads the client address from `X-Forwarded-For`, where each of `proxies` trusted proxies in
+    /// front of this service appends the address it saw: the entry `proxies` from the right. With
+    /// fewer entries, the address is unknown (keys restricted to networks are refused). Only set this
+    /// when every request passes through those proxies, or clients can claim any address.
+    #[must_use]
+    pub fn trust_forwarded_for(self, proxies: usize) -> Self {
+        self.with_admission(|admission| admission.trusted_proxies = proxies)
+    }
+
+    /// Counts rate limits in `limiter`, shared with whatever else admits requests in this process.
+    #[must_use]
+    pub fn with_rate_limiter(self, limiter: Arc<RateLimiter>) -> Self {
+        self.with_admission(|admission| admission.limiter = limiter)
+    }
+
+    fn with_admission(self, change: impl FnOnce(&mut Admission)) -> Self {
+        let mut admission = Admission {
+            policy: self.admission.policy.clone(),
+            limiter: self.admission.limiter.clone(),
+            trusted_proxies: self.admission.trusted_proxies,
+        };
+        change(&mut admission);
+        Self { authenticator: self.authenticator, admission: Arc::new(admission) }
     }
 }
 
@@ -153,7 +197,7 @@ impl<S, A> tower::Layer<S> for AuthLayer<A> {
     type Service = AuthService<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, authenticator: self.authenticator.clone(), policy: self.policy.clone() }
+        AuthService { inner, authenticator: self.authenticator.clone(), admission: self.admission.clone() }
     }
 }
 
@@ -162,12 +206,12 @@ impl<S, A> tower::Layer<S> for AuthLayer<A> {
 pub struct AuthService<S, A> {
     inner: S,
     authenticator: Arc<A>,
-    policy: Arc<AccessPolicy>,
+    admission: Arc<Admission>,
 }
 
 impl<S: Clone, A> Clone for AuthService<S, A> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), authenticator: self.authenticator.clone(), policy: self.policy.clone() }
+        Self { inner: self.inner.clone(), authenticator: self.authenticator.clone(), admission: self.admission.clone() }
     }
 }
 
@@ -193,8 +237,9 @@ where
         // The clone was not polled ready; keep the ready one for this call (tower's documented idiom).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let rule = self.policy.rule(request.method(), request.uri().path()).clone();
+        let rule = self.admission.policy.rule(request.method(), request.uri().path()).clone();
         let authenticator = self.authenticator.clone();
+        let admission = self.admission.clone();
         Box::pin(async move {
             let grpc = is_grpc(&request);
             let required = match rule {
@@ -205,13 +250,14 @@ where
                 Rule::Require(required) => required,
             };
             let credential = read_credential(&request);
+            let client = client_address(&request, admission.trusted_proxies);
             // The inner service may log its request metadata: keep the credential out of it (and
             // out of HPACK tables if it is forwarded).
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);
             }
             let authorized = match credential {
-                Ok(credential) => authorize(&*authenticator, credential, &required).await,
+                Ok(credential) => authorize(&*authenticator, credential, &required, client, &admission.limiter).await,
                 Err(error) => Err(error),
             };
             match authorized {
@@ -267,7 +313,12 @@ fn reject<B: Default>(grpc: bool, error: &Error) -> Response<B> {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
     }
     if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        // Whole seconds, rounded up (RFC 9110): a rate limit says when; the rest, in a second.
+        let seconds = match error {
+            Error::RateLimited(wait) => wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            _ => 1,
+        };
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     if let Ok(value) = HeaderValue::from_str(&error.to_string()) {
         response.headers_mut().insert("x-apikeys-error", value);

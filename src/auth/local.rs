@@ -113,6 +113,8 @@ pub fn principal_of(key: ApiKey, default_group: String) -> Principal {
         display_name: key.display_name,
         permissions: key.permissions,
         app_id: key.app_id.unwrap_or_default(),
+        allowed_cidrs: key.allowed_cidrs,
+        rate_limit: key.rate_limit.map(Into::into),
         principal_type: PrincipalType::ApiKey.into(),
         restrictions: Some(PrincipalRestrictions {
             interactive_login_allowed: false,

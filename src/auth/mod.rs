@@ -5,7 +5,7 @@
 //! apikeys' own admin RPCs and every consumer service go through the same [`layer::AuthLayer`]; only
 //! the authenticator behind it differs.
 
-use std::future::Future;
+use std::{future::Future, net::IpAddr};
 
 pub mod cache;
 pub mod credential;
@@ -16,6 +16,7 @@ pub mod layer;
 #[cfg(feature = "server")]
 pub mod local;
 pub mod remote;
+pub mod restrictions;
 pub mod watch;
 
 pub use credential::{Credential, MalformedCredential, Secret};
@@ -24,6 +25,7 @@ pub use remote::RemoteAuthenticator;
 
 use crate::error::Result;
 pub use crate::pb::Principal;
+use restrictions::RateLimiter;
 
 /// Turns a credential into the principal it belongs to.
 pub trait Authenticator: Send + Sync + 'static {
@@ -53,17 +55,40 @@ pub fn lacking<'a>(held: &[String], wanted: impl IntoIterator<Item = &'a str>) -
         .collect()
 }
 
-/// Verifies `credential` with `authenticator` and checks that its principal holds every permission
-/// in `required` ([`require`]): the check the auth layer runs for every protected request.
+/// Verifies `credential` with `authenticator` and admits its principal for a request from `client`
+/// ([`admit`]): the check the auth layer runs for every protected request.
 ///
 /// # Errors
-/// What the authenticator returns, or PERMISSION_DENIED naming the missing permissions.
+/// What the authenticator returns, then what [`admit`] returns.
 pub async fn authorize<A: Authenticator, S: AsRef<str>>(
     authenticator: &A,
     credential: Credential,
     required: &[S],
+    client: Option<IpAddr>,
+    limiter: &RateLimiter,
 ) -> Result<Principal> {
-    require(authenticator.authenticate(credential).await?, required)
+    admit(authenticator.authenticate(credential).await?, required, client, Some(limiter))
+}
+
+/// The checks after a credential is verified, in their documented order: the network (`client`
+/// against the principal's `allowed_cidrs`), the permissions (`required`), then the rate (counted
+/// by `limiter`, if given, only for a request that passed the rest).
+///
+/// # Errors
+/// PERMISSION_DENIED (`SOURCE_NOT_ALLOWED`, `MISSING_PERMISSIONS`), RESOURCE_EXHAUSTED
+/// (`RATE_LIMITED`).
+pub fn admit<S: AsRef<str>>(
+    principal: Principal,
+    required: &[S],
+    client: Option<IpAddr>,
+    limiter: Option<&RateLimiter>,
+) -> Result<Principal> {
+    restrictions::check_source(&principal.allowed_cidrs, client)?;
+    let principal = require(principal, required)?;
+    if let Some(limiter) = limiter {
+        limiter.check(&principal, std::time::Instant::now())?;
+    }
+    Ok(principal)
 }
 
 /// `principal`, if it holds every permission in `required`: the one permission check of the auth

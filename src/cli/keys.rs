@@ -63,10 +63,16 @@ pub enum KeyAction {
   apikeys key regenerate ID
   apikeys key regenerate ID --grace 1h    # the old secret keeps working for an hour")]
     Regenerate(RegenerateArgs),
-    /// Delete a key; it stops working at once.
+    /// Delete a key: it stops working at once, its name is free, and `key undelete` restores it
+    /// until its purge time (30 days by default).
     #[command(after_help = "Example:
   apikeys key delete ID")]
     Delete(GuardedArgs),
+    /// Restore a deleted key before its purge time, with the secret it had.
+    #[command(after_help = "Examples:
+  apikeys key list --state deleted      # deleted keys and their purge times
+  apikeys key undelete ID")]
+    Undelete(UnlockArgs),
     /// Unlock a key that too many failed authentications locked; its secret stays the same.
     #[command(after_help = "Example:
   apikeys key unlock ID")]
@@ -178,6 +184,12 @@ pub struct CreateArgs {
     /// Expire at this time (RFC 3339, e.g. 2027-01-31T00:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub expire_time: Option<String>,
+    /// Only usable from these networks (CIDR, comma-separated or repeated; default: any address).
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub allow_from: Vec<String>,
+    /// At most this many requests per window, e.g. `100/1m`, `5/1s`, `10000/1d`.
+    #[arg(long, value_parser = parse_rate_limit, value_name = "N/WINDOW")]
+    pub rate_limit: Option<pb::RateLimit>,
 }
 
 /// `key list`.
@@ -195,6 +207,9 @@ pub struct ListArgs {
     /// Only keys in this state.
     #[arg(long, value_enum)]
     pub state: Option<StateFilter>,
+    /// Also list deleted keys (until they are purged).
+    #[arg(long)]
+    pub show_deleted: bool,
     /// Only keys that expire within this long from now (`7d`, `12h`; expired ones included).
     #[arg(long, value_parser = parse_lifetime, value_name = "LIFETIME")]
     pub expiring_within: Option<std::time::Duration>,
@@ -217,6 +232,8 @@ pub enum StateFilter {
     Locked,
     /// Past its expire time.
     Expired,
+    /// Deleted, not yet purged.
+    Deleted,
 }
 
 /// A key ID.
@@ -285,6 +302,31 @@ pub struct UpdateArgs {
     /// Never expire (refused if the organization sets a maximum key lifetime).
     #[arg(long)]
     pub no_expiry: bool,
+    /// Only usable from these networks from now on (CIDR, comma-separated or repeated).
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',', conflicts_with = "any_address")]
+    pub allow_from: Vec<String>,
+    /// Usable from any address again.
+    #[arg(long)]
+    pub any_address: bool,
+    /// A new rate limit, e.g. `100/1m`.
+    #[arg(long, value_parser = parse_rate_limit, value_name = "N/WINDOW", conflicts_with = "no_rate_limit")]
+    pub rate_limit: Option<pb::RateLimit>,
+    /// No rate limit.
+    #[arg(long)]
+    pub no_rate_limit: bool,
+}
+
+/// A rate limit such as `100/1m`: requests, a slash, and a window as [`parse_lifetime`] reads it.
+///
+/// # Errors
+/// A message saying the accepted form.
+pub fn parse_rate_limit(text: &str) -> Result<pb::RateLimit, String> {
+    let bad = || format!("{text:?} is not a rate limit like 100/1m (requests per window)");
+    let (requests, window) = text.trim().split_once('/').ok_or_else(bad)?;
+    let requests = requests.trim().parse::<i64>().map_err(|_| bad())?;
+    let window = parse_lifetime(window).map_err(|_| bad())?;
+    let seconds = i64::try_from(window.as_secs()).map_err(|_| bad())?;
+    Ok(pb::RateLimit { requests, window: Some(prost_types::Duration { seconds, nanos: 0 }) })
 }
 
 /// Reads a permissions file: one handle per line, `#` starts a comment, blank lines are ignored.
@@ -357,6 +399,8 @@ impl Admin {
             permissions,
             app_id: args.app,
             expire_time: expiry(args.expires_in, args.expire_time.as_deref())?,
+            allowed_cidrs: args.allow_from,
+            rate_limit: args.rate_limit,
         };
         let response = self.client.create_api_key(self.authed(request)).await.map_err(failed)?.into_inner();
         let key = response.api_key.unwrap_or_default();
@@ -379,9 +423,11 @@ impl Admin {
                     StateFilter::Disabled => pb::api_key::State::Disabled,
                     StateFilter::Locked => pb::api_key::State::Locked,
                     StateFilter::Expired => pb::api_key::State::Expired,
+                    StateFilter::Deleted => pb::api_key::State::Deleted,
                 })
                 .into(),
             expiring_before: expiry(args.expiring_within, None)?,
+            show_deleted: args.show_deleted,
         };
         let mut keys = Vec::new();
         let next_page_token = loop {
@@ -437,8 +483,18 @@ impl Admin {
             key.expire_time = expiry(args.expires_in, args.expire_time.as_deref())?;
             mask.push("expire_time".to_owned());
         }
+        if args.any_address || !args.allow_from.is_empty() {
+            key.allowed_cidrs = args.allow_from;
+            mask.push("allowed_cidrs".to_owned());
+        }
+        if args.no_rate_limit || args.rate_limit.is_some() {
+            key.rate_limit = args.rate_limit;
+            mask.push("rate_limit".to_owned());
+        }
         if mask.is_empty() {
-            return Err("nothing to change: give --name, --description, a permission or an expiry flag".into());
+            return Err(
+                "nothing to change: give --name, --description, a permission, an expiry, network or rate flag".into()
+            );
         }
         let request = pb::UpdateApiKeyRequest {
             api_key: Some(key),
@@ -523,10 +579,16 @@ impl Admin {
             etag: args.etag.unwrap_or_default(),
             acknowledge_app_impact: args.acknowledge_app_impact,
         };
-        self.client.delete_api_key(self.authed(request)).await.map_err(failed)?;
+        let response = self.client.delete_api_key(self.authed(request)).await.map_err(failed)?.into_inner();
+        let key = response.api_key.unwrap_or_default();
         match self.output {
-            OutputFormat::Table => println!("Deleted API key {}.", args.id),
-            OutputFormat::Json => output::print_json(&json!({ "deleted": args.id })),
+            OutputFormat::Table => println!(
+                "Deleted API key {}. Restore it with `apikeys key undelete {}` before {}.",
+                args.id,
+                args.id,
+                output::local_time(key.purge_time.as_ref())
+            ),
+            OutputFormat::Json => output::print_json(&json!({ "deleted": args.id, "api_key": output::key_json(&key) })),
         }
         Ok(())
     }
@@ -564,6 +626,12 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
         KeyAction::Enable(args) => {
             let request = pb::EnableApiKeyRequest { id: args.id, etag: args.etag.unwrap_or_default() };
             let response = admin.client.enable_api_key(admin.authed(request)).await.map_err(failed)?.into_inner();
+            admin.print_key(&response.api_key.unwrap_or_default());
+            Ok(())
+        }
+        KeyAction::Undelete(args) => {
+            let request = pb::UndeleteApiKeyRequest { id: args.id, etag: args.etag.unwrap_or_default() };
+            let response = admin.client.undelete_api_key(admin.authed(request)).await.map_err(failed)?.into_inner();
             admin.print_key(&response.api_key.unwrap_or_default());
             Ok(())
         }

@@ -73,6 +73,13 @@ pub fn key_json(key: &pb::ApiKey) -> Value {
         "last_failure_time": rfc3339(key.last_failure_time.as_ref()),
         "expire_time": rfc3339(key.expire_time.as_ref()),
         "previous_secret_expire_time": rfc3339(key.previous_secret_expire_time.as_ref()),
+        "delete_time": rfc3339(key.delete_time.as_ref()),
+        "purge_time": rfc3339(key.purge_time.as_ref()),
+        "allowed_cidrs": key.allowed_cidrs,
+        "rate_limit": key.rate_limit.as_ref().map(|limit| json!({
+            "requests": limit.requests,
+            "window_secs": limit.window.as_ref().map_or(0, |w| w.seconds),
+        })),
     })
 }
 
@@ -84,7 +91,7 @@ pub fn fields(rows: &[(&str, String)]) -> String {
 /// An API key as `label  value` rows.
 pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
     let last_failure = key.last_failure_time.as_ref().map(|t| format!(" (last {})", local_time(Some(t))));
-    vec![
+    let mut rows = vec![
         ("ID", key.id.clone()),
         ("Name", key.display_name.clone()),
         ("Description", key.description.clone()),
@@ -95,8 +102,21 @@ pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
         ("State", state(key).to_owned()),
         ("Expires", key.expire_time.as_ref().map_or_else(|| "never".to_owned(), |t| local_time(Some(t)))),
         ("Failed attempts", format!("{}{}", key.failed_attempts, last_failure.unwrap_or_default())),
+        ("Networks", if key.allowed_cidrs.is_empty() { "any".to_owned() } else { key.allowed_cidrs.join(", ") }),
+        (
+            "Rate limit",
+            key.rate_limit.as_ref().map_or_else(
+                || "none".to_owned(),
+                |limit| format!("{} per {} s", limit.requests, limit.window.as_ref().map_or(0, |w| w.seconds)),
+            ),
+        ),
         ("Etag", key.etag.clone()),
-    ]
+    ];
+    if let Some(deleted) = &key.delete_time {
+        rows.push(("Deleted", local_time(Some(deleted))));
+        rows.push(("Purged", format!("{} (undelete before then)", local_time(key.purge_time.as_ref()))));
+    }
+    rows
 }
 
 /// A key's state, as the CLI prints it.
@@ -105,6 +125,7 @@ fn state(key: &pb::ApiKey) -> &'static str {
         pb::api_key::State::Locked => "LOCKED",
         pb::api_key::State::Disabled => "DISABLED",
         pb::api_key::State::Expired => "EXPIRED",
+        pb::api_key::State::Deleted => "DELETED",
         pb::api_key::State::Active | pb::api_key::State::Unspecified => "ACTIVE",
     }
 }

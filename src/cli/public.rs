@@ -40,6 +40,10 @@ pub struct AuthenticateArgs {
     /// A permission the key must hold (repeat for more); PERMISSION_DENIED names the missing ones.
     #[arg(long = "require", value_name = "NAME")]
     pub required: Vec<String>,
+    /// The client address to check the key's networks against (keys restricted to networks are
+    /// refused without one).
+    #[arg(long, value_name = "IP")]
+    pub client_address: Option<String>,
 }
 
 /// `apikeys permissions`.
@@ -89,7 +93,11 @@ fn read_credential(args: &AuthenticateArgs) -> Result<String, StartupError> {
 /// The server's answer or a connection failure.
 pub async fn authenticate(args: AuthenticateArgs) -> Result<(), StartupError> {
     let credential = read_credential(&args)?;
-    let mut request = pb::AuthenticateRequest { required_permissions: args.required.clone(), ..Default::default() };
+    let mut request = pb::AuthenticateRequest {
+        required_permissions: args.required.clone(),
+        client_address: args.client_address.clone().unwrap_or_default(),
+        ..Default::default()
+    };
     match &args.key_id {
         Some(key_id) => {
             request.key_id.clone_from(key_id);

@@ -9,7 +9,10 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 use uuid::Uuid;
 
 use crate::{
-    auth::lacking,
+    auth::{
+        lacking,
+        restrictions::{Cidr, MAX_CIDRS},
+    },
     error::{Error, FieldViolation, Result},
 };
 
@@ -133,6 +136,15 @@ pub struct ApiKey {
     /// Until when the previous secret still authenticates (a rotation's grace period); `None`: it
     /// does not.
     pub previous_secret_expire_time: Option<DateTime<Utc>>,
+    /// When the key was deleted (it is refused, and restorable until `purge_time`); `None` while
+    /// it is not.
+    pub delete_time: Option<DateTime<Utc>>,
+    /// When a deleted key is removed for good.
+    pub purge_time: Option<DateTime<Utc>>,
+    /// The networks the key may be used from, canonical and sorted; empty: any.
+    pub allowed_cidrs: Vec<String>,
+    /// At most this many requests per window; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Whether a key authenticates, and if not, why (the first reason in the order of checks).
@@ -146,13 +158,31 @@ pub enum KeyState {
     Locked,
     /// Past its expire time.
     Expired,
+    /// Deleted, and restorable until its purge time.
+    Deleted,
+}
+
+/// What [`KeyState::of`] reads of a key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateFlags {
+    /// Deleted.
+    pub deleted: bool,
+    /// Disabled by an admin.
+    pub disabled: bool,
+    /// Locked by failures.
+    pub locked: bool,
+    /// When it expires.
+    pub expire_time: Option<DateTime<Utc>>,
 }
 
 impl KeyState {
-    /// The state of a key with these flags and expire time at `now`: the first reason in the
-    /// order of checks (disabled, locked, expired).
-    pub fn of(disabled: bool, locked: bool, expire_time: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
-        if disabled {
+    /// The state of a key with these flags at `now`: the first reason in the order of checks
+    /// (deleted, disabled, locked, expired).
+    pub fn of(flags: StateFlags, now: DateTime<Utc>) -> Self {
+        let StateFlags { deleted, disabled, locked, expire_time } = flags;
+        if deleted {
+            Self::Deleted
+        } else if disabled {
             Self::Disabled
         } else if locked {
             Self::Locked
@@ -220,9 +250,15 @@ pub const DEFAULT_LOCKOUT_THRESHOLD: u32 = 100;
 
 impl ApiKey {
     /// Whether the key authenticates at `now`, and if not, the first reason in the order of checks
-    /// (disabled, locked, expired).
+    /// (deleted, disabled, locked, expired).
     pub fn state(&self, now: DateTime<Utc>) -> KeyState {
-        KeyState::of(self.disabled, self.locked, self.expire_time, now)
+        let flags = StateFlags {
+            deleted: self.delete_time.is_some(),
+            disabled: self.disabled,
+            locked: self.locked,
+            expire_time: self.expire_time,
+        };
+        KeyState::of(flags, now)
     }
 
     /// The opaque etag of this version.
@@ -325,6 +361,74 @@ pub fn description(raw: &str, field: &str) -> Result<String, FieldViolation> {
 pub fn app_id(raw: &str, field: &str) -> Result<Option<String>, FieldViolation> {
     let app = name_like(raw, field, MAX_APP_ID_CHARS)?;
     Ok((!app.is_empty()).then_some(app))
+}
+
+/// Validates the networks a key may be used from: at most [`MAX_CIDRS`], each in CIDR notation
+/// without host bits (see [`Cidr`]); returns them in canonical form, sorted and deduplicated.
+///
+/// # Errors
+/// One violation per bad network, as `field[i]`, or one for `field` if there are too many.
+pub fn allowed_cidrs(raw: &[String], field: &str) -> Result<Vec<String>, Vec<FieldViolation>> {
+    if raw.len() > MAX_CIDRS {
+        return Err(vec![FieldViolation::new(field, format!("at most {MAX_CIDRS} networks are allowed"))]);
+    }
+    let mut violations = Vec::new();
+    let mut networks = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        match text.trim().parse::<Cidr>() {
+            Ok(cidr) => networks.push(cidr.to_string()),
+            Err(reason) => violations.push(FieldViolation::new(format!("{field}[{i}]"), reason)),
+        }
+    }
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    networks.sort();
+    networks.dedup();
+    Ok(networks)
+}
+
+/// A key's rate limit: at most `requests` per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per window.
+    pub requests: u64,
+    /// The window.
+    pub window: std::time::Duration,
+}
+
+/// Most requests per window of a rate limit.
+pub const MAX_RATE_LIMIT_REQUESTS: u64 = 1_000_000_000;
+/// Shortest rate-limit window.
+pub const MIN_RATE_LIMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest rate-limit window.
+pub const MAX_RATE_LIMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Validates a rate limit of `requests` per `window` (`None`: not given) in request field `field`.
+///
+/// # Errors
+/// One violation per bad part, as `field.requests` / `field.window`.
+pub fn rate_limit(
+    requests: i64,
+    window: Option<std::time::Duration>,
+    field: &str,
+) -> Result<RateLimit, Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let requests = u64::try_from(requests).ok().filter(|r| (1..=MAX_RATE_LIMIT_REQUESTS).contains(r));
+    if requests.is_none() {
+        violations.push(FieldViolation::new(
+            format!("{field}.requests"),
+            format!("must be between 1 and {MAX_RATE_LIMIT_REQUESTS}"),
+        ));
+    }
+    let window = window.filter(|w| (MIN_RATE_LIMIT_WINDOW..=MAX_RATE_LIMIT_WINDOW).contains(w));
+    if window.is_none() {
+        violations.push(FieldViolation::new(format!("{field}.window"), "must be between 1 second and 1 day"));
+    }
+    match (requests, window) {
+        (Some(requests), Some(window)) => Ok(RateLimit { requests, window }),
+        _ => Err(violations),
+    }
 }
 
 /// Validates permission names against the catalog; returns them sorted and deduplicated.

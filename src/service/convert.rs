@@ -6,6 +6,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::Request;
+use uuid::Uuid;
 
 use crate::{
     auth::{Credential, layer},
@@ -93,13 +94,26 @@ pub fn precondition(etag: String, acknowledge_app_impact: bool) -> Precondition 
     Precondition { etag, acknowledge_app_impact }
 }
 
-/// The credential and required permissions of an Authenticate request. A credential that does not
-/// parse is UNAUTHENTICATED, like a wrong one.
+/// A validated Authenticate request.
+#[derive(Debug)]
+pub struct AuthenticateCheck {
+    /// The credential to verify.
+    pub credential: Credential,
+    /// Permissions the principal must hold.
+    pub required: Vec<String>,
+    /// The client's address, if the caller sent it.
+    pub client: Option<std::net::IpAddr>,
+    /// The caller checks the network and the rate itself.
+    pub caller_enforces_restrictions: bool,
+}
+
+/// The credential, required permissions and client of an Authenticate request. A credential that
+/// does not parse is UNAUTHENTICATED, like a wrong one.
 ///
 /// # Errors
 /// INVALID_ARGUMENT (neither or both credential forms; too many or malformed required permissions,
-/// which PERMISSION_DENIED would echo), UNAUTHENTICATED.
-pub fn authenticate(r: pb::AuthenticateRequest) -> Result<(Credential, Vec<String>)> {
+/// which PERMISSION_DENIED would echo; a malformed `client_address`), UNAUTHENTICATED.
+pub fn authenticate(r: pb::AuthenticateRequest) -> Result<AuthenticateCheck> {
     if r.required_permissions.len() > MAX_REQUIRED_PERMISSIONS {
         return Err(Error::invalid(
             "required_permissions",
@@ -115,6 +129,14 @@ pub fn authenticate(r: pb::AuthenticateRequest) -> Result<(Credential, Vec<Strin
             );
         }
     }
+    let client = match r.client_address.trim() {
+        "" => None,
+        text => v.check(
+            text.parse::<std::net::IpAddr>()
+                .map(|addr| addr.to_canonical())
+                .map_err(|_| crate::error::FieldViolation::new("client_address", "is not an IPv4 or IPv6 address")),
+        ),
+    };
     v.finish()?;
     let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
         (false, true) => Credential::from_token(r.token.trim()),
@@ -122,7 +144,12 @@ pub fn authenticate(r: pb::AuthenticateRequest) -> Result<(Credential, Vec<Strin
         _ => return Err(Error::invalid("token", "give either token, or key_id and secret")),
     }
     .map_err(|_| Error::Unauthenticated)?;
-    Ok((credential, r.required_permissions))
+    Ok(AuthenticateCheck {
+        credential,
+        required: r.required_permissions,
+        client,
+        caller_enforces_restrictions: r.caller_enforces_restrictions,
+    })
 }
 
 /// The org policy an UpdateOrgPolicy request sets.
@@ -212,13 +239,32 @@ pub fn create(r: pb::CreateApiKeyRequest, catalog: &Catalog) -> Result<CreateKey
         Some(t) => v.check(time(t, "expire_time")).map(Some),
         None => Some(None),
     };
+    let allowed_cidrs = v.check_all(domain::allowed_cidrs(&r.allowed_cidrs, "allowed_cidrs"));
+    let rate_limit = rate_limit(r.rate_limit.as_ref(), "rate_limit", &mut v);
     v.finish()?;
-    match (display_name, description, permissions, app_id, expire_time) {
-        (Some(display_name), Some(description), Some(permissions), Some(app_id), Some(expire_time)) => {
-            Ok(CreateKey { display_name, description, permissions, app_id, expire_time })
-        }
+    match (display_name, description, permissions, app_id, expire_time, allowed_cidrs, rate_limit) {
+        (
+            Some(display_name),
+            Some(description),
+            Some(permissions),
+            Some(app_id),
+            Some(expire_time),
+            Some(allowed_cidrs),
+            Some(rate_limit),
+        ) => Ok(CreateKey { display_name, description, permissions, app_id, expire_time, allowed_cidrs, rate_limit }),
         _ => Err(Error::internal("validation passed without values")),
     }
+}
+
+/// A validated optional rate limit (`Some(None)`: none given), or `None` with the violations
+/// recorded.
+fn rate_limit(raw: Option<&pb::RateLimit>, field: &str, v: &mut Violations) -> Option<Option<domain::RateLimit>> {
+    let Some(limit) = raw else { return Some(None) };
+    let window = limit.window.as_ref().and_then(|w| {
+        (w.seconds >= 0 && w.nanos >= 0)
+            .then(|| std::time::Duration::new(w.seconds.unsigned_abs(), w.nanos.unsigned_abs()))
+    });
+    v.check_all(domain::rate_limit(limit.requests, window, field)).map(Some)
 }
 
 /// The key ID and validated patch of an UpdateApiKey (AIP-134): the fields named in `update_mask`,
@@ -229,13 +275,15 @@ pub fn create(r: pb::CreateApiKeyRequest, catalog: &Catalog) -> Result<CreateKey
 pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, KeyPatch, Precondition)> {
     let api_key = r.api_key.ok_or_else(|| Error::invalid("api_key", "is required"))?;
     let id = key_id(&api_key.id, "api_key.id")?;
-    let (mut name, mut description, mut permissions, mut expiry) = match &r.update_mask {
-        Some(mask) if !mask.paths.is_empty() => (false, false, false, false),
+    let (mut name, mut description, mut permissions, mut expiry, mut networks, mut rate) = match &r.update_mask {
+        Some(mask) if !mask.paths.is_empty() => (false, false, false, false, false, false),
         _ => (
             !api_key.display_name.is_empty(),
             !api_key.description.is_empty(),
             !api_key.permissions.is_empty(),
             api_key.expire_time.is_some(),
+            !api_key.allowed_cidrs.is_empty(),
+            api_key.rate_limit.is_some(),
         ),
     };
     for path in r.update_mask.iter().flat_map(|mask| &mask.paths) {
@@ -244,18 +292,21 @@ pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, K
             "description" => description = true,
             "permissions" => permissions = true,
             "expire_time" => expiry = true,
-            "*" => (name, description, permissions, expiry) = (true, true, true, true),
+            "allowed_cidrs" => networks = true,
+            "rate_limit" => rate = true,
+            "*" => (name, description, permissions, expiry, networks, rate) = (true, true, true, true, true, true),
             other => {
                 return Err(Error::invalid(
                     "update_mask",
                     format!(
-                        "{other:?} cannot be updated; use display_name, description, permissions, expire_time or *"
+                        "{other:?} cannot be updated; use display_name, description, permissions, expire_time, \
+                         allowed_cidrs, rate_limit or *"
                     ),
                 ));
             }
         }
     }
-    if !(name || description || permissions || expiry) {
+    if !(name || description || permissions || expiry || networks || rate) {
         return Err(Error::invalid("update_mask", "names no field to update"));
     }
     let mut v = Violations::default();
@@ -275,6 +326,10 @@ pub fn update(r: pb::UpdateApiKeyRequest, catalog: &Catalog) -> Result<(KeyId, K
                 None => Some(None),
             })
             .flatten(),
+        allowed_cidrs: networks
+            .then(|| v.check_all(domain::allowed_cidrs(&api_key.allowed_cidrs, "api_key.allowed_cidrs")))
+            .flatten(),
+        rate_limit: rate.then(|| rate_limit(api_key.rate_limit.as_ref(), "api_key.rate_limit", &mut v)).flatten(),
     };
     v.finish()?;
     Ok((id, patch, precondition(r.etag, r.acknowledge_app_impact)))
@@ -291,10 +346,16 @@ pub struct ListPage {
     fingerprint: String,
 }
 
-/// Opaque page token: where the previous page ended and a fingerprint of the filters it was for.
+/// Opaque page token: where the previous page ended (name key and ID of its last key) and a
+/// fingerprint of the filters it was for.
 #[derive(Serialize, Deserialize)]
 struct PageToken {
     k: String,
+    /// The key ID of a ListApiKeys position. Absent from the audit trail's tokens, and from tokens
+    /// of versions before soft delete, when the name key alone was the position (unique among the
+    /// keys listed): such a token continues after every key of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<Uuid>,
     f: String,
 }
 
@@ -316,6 +377,8 @@ fn filter_fingerprint(query: &ListQuery) -> String {
         query.permission.clone(),
         query.state.map(|s| format!("{s:?}")),
         query.expiring_before.map(|t| t.to_rfc3339()),
+        // Absent unless set, so tokens issued before the filter existed stay valid.
+        query.show_deleted.then(|| "show_deleted".to_owned()),
     ])
 }
 
@@ -331,9 +394,10 @@ fn page_size(raw: i32, v: &mut Violations) -> u64 {
     }
 }
 
-/// The opaque token of a page that ends at `position`, for the filters of `fingerprint`.
-fn encode_token(position: String, fingerprint: &str) -> Result<String> {
-    let json = serde_json::to_vec(&PageToken { k: position, f: fingerprint.to_owned() }).map_err(Error::internal)?;
+/// The opaque token of a page that ends at position `k` (and key ID `i`, for keys), for the filters
+/// of `fingerprint`.
+fn encode_token(k: String, i: Option<Uuid>, fingerprint: &str) -> Result<String> {
+    let json = serde_json::to_vec(&PageToken { k, i, f: fingerprint.to_owned() }).map_err(Error::internal)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
 }
 
@@ -375,6 +439,7 @@ pub fn list(r: pb::ListApiKeysRequest, catalog: &Catalog) -> Result<ListPage> {
         pb::api_key::State::Disabled => Some(KeyState::Disabled),
         pb::api_key::State::Locked => Some(KeyState::Locked),
         pb::api_key::State::Expired => Some(KeyState::Expired),
+        pb::api_key::State::Deleted => Some(KeyState::Deleted),
     };
     if state.is_none() && r.state != 0 {
         v.add("state", "is not a state");
@@ -386,13 +451,14 @@ pub fn list(r: pb::ListApiKeysRequest, catalog: &Catalog) -> Result<ListPage> {
         permission,
         state,
         expiring_before,
+        show_deleted: r.show_deleted,
         after: None,
         limit: page_size + 1,
     };
     let fingerprint = filter_fingerprint(&query);
     if !r.page_token.is_empty() {
         match decode_token(&r.page_token) {
-            Some(token) if token.f == fingerprint => query.after = Some(token.k),
+            Some(token) if token.f == fingerprint => query.after = Some((token.k, token.i.unwrap_or(Uuid::max()))),
             Some(_) => v.add("page_token", "was issued for different filters"),
             None => v.add("page_token", "is malformed"),
         }
@@ -411,7 +477,7 @@ impl ListPage {
         let more = rows.len() as u64 > self.page_size;
         rows.truncate(usize::try_from(self.page_size).unwrap_or(usize::MAX));
         let next_page_token = match rows.last() {
-            Some((_, name_key)) if more => encode_token(name_key.clone(), &self.fingerprint)?,
+            Some((key, name_key)) if more => encode_token(name_key.clone(), Some(key.id.0), &self.fingerprint)?,
             _ => String::new(),
         };
         Ok(pb::ListApiKeysResponse { api_keys: rows.into_iter().map(|(key, _)| key.into()).collect(), next_page_token })
@@ -438,6 +504,7 @@ impl From<ApiKey> for pb::ApiKey {
             KeyState::Disabled => pb::api_key::State::Disabled,
             KeyState::Locked => pb::api_key::State::Locked,
             KeyState::Expired => pb::api_key::State::Expired,
+            KeyState::Deleted => pb::api_key::State::Deleted,
         };
         Self {
             id: key.id.to_string(),
@@ -456,13 +523,40 @@ impl From<ApiKey> for pb::ApiKey {
             last_failure_time: key.last_failure_time.map(timestamp),
             expire_time: key.expire_time.map(timestamp),
             previous_secret_expire_time: key.previous_secret_expire_time.filter(|at| *at > now).map(timestamp),
+            delete_time: key.delete_time.map(timestamp),
+            purge_time: key.purge_time.map(timestamp),
+            allowed_cidrs: key.allowed_cidrs,
+            rate_limit: key.rate_limit.map(Into::into),
+        }
+    }
+}
+
+impl From<domain::RateLimit> for pb::RateLimit {
+    fn from(limit: domain::RateLimit) -> Self {
+        Self {
+            requests: i64::try_from(limit.requests).unwrap_or(i64::MAX),
+            window: Some(prost_types::Duration {
+                seconds: i64::try_from(limit.window.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(limit.window.subsec_nanos()).unwrap_or(0),
+            }),
         }
     }
 }
 
 /// The actions an audit event can record.
-const AUDIT_ACTIONS: &[&str] =
-    &["CREATE", "BOOTSTRAP", "UPDATE", "REGENERATE_SECRET", "DELETE", "LOCK", "UNLOCK", "DISABLE", "ENABLE"];
+const AUDIT_ACTIONS: &[&str] = &[
+    "CREATE",
+    "BOOTSTRAP",
+    "UPDATE",
+    "REGENERATE_SECRET",
+    "DELETE",
+    "UNDELETE",
+    "PURGE",
+    "LOCK",
+    "UNLOCK",
+    "DISABLE",
+    "ENABLE",
+];
 
 /// A validated ListAuditEvents: the store query (one row more than the page) and what the next
 /// page token needs.
@@ -539,6 +633,7 @@ impl AuditPage {
         let next_page_token = match rows.last() {
             Some(last) if more => encode_token(
                 format!("{}|{}", last.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), last.id),
+                None,
                 &self.fingerprint,
             )?,
             _ => String::new(),

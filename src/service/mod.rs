@@ -10,7 +10,7 @@ use std::{pin::Pin, sync::Arc};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{local::LocalAuthenticator, require},
+    auth::{admit, local::LocalAuthenticator, require, restrictions::RateLimiter},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
@@ -27,18 +27,21 @@ pub struct ApiKeyApi {
     authenticator: Arc<LocalAuthenticator>,
     feed: Arc<ChangeFeed>,
     metrics: Arc<Metrics>,
+    limiter: Arc<RateLimiter>,
 }
 
 impl ApiKeyApi {
     /// The service over the key lifecycle, the in-process authenticator and the change feed,
-    /// counting Authenticate outcomes in `metrics`.
+    /// counting Authenticate outcomes in `metrics` and keys' rates in `limiter` (shared with the
+    /// auth layer, so a key's admin calls and its Authenticate calls count against one limit).
     pub fn new(
         keys: Arc<Keys>,
         authenticator: Arc<LocalAuthenticator>,
         feed: Arc<ChangeFeed>,
         metrics: Arc<Metrics>,
+        limiter: Arc<RateLimiter>,
     ) -> Self {
-        Self { keys, authenticator, feed, metrics }
+        Self { keys, authenticator, feed, metrics, limiter }
     }
 }
 
@@ -119,8 +122,19 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
-        self.keys.delete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
-        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+        let key = self.keys.delete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
+        Ok(Response::new(pb::DeleteApiKeyResponse { api_key: Some(key.into()) }))
+    }
+
+    async fn undelete_api_key(
+        &self,
+        request: Request<pb::UndeleteApiKeyRequest>,
+    ) -> Result<Response<pb::UndeleteApiKeyResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let r = request.into_inner();
+        let guard = convert::precondition(r.etag, false);
+        let key = self.keys.undelete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
+        Ok(Response::new(pb::UndeleteApiKeyResponse { api_key: Some(key.into()) }))
     }
 
     async fn authenticate(
@@ -130,8 +144,11 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         // Failures are charged to the caller's address (its failure budget).
         let peer = request.remote_addr().map(|addr| addr.ip());
         let result = match convert::authenticate(request.into_inner()) {
-            Ok((credential, required)) => match self.authenticator.authenticate_from(credential, peer).await {
-                Ok(principal) => require(principal, &required),
+            Ok(check) => match self.authenticator.authenticate_from(check.credential, peer).await {
+                // A caller that enforces the network and the rate itself (a consumer layer) gets
+                // the principal for any client; the permissions are always checked here.
+                Ok(principal) if check.caller_enforces_restrictions => require(principal, &check.required),
+                Ok(principal) => admit(principal, &check.required, check.client, Some(&self.limiter)),
                 Err(error) => Err(error),
             },
             Err(error) => Err(error),

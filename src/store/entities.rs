@@ -86,6 +86,16 @@ pub mod api_key {
         pub previous_secret_hash: Option<String>,
         /// Until when the previous secret still authenticates.
         pub previous_secret_expire_time: Option<DateTimeUtc>,
+        /// When the key was deleted; `None` while it is not.
+        pub delete_time: Option<DateTimeUtc>,
+        /// When a deleted key is removed for good.
+        pub purge_time: Option<DateTimeUtc>,
+        /// The networks the key may be used from: canonical CIDR text, space-separated; empty: any.
+        pub allowed_cidrs: String,
+        /// Rate limit: requests per window (with `rate_limit_window_ms`); `None`: no limit.
+        pub rate_limit_requests: Option<i64>,
+        /// Rate limit window in milliseconds.
+        pub rate_limit_window_ms: Option<i64>,
     }
 
     impl std::fmt::Debug for Model {

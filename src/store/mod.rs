@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::hashing::SecretHash,
-    domain::{Actor, ActorType, ApiKey, DisplayName, KeyId, KeyState, OrgId, OrgPolicy},
+    domain::{self, Actor, ActorType, ApiKey, DisplayName, KeyId, KeyState, OrgId, OrgPolicy, RateLimit, StateFlags},
     error::{Error, Result},
 };
 
@@ -104,8 +104,16 @@ pub struct Outcomes {
 }
 
 /// The columns [`Store::find_secret_hash`] reads.
-type SecretRow =
-    (String, bool, bool, Option<chrono::DateTime<Utc>>, i64, Option<String>, Option<chrono::DateTime<Utc>>);
+type SecretRow = (
+    String,
+    bool,
+    bool,
+    Option<chrono::DateTime<Utc>>,
+    i64,
+    Option<String>,
+    Option<chrono::DateTime<Utc>>,
+    Option<chrono::DateTime<Utc>>,
+);
 
 /// What Authenticate needs about a key: the key, its hash and its org's default group.
 pub struct AuthRecord {
@@ -138,6 +146,10 @@ pub struct NewKey {
     pub secret_hash: SecretHash,
     /// When it stops authenticating; `None`: never.
     pub expire_time: Option<chrono::DateTime<Utc>>,
+    /// Networks it may be used from (canonical, sorted); empty: any.
+    pub allowed_cidrs: Vec<String>,
+    /// Rate limit; `None`: none.
+    pub rate_limit: Option<RateLimit>,
     /// Creator.
     pub actor: Actor,
 }
@@ -153,6 +165,10 @@ pub struct KeyChanges {
     pub permissions: Option<Vec<String>>,
     /// New expire time (`Some(None)`: never expires).
     pub expire_time: Option<Option<chrono::DateTime<Utc>>>,
+    /// New networks (canonical, sorted; empty: any).
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// New rate limit (`Some(None)`: none).
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 impl KeyChanges {
@@ -170,6 +186,12 @@ impl KeyChanges {
         if self.permissions.is_some() {
             fields.push("permissions");
         }
+        if self.allowed_cidrs.is_some() {
+            fields.push("allowed_cidrs");
+        }
+        if self.rate_limit.is_some() {
+            fields.push("rate_limit");
+        }
         fields
     }
 }
@@ -186,8 +208,10 @@ pub enum Change {
     Unlock,
     /// Disable (`true`) or enable (`false`) the key, keeping its secret.
     SetDisabled(bool),
-    /// Delete the key.
-    Delete,
+    /// Delete the key (soft: refused at once, restorable until the given purge time).
+    Delete(chrono::DateTime<Utc>),
+    /// Restore a deleted key.
+    Undelete,
 }
 
 /// Filters and position of a list query.
@@ -203,8 +227,10 @@ pub struct ListQuery {
     pub state: Option<KeyState>,
     /// Only keys that expire before this time.
     pub expiring_before: Option<chrono::DateTime<Utc>>,
-    /// Keyset position: the name key (unique in the org) of the last key of the previous page.
-    pub after: Option<String>,
+    /// Also deleted keys (implied by `state` [`KeyState::Deleted`]).
+    pub show_deleted: bool,
+    /// Keyset position: the (name key, id) of the last key of the previous page.
+    pub after: Option<(String, Uuid)>,
     /// Page size.
     pub limit: u64,
 }
@@ -303,7 +329,23 @@ fn key_from_rows(m: api_key::Model, mut permissions: Vec<String>) -> ApiKey {
         expire_time: m.expire_time,
         disabled: m.disabled,
         previous_secret_expire_time: m.previous_secret_hash.as_ref().and(m.previous_secret_expire_time),
+        delete_time: m.delete_time,
+        purge_time: m.purge_time,
+        allowed_cidrs: m.allowed_cidrs.split_whitespace().map(str::to_owned).collect(),
+        rate_limit: match (m.rate_limit_requests, m.rate_limit_window_ms) {
+            (Some(requests), Some(window_ms)) => Some(RateLimit {
+                requests: u64::try_from(requests).unwrap_or(0),
+                window: Duration::from_millis(u64::try_from(window_ms).unwrap_or(0)),
+            }),
+            _ => None,
+        },
     }
+}
+
+/// The columns of a rate limit: requests, window in milliseconds.
+fn limit_columns(limit: RateLimit) -> (i64, i64) {
+    let requests = i64::try_from(limit.requests).unwrap_or(i64::MAX);
+    (requests, i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `\` as escape character.
@@ -460,6 +502,11 @@ impl Store {
             disabled: Set(false),
             previous_secret_hash: Set(None),
             previous_secret_expire_time: Set(None),
+            delete_time: Set(None),
+            purge_time: Set(None),
+            allowed_cidrs: Set(key.allowed_cidrs.join(" ")),
+            rate_limit_requests: Set(key.rate_limit.map(|limit| limit_columns(limit).0)),
+            rate_limit_window_ms: Set(key.rate_limit.map(|limit| limit_columns(limit).1)),
         }
     }
 
@@ -619,17 +666,21 @@ impl Store {
                 api_key::Column::FailedAttempts,
                 api_key::Column::PreviousSecretHash,
                 api_key::Column::PreviousSecretExpireTime,
+                api_key::Column::DeleteTime,
             ])
             .into_tuple::<SecretRow>()
             .one(&self.db)
             .await
             .map_err(db_error)?;
         let now = Utc::now();
-        Ok(found.map(|(hash, locked, disabled, expire_time, failed_attempts, previous, previous_until)| StoredSecret {
-            hash: SecretHash(hash),
-            refused: KeyState::of(disabled, locked, expire_time, now) != KeyState::Active,
-            previous: previous.filter(|_| previous_until.is_some_and(|at| at > now)).map(SecretHash),
-            failed_attempts,
+        Ok(found.map(|(hash, locked, disabled, expire_time, failed_attempts, previous, previous_until, deleted)| {
+            let flags = StateFlags { deleted: deleted.is_some(), disabled, locked, expire_time };
+            StoredSecret {
+                hash: SecretHash(hash),
+                refused: KeyState::of(flags, now) != KeyState::Active,
+                previous: previous.filter(|_| previous_until.is_some_and(|at| at > now)).map(SecretHash),
+                failed_attempts,
+            }
         }))
     }
 
@@ -838,6 +889,12 @@ impl Store {
                 ),
             );
         }
+        let deleted = api_key::Column::DeleteTime;
+        if query.state == Some(KeyState::Deleted) {
+            select = select.filter(deleted.is_not_null());
+        } else if !query.show_deleted || query.state.is_some() {
+            select = select.filter(deleted.is_null());
+        }
         if let Some(state) = query.state {
             let now = Utc::now();
             let (disabled, locked) = (api_key::Column::Disabled, api_key::Column::Locked);
@@ -845,6 +902,7 @@ impl Store {
                 .add(api_key::Column::ExpireTime.is_null())
                 .add(api_key::Column::ExpireTime.gt(now));
             select = match state {
+                KeyState::Deleted => select,
                 KeyState::Disabled => select.filter(disabled.eq(true)),
                 KeyState::Locked => select.filter(disabled.eq(false)).filter(locked.eq(true)),
                 KeyState::Expired => select
@@ -857,10 +915,12 @@ impl Store {
         if let Some(before) = query.expiring_before {
             select = select.filter(api_key::Column::ExpireTime.lt(before));
         }
-        // The name key is unique in an org (the unique index), so it alone is the keyset position,
-        // and the condition is one range on the index (an OR with the id made deep pages scan).
-        if let Some(name_key) = &query.after {
-            select = select.filter(api_key::Column::DisplayNameKey.gt(name_key.as_str()));
+        // Deleted keys may share a name key, so the position is (name key, id): a row-value
+        // comparison, one range on the (org, name key, id) index (an OR made deep pages scan).
+        if let Some((name_key, id)) = &query.after {
+            use sea_orm::sea_query::ExprTrait as _;
+            let position = Expr::tuple([Expr::col(api_key::Column::DisplayNameKey), Expr::col(api_key::Column::Id)]);
+            select = select.filter(position.gt(Expr::tuple([Expr::value(name_key.as_str()), Expr::value(*id)])));
         }
         let models = select
             .order_by_asc(api_key::Column::DisplayNameKey)
@@ -914,7 +974,7 @@ impl Store {
 
     /// Changes key `id` of `org_id` in one transaction: locks the key's row, reads it, lets `decide`
     /// turn the current key into a [`Change`] (or refuse), applies it with an audit event recorded as
-    /// `actor`, and commits. Returns the key as it is after the change (`None` once deleted).
+    /// `actor`, and commits. Returns the key as it is after the change.
     ///
     /// The row lock comes first, so concurrent mutations of one key queue (a row lock on PostgreSQL,
     /// the database write lock on SQLite) and each one decides on the latest committed state: a
@@ -930,7 +990,7 @@ impl Store {
         id: KeyId,
         actor: &Actor,
         decide: impl FnOnce(&ApiKey) -> Result<Change>,
-    ) -> Result<Option<ApiKey>> {
+    ) -> Result<ApiKey> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let locked = api_key::Entity::update_many()
             .col_expr(api_key::Column::Version, Expr::col(api_key::Column::Version))
@@ -957,6 +1017,15 @@ impl Store {
                 }
                 if let Some(expire_time) = changes.expire_time {
                     update = update.col_expr(api_key::Column::ExpireTime, Expr::value(expire_time));
+                }
+                if let Some(networks) = &changes.allowed_cidrs {
+                    update = update.col_expr(api_key::Column::AllowedCidrs, Expr::value(networks.join(" ")));
+                }
+                if let Some(limit) = changes.rate_limit {
+                    let (requests, window_ms) = limit.map(limit_columns).unzip();
+                    update = update
+                        .col_expr(api_key::Column::RateLimitRequests, Expr::value(requests))
+                        .col_expr(api_key::Column::RateLimitWindowMs, Expr::value(window_ms));
                 }
                 update.exec(&txn).await.map_err(|e| match (&changes.display_name, is_unique_violation(&e)) {
                     (Some(name), true) => Error::DisplayNameTaken(name.shown.clone()),
@@ -995,19 +1064,108 @@ impl Store {
                     .map_err(db_error)?;
                 (if disabled { "DISABLE" } else { "ENABLE" }, vec!["state"])
             }
-            Change::Delete => {
-                // The foreign key cascades too; deleting explicitly keeps a database without
-                // enforced foreign keys clean.
-                Self::delete_permissions(&txn, id).await?;
-                api_key::Entity::delete_by_id(id.0).exec(&txn).await.map_err(db_error)?;
-                ("DELETE", Vec::new())
+            Change::Delete(purge_time) => {
+                Self::versioned_update(&current, actor)
+                    .col_expr(api_key::Column::DeleteTime, Expr::value(Utc::now()))
+                    .col_expr(api_key::Column::PurgeTime, Expr::value(purge_time))
+                    .exec(&txn)
+                    .await
+                    .map_err(db_error)?;
+                ("DELETE", vec!["state"])
+            }
+            Change::Undelete => {
+                let restored = Self::versioned_update(&current, actor)
+                    .col_expr(api_key::Column::DeleteTime, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+                    .col_expr(api_key::Column::PurgeTime, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+                    .exec(&txn)
+                    .await;
+                if let Err(error) = restored {
+                    if !is_unique_violation(&error) {
+                        return Err(db_error(error));
+                    }
+                    // Which live key took the name (the transaction is aborted on PostgreSQL: ask
+                    // outside it).
+                    drop(txn);
+                    return Err(self.name_holder(org_id, &current).await);
+                }
+                ("UNDELETE", vec!["state"])
             }
         };
         Self::audit(&txn, org_id, actor, action, id, &fields).await?;
-        let after = if action == "DELETE" { None } else { Some(Self::load_key(&txn, org_id, id).await?) };
+        let after = Self::load_key(&txn, org_id, id).await?;
         Self::log_change(&txn, org_id, id).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(after)
+    }
+
+    /// The error for restoring `deleted`, whose display name a live key holds: ALREADY_EXISTS
+    /// naming the holder.
+    async fn name_holder(&self, org_id: OrgId, deleted: &ApiKey) -> Error {
+        let name_key = domain::display_name(&deleted.display_name, "display_name").map(|name| name.key);
+        let holder = match name_key {
+            Ok(name_key) => api_key::Entity::find()
+                .select_only()
+                .column(api_key::Column::Id)
+                .filter(api_key::Column::OrgId.eq(org_id.0))
+                .filter(api_key::Column::DisplayNameKey.eq(name_key))
+                .filter(api_key::Column::DeleteTime.is_null())
+                .into_tuple::<Uuid>()
+                .one(&self.db)
+                .await
+                .map_err(db_error),
+            Err(_) => Ok(None),
+        };
+        match holder {
+            Ok(Some(holder)) => {
+                Error::DisplayNameHeld { name: deleted.display_name.clone(), holder_id: holder.to_string() }
+            }
+            // Renamed or deleted since: the name is taken, by whom is no longer known.
+            Ok(None) => Error::DisplayNameTaken(deleted.display_name.clone()),
+            Err(error) => error,
+        }
+    }
+
+    /// Removes for good up to `limit` deleted keys whose purge time has come (their permissions
+    /// too; their audit events stay), each with a `PURGE` event by `actor`, in one transaction.
+    /// Replicas may purge concurrently: a key is purged, and audited, once. Returns the purged keys.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL; nothing is removed on error.
+    pub async fn purge_deleted(&self, now: chrono::DateTime<Utc>, limit: u64, actor: &Actor) -> Result<Vec<KeyId>> {
+        let due: Vec<(Uuid, Uuid)> = api_key::Entity::find()
+            .select_only()
+            .columns([api_key::Column::Id, api_key::Column::OrgId])
+            .filter(api_key::Column::PurgeTime.lte(now))
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let mut purged = Vec::with_capacity(due.len());
+        for (id, org_id) in due {
+            let removed = api_key::Entity::delete_many()
+                .filter(api_key::Column::Id.eq(id))
+                .filter(api_key::Column::PurgeTime.lte(now))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?
+                .rows_affected;
+            // Another replica got there first.
+            if removed == 0 {
+                continue;
+            }
+            // The foreign key cascades too; deleting explicitly keeps a database without
+            // enforced foreign keys clean.
+            Self::delete_permissions(&txn, KeyId(id)).await?;
+            Self::audit(&txn, OrgId(org_id), actor, "PURGE", KeyId(id), &[]).await?;
+            purged.push(KeyId(id));
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(purged)
     }
 
     /// Appends a change of `key_id` to the change log, as the last write of a transaction: on

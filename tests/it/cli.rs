@@ -147,8 +147,18 @@ async fn key_get_update_regenerate_and_delete() {
     assert!(authenticate_token(&mut client, &created.token, &[]).await.is_err(), "the old secret stopped working");
 
     let deleted = app.key_cli(&["delete", &id]).await.ok();
-    assert!(deleted.stdout.contains(&id));
-    app.key_cli(&["get", &id]).await.fails_with("NOT_FOUND");
+    assert!(deleted.stdout.contains(&format!("apikeys key undelete {id}")), "{}", deleted.stdout);
+    let listed = app.key_cli(&["list", "--state", "deleted", "--output", "json"]).await.ok().json();
+    let ids: Vec<&str> = listed["api_keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str()]);
+    app.key_cli(&["update", &id, "--name", "Zombie"]).await.fails_with("API_KEY_DELETED");
+    let restored = app.key_cli(&["undelete", &id, "--output", "json"]).await.ok().json();
+    assert_eq!(restored["state"], "ACTIVE");
+    assert!(restored["purge_time"].is_null(), "{restored}");
+    authenticate_token(&mut client, regenerated["token"].as_str().unwrap(), &[])
+        .await
+        .expect("same secret after undelete");
+    app.key_cli(&["undelete", &id]).await.fails_with("API_KEY_NOT_DELETED");
 }
 
 #[tokio::test]

@@ -292,9 +292,15 @@ impl Client {
         self.inner.clone().regenerate_api_key_secret(self.req(request)).await.map(tonic::Response::into_inner)
     }
 
-    pub async fn delete(&self, id: &str, etag: &str, ack: bool) -> Result<(), Status> {
+    /// Deletes (softly); returns the key as deleted.
+    pub async fn delete(&self, id: &str, etag: &str, ack: bool) -> Result<pb::ApiKey, Status> {
         let request = pb::DeleteApiKeyRequest { id: id.to_owned(), etag: etag.to_owned(), acknowledge_app_impact: ack };
-        self.inner.clone().delete_api_key(self.req(request)).await.map(|_| ())
+        self.inner.clone().delete_api_key(self.req(request)).await.map(|r| r.into_inner().api_key.unwrap_or_default())
+    }
+
+    pub async fn undelete(&self, id: &str, etag: &str) -> Result<pb::ApiKey, Status> {
+        let request = pb::UndeleteApiKeyRequest { id: id.to_owned(), etag: etag.to_owned() };
+        self.inner.clone().undelete_api_key(self.req(request)).await.map(|r| r.into_inner().api_key.unwrap_or_default())
     }
 }
 

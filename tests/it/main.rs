@@ -19,6 +19,8 @@ mod operations;
 mod python_client;
 mod readme;
 mod replicas;
+mod restrictions;
 mod revocation;
+mod soft_delete;
 mod tls;
 mod upgrade;

@@ -100,5 +100,6 @@ async fn a_generated_python_client_creates_authenticates_and_deletes() {
     assert_eq!(result["permissions"], serde_json::json!(["read_data"]));
     assert_eq!(result["denied"], "PERMISSION_DENIED");
     assert_eq!(result["after_delete"], "UNAUTHENTICATED");
-    assert!(app.admin().await.get(result["id"].as_str().unwrap()).await.is_err(), "deleted");
+    let deleted = app.admin().await.get(result["id"].as_str().unwrap()).await.unwrap();
+    assert_eq!(deleted.state(), apikeys::pb::api_key::State::Deleted);
 }

@@ -181,8 +181,14 @@ async fn every_grpcurl_command_in_the_readme_works_as_written() {
                 token = regenerated;
             }
             "apikeys.v1.ApiKeyService/DeleteApiKey" => {
-                assert_eq!(json(&stdout), serde_json::json!({}));
-                assert!(app.admin().await.get(&key_id).await.is_err(), "deleted");
+                assert_eq!(text(&json(&stdout), &["apiKey", "state"]), "STATE_DELETED");
+                let mut client = app.client().await;
+                assert!(authenticate_token(&mut client, &token, &[]).await.is_err(), "a deleted key is refused");
+            }
+            "apikeys.v1.ApiKeyService/UndeleteApiKey" => {
+                assert_eq!(text(&json(&stdout), &["apiKey", "state"]), "STATE_ACTIVE");
+                let mut client = app.client().await;
+                authenticate_token(&mut client, &token, &[]).await.expect("restored with its secret");
             }
             "grpc.health.v1.Health/Check" => assert_eq!(text(&json(&stdout), &["status"]), "SERVING"),
             "incidents.v1.IncidentService/CreateIncident" => {

@@ -131,4 +131,13 @@ async fn a_database_of_the_previous_version_upgrades_without_losing_keys() {
         ..Default::default()
     };
     assert_eq!(admin_client.update(rename).await.unwrap().display_name, "Café Export");
+
+    // Soft delete came later: an old key deleted now frees its name and can come back.
+    admin_client.delete(&plain.key_id.to_string(), "", false).await.unwrap();
+    admin_client.create("résumé bot", &[]).await.expect("a deleted key's name is free");
+    assert_status(
+        admin_client.undelete(&plain.key_id.to_string(), "").await,
+        Code::AlreadyExists,
+        "DISPLAY_NAME_TAKEN",
+    );
 }

@@ -9,6 +9,8 @@ mod m20261129_000001_add_key_changes;
 mod m20261129_000002_add_expiry_and_disable;
 mod m20261129_000003_add_previous_secret;
 mod m20261129_000004_index_audit_events_by_time;
+mod m20261129_000005_add_soft_delete;
+mod m20261129_000006_add_network_and_rate_limits;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -23,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_add_expiry_and_disable::Migration),
             Box::new(m20261129_000003_add_previous_secret::Migration),
             Box::new(m20261129_000004_index_audit_events_by_time::Migration),
+            Box::new(m20261129_000005_add_soft_delete::Migration),
+            Box::new(m20261129_000006_add_network_and_rate_limits::Migration),
         ]
     }
 }
