@@ -577,4 +577,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn the_state_is_the_first_reason_in_the_order_of_checks() {
+        let now = Utc::now();
+        let past = Some(now - chrono::Duration::seconds(1));
+        let all = StateFlags { deleted: true, disabled: true, locked: true, expire_time: past };
+        assert_eq!(KeyState::of(all, now), KeyState::Deleted);
+        assert_eq!(KeyState::of(StateFlags { deleted: false, ..all }, now), KeyState::Disabled);
+        assert_eq!(KeyState::of(StateFlags { deleted: false, disabled: false, ..all }, now), KeyState::Locked);
+        assert_eq!(KeyState::of(StateFlags { expire_time: past, ..StateFlags::default() }, now), KeyState::Expired);
+        let future = Some(now + chrono::Duration::seconds(60));
+        assert_eq!(KeyState::of(StateFlags { expire_time: future, ..StateFlags::default() }, now), KeyState::Active);
+    }
 }

@@ -83,6 +83,23 @@ async fn a_key_is_refused_outside_its_networks_by_authenticate_apikeys_and_a_con
     let refused = authenticate_from(&mut client, &wrong.token(), "192.168.1.8").await;
     assert_status(refused, Code::Unauthenticated, "UNAUTHENTICATED");
 
+    // The network comes before the permissions: from outside, a missing permission is not named.
+    let request = pb::AuthenticateRequest {
+        token: office.token.clone(),
+        client_address: "192.168.1.8".into(),
+        required_permissions: vec!["no_such_permission".into()],
+        ..Default::default()
+    };
+    assert_status(client.authenticate(request).await, Code::PermissionDenied, "SOURCE_NOT_ALLOWED");
+    // A disabled key is refused as UNAUTHENTICATED wherever it is used from.
+    let paused = create_restricted(&admin, "Paused", ALL, &["10.0.0.0/8"], None).await.unwrap();
+    let disable = pb::DisableApiKeyRequest { id: paused.api_key.unwrap().id, ..Default::default() };
+    admin.inner.clone().disable_api_key(admin.req(disable)).await.unwrap();
+    for address in ["10.0.0.1", "192.168.1.8"] {
+        let refused = authenticate_from(&mut client, &paused.token, address).await;
+        assert_status(refused, Code::Unauthenticated, "UNAUTHENTICATED");
+    }
+
     // The consumer and apikeys' own layer see this test's loopback address.
     assert_status(consumer.list(&bearer(&office.token)).await, Code::PermissionDenied, "SOURCE_NOT_ALLOWED");
     let admin_elsewhere =

@@ -101,8 +101,12 @@ async fn a_database_of_the_previous_version_upgrades_without_losing_keys() {
     let keys = admin_client.list(Default::default()).await.unwrap().api_keys;
     assert_eq!(keys.len(), 4, "no key lost: {keys:?}");
     assert!(
-        keys.iter().all(|k| k.expire_time.is_none() && k.state() == pb::api_key::State::Active),
-        "existing keys stay enabled and never expire: {keys:?}"
+        keys.iter().all(|k| k.expire_time.is_none()
+            && k.state() == pb::api_key::State::Active
+            && k.allowed_cidrs.is_empty()
+            && k.rate_limit.is_none()
+            && k.delete_time.is_none()),
+        "existing keys stay enabled, never expire, are not deleted and have no restrictions: {keys:?}"
     );
     let name_of = |id: Uuid| keys.iter().find(|k| k.id == id.to_string()).unwrap().display_name.clone();
     assert_eq!(name_of(older.key_id), "Café Ingest", "the older look-alike keeps its name");
