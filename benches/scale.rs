@@ -72,6 +72,7 @@ async fn seed(app: &Application, org: OrgId, keys: usize, secret: &Secret, confi
                     allowed_cidrs: Vec::new(),
                     rate_limit: None,
                     actor: Actor::system("scale-bench"),
+                    origin: Default::default(),
                 }
             })
             .collect();

@@ -309,6 +309,7 @@ impl Keys {
                 allowed_cidrs: input.allowed_cidrs,
                 rate_limit: input.rate_limit,
                 actor: caller.actor.clone(),
+                origin: caller.origin.clone(),
             })
             .await?;
         tracing::info!(key_id = %key.id, org_id = %key.org_id, actor = %caller.actor.id, "API key created");
@@ -351,7 +352,7 @@ impl Keys {
         let pause = Duration::from_millis(self.pause_before_invalidation_ms.load(Ordering::Relaxed));
         let task = tokio::spawn(async move {
             let result = store
-                .mutate(caller.org_id, id, &caller.actor, |current| {
+                .mutate(caller.org_id, id, (&caller.actor, &caller.origin), |current| {
                     target.check(current, chrono::Utc::now())?;
                     current.check_etag(&etag)?;
                     domain::check_manage(&caller, current)?;
@@ -525,6 +526,7 @@ impl Keys {
             allowed_cidrs: Vec::new(),
             rate_limit: None,
             actor: Actor::system("bootstrap"),
+            origin: domain::Origin::default(),
         };
         before_commit(&credential)?;
         let (org, key) = self.store.create_org_with_key(&org.shown, default_group, new_key).await?;

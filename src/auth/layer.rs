@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 
 use super::{
     Authenticator, Credential, Principal, authorize,
-    restrictions::{RateLimiter, client_address},
+    restrictions::{ClientAddress, RateLimiter, client_address},
 };
 use crate::error::Error;
 
@@ -264,6 +264,7 @@ where
                 Ok(principal) => {
                     tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
                     request.extensions_mut().insert(principal);
+                    request.extensions_mut().insert(ClientAddress(client));
                     inner.call(request).await
                 }
                 Err(error) => Ok(reject(grpc, &error)),

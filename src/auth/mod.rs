@@ -86,7 +86,7 @@ pub fn admit<S: AsRef<str>>(
     restrictions::check_source(&principal.allowed_cidrs, client)?;
     let principal = require(principal, required)?;
     if let Some(limiter) = limiter {
-        limiter.check(&principal, std::time::Instant::now())?;
+        limiter.check(&principal)?;
     }
     Ok(principal)
 }

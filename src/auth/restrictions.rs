@@ -24,6 +24,11 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::{Error, Result, pb::Principal};
 
+/// The client address the auth layer admitted a request from (`None`: unknown), in the request
+/// extensions next to the [`Principal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
 /// Most networks one key may list.
 pub const MAX_CIDRS: usize = 100;
 
@@ -166,12 +171,24 @@ impl Default for RateLimiter {
 }
 
 impl RateLimiter {
-    /// Counts one request of `principal` at `now` if its rate limit allows it.
+    /// Counts one request of `principal` now if its rate limit allows it (the clock is read only
+    /// for keys with a limit).
     ///
     /// # Errors
     /// RESOURCE_EXHAUSTED (`RATE_LIMITED`) with the time after which a request will be allowed
     /// (`RetryInfo`); the refused request does not count.
-    pub fn check(&self, principal: &Principal, now: Instant) -> Result<()> {
+    pub fn check(&self, principal: &Principal) -> Result<()> {
+        if principal.rate_limit.is_none() {
+            return Ok(());
+        }
+        self.check_at(principal, Instant::now())
+    }
+
+    /// [`RateLimiter::check`] at `now`.
+    ///
+    /// # Errors
+    /// As [`RateLimiter::check`].
+    pub fn check_at(&self, principal: &Principal, now: Instant) -> Result<()> {
         let Some(limit) = principal.rate_limit.as_ref() else { return Ok(()) };
         let window = limit.window.as_ref().map_or(0, |w| {
             u64::try_from(w.seconds).unwrap_or(0).saturating_mul(1_000_000_000) + u64::try_from(w.nanos).unwrap_or(0)
@@ -286,22 +303,22 @@ mod tests {
         let limiter = RateLimiter::default();
         let start = Instant::now();
         for _ in 0..3 {
-            limiter.check(&principal, start).unwrap();
+            limiter.check_at(&principal, start).unwrap();
         }
-        match limiter.check(&principal, start) {
+        match limiter.check_at(&principal, start) {
             Err(Error::RateLimited(wait)) => {
                 assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1))
             }
             other => panic!("{other:?}"),
         }
-        limiter.check(&principal, start + Duration::from_secs(1)).expect("one more after an interval");
-        assert!(limiter.check(&principal, start + Duration::from_secs(1)).is_err());
+        limiter.check_at(&principal, start + Duration::from_secs(1)).expect("one more after an interval");
+        assert!(limiter.check_at(&principal, start + Duration::from_secs(1)).is_err());
         // Other keys and unlimited keys are not affected.
         let other = pb::Principal { key_id: uuid::Uuid::new_v4().to_string(), ..principal.clone() };
-        limiter.check(&other, start).unwrap();
+        limiter.check_at(&other, start).unwrap();
         let unlimited = pb::Principal { rate_limit: None, ..principal };
         for _ in 0..100 {
-            limiter.check(&unlimited, start).unwrap();
+            limiter.check_at(&unlimited, start).unwrap();
         }
     }
 }

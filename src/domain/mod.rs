@@ -96,6 +96,17 @@ pub struct Caller {
     pub actor: Actor,
     /// Permissions it holds, sorted.
     pub permissions: Vec<String>,
+    /// Where the call came from, for the audit trail.
+    pub origin: Origin,
+}
+
+/// Where a change came from, as the audit trail records it; empty for the system's own changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The request's ID: the caller's `x-request-id`, else one the server made.
+    pub request_id: String,
+    /// The client address (the TCP peer, or the trusted `X-Forwarded-For` hop); empty if unknown.
+    pub address: String,
 }
 
 /// An API key account as the domain sees it (no secret, no hash).
@@ -176,6 +187,17 @@ pub struct StateFlags {
 }
 
 impl KeyState {
+    /// The state's name as the API shows it, without the `STATE_` prefix: `ACTIVE`, `DELETED`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Disabled => "DISABLED",
+            Self::Locked => "LOCKED",
+            Self::Expired => "EXPIRED",
+            Self::Deleted => "DELETED",
+        }
+    }
+
     /// The state of a key with these flags at `now`: the first reason in the order of checks
     /// (deleted, disabled, locked, expired).
     pub fn of(flags: StateFlags, now: DateTime<Utc>) -> Self {
@@ -567,6 +589,7 @@ mod tests {
     #[test]
     fn grants_are_limited_to_held_permissions() {
         let caller = Caller {
+            origin: Origin::default(),
             org_id: OrgId(Uuid::new_v4()),
             actor: Actor::system("t"),
             permissions: vec!["a".into(), "c".into()],

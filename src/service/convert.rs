@@ -9,10 +9,10 @@ use tonic::Request;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Credential, layer},
+    auth::{Credential, layer, restrictions::ClientAddress},
     domain::{
         self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, KeyState, MAX_DISPLAY_NAME_CHARS,
-        MAX_REQUIRED_PERMISSIONS, OrgPolicy, Violations, is_permission_name,
+        MAX_REQUIRED_PERMISSIONS, OrgPolicy, Origin, Violations, is_permission_name,
     },
     error::{Error, Result},
     keys::{CreateKey, KeyPatch, Precondition},
@@ -34,6 +34,7 @@ pub const MAX_PAGE_SIZE: u64 = 1000;
 /// UNAUTHENTICATED if no principal is there (a wiring bug; fails closed).
 pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
     let principal = layer::principal(request)?;
+    let address = request.extensions().get::<ClientAddress>().and_then(|client| client.0);
     Ok(Caller {
         org_id: principal.org_id.parse().map_err(|_| Error::Unauthenticated)?,
         actor: Actor {
@@ -42,7 +43,25 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
             display_name: principal.display_name.clone(),
         },
         permissions: principal.permissions.clone(),
+        origin: Origin {
+            request_id: request_id(request.metadata()),
+            address: address.map(|a| a.to_string()).unwrap_or_default(),
+        },
     })
+}
+
+/// Longest `x-request-id` kept as sent.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// The caller's `x-request-id` if it is printable ASCII of at most 128 characters, else a new
+/// UUID: an ID from the caller ties the audit event to its own logs, and a bad one cannot forge
+/// log lines.
+fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_CHARS && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned)
 }
 
 /// The cursor of a WatchKeyChanges request; `None` when empty (start from now).
@@ -543,6 +562,18 @@ impl From<domain::RateLimit> for pb::RateLimit {
     }
 }
 
+/// The stored `changes` of an audit event as messages: each value as JSON text.
+fn field_changes(stored: &str) -> Vec<pb::FieldChange> {
+    let list: Vec<serde_json::Value> = serde_json::from_str(stored).unwrap_or_default();
+    list.iter()
+        .map(|change| pb::FieldChange {
+            field: change["field"].as_str().unwrap_or_default().to_owned(),
+            old_value: change["old"].to_string(),
+            new_value: change["new"].to_string(),
+        })
+        .collect()
+}
+
 /// The actions an audit event can record.
 const AUDIT_ACTIONS: &[&str] = &[
     "CREATE",
@@ -649,6 +680,9 @@ impl AuditPage {
                 key_id: e.key_id.to_string(),
                 changed_fields: serde_json::from_str(&e.changed_fields).unwrap_or_default(),
                 time: Some(timestamp(e.time)),
+                changes: field_changes(&e.changes),
+                request_id: e.request_id,
+                source_address: e.source_address,
             })
             .collect();
         Ok(pb::ListAuditEventsResponse { audit_events, next_page_token })

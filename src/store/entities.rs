@@ -167,6 +167,12 @@ pub mod audit_event {
         pub changed_fields: String,
         /// When it happened.
         pub time: DateTimeUtc,
+        /// JSON list of `{"field", "old", "new"}`: the values before and after (never a secret).
+        pub changes: String,
+        /// The request that made the change (the caller's `x-request-id`, else generated).
+        pub request_id: String,
+        /// The client address the change came from; empty if unknown or made by the system.
+        pub source_address: String,
     }
 
     /// No navigable relations are needed.

@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use crate::{
     auth::hashing::SecretHash,
-    domain::{self, Actor, ActorType, ApiKey, DisplayName, KeyId, KeyState, OrgId, OrgPolicy, RateLimit, StateFlags},
+    domain::{
+        self, Actor, ActorType, ApiKey, DisplayName, KeyId, KeyState, OrgId, OrgPolicy, Origin, RateLimit, StateFlags,
+    },
     error::{Error, Result},
 };
 
@@ -152,6 +154,8 @@ pub struct NewKey {
     pub rate_limit: Option<RateLimit>,
     /// Creator.
     pub actor: Actor,
+    /// Where the creation came from.
+    pub origin: Origin,
 }
 
 /// The changes of an update; `None` leaves a field alone.
@@ -342,6 +346,54 @@ fn key_from_rows(m: api_key::Model, mut permissions: Vec<String>) -> ApiKey {
     }
 }
 
+/// One audit event, as a mutation records it in its transaction.
+struct Event<'a> {
+    org_id: OrgId,
+    actor: &'a Actor,
+    origin: &'a Origin,
+    action: &'a str,
+    key_id: KeyId,
+    /// The names of the changed fields.
+    fields: &'a [&'a str],
+    /// What [`changes`] made of the key before and after.
+    changes: serde_json::Value,
+}
+
+/// The audited values of `key` at `now`, by field: never a secret or a hash.
+fn audited(key: &ApiKey, now: chrono::DateTime<Utc>) -> [(&'static str, serde_json::Value); 8] {
+    use serde_json::json;
+    let time = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    [
+        ("display_name", json!(key.display_name)),
+        ("description", json!(key.description)),
+        ("permissions", json!(key.permissions)),
+        ("app_id", json!(key.app_id)),
+        ("state", json!(key.state(now).as_str())),
+        ("expire_time", json!(time(key.expire_time))),
+        ("allowed_cidrs", json!(key.allowed_cidrs)),
+        (
+            "rate_limit",
+            json!(key.rate_limit.map(|l| json!({ "requests": l.requests, "window_secs": l.window.as_secs() }))),
+        ),
+    ]
+}
+
+/// The audited fields that differ between `before` and `after` (`None`: the key did not exist), as
+/// a JSON list of `{"field", "old", "new"}`.
+fn changes(before: Option<&ApiKey>, after: Option<&ApiKey>, now: chrono::DateTime<Utc>) -> serde_json::Value {
+    let values = |key: Option<&ApiKey>| key.map(|key| audited(key, now));
+    let (old, new) = (values(before), values(after));
+    let fields = old.as_ref().or(new.as_ref()).map(|v| v.iter().map(|(field, _)| *field).collect::<Vec<_>>());
+    let value = |set: &Option<[(&'static str, serde_json::Value); 8]>, i: usize| {
+        set.as_ref().map_or(serde_json::Value::Null, |v| v[i].1.clone())
+    };
+    let changed = fields.unwrap_or_default().into_iter().enumerate().filter_map(|(i, field)| {
+        let (old, new) = (value(&old, i), value(&new, i));
+        (old != new).then(|| serde_json::json!({ "field": field, "old": old, "new": new }))
+    });
+    serde_json::Value::Array(changed.collect())
+}
+
 /// The columns of a rate limit: requests, window in milliseconds.
 fn limit_columns(limit: RateLimit) -> (i64, i64) {
     let requests = i64::try_from(limit.requests).unwrap_or(i64::MAX);
@@ -523,8 +575,18 @@ impl Store {
                 }
             })?;
         Self::insert_permissions(txn, key.id, &key.permissions).await?;
-        Self::audit(txn, key.org_id, &key.actor, action, key.id, Self::CREATED_FIELDS).await?;
-        Ok(key_from_rows(inserted, key.permissions))
+        let created = key_from_rows(inserted, key.permissions.clone());
+        let event = Event {
+            org_id: key.org_id,
+            actor: &key.actor,
+            origin: &key.origin,
+            action,
+            key_id: key.id,
+            fields: Self::CREATED_FIELDS,
+            changes: changes(None, Some(&created), Utc::now()),
+        };
+        Self::audit(txn, &event).await?;
+        Ok(created)
     }
 
     /// Creates many keys at once (an import, or seeding a benchmark), with their permissions and a
@@ -537,7 +599,6 @@ impl Store {
         // Rows per statement: within SQLite's limit of bound parameters (the widest table has 19
         // columns).
         const CHUNK: usize = 1000;
-        let fields = serde_json::to_string(Self::CREATED_FIELDS).map_err(Error::internal)?;
         let txn = self.db.begin().await.map_err(db_error)?;
         let now = Utc::now();
         for chunk in keys.chunks(CHUNK) {
@@ -555,8 +616,21 @@ impl Store {
             for rows in permissions.chunks(CHUNK) {
                 api_key_permission::Entity::insert_many(rows.to_vec()).exec(&txn).await.map_err(db_error)?;
             }
-            let events =
-                chunk.iter().map(|key| Self::audit_row(key.org_id, &key.actor, "CREATE", key.id, &fields, now));
+            let events = chunk
+                .iter()
+                .map(|key| {
+                    let event = Event {
+                        org_id: key.org_id,
+                        actor: &key.actor,
+                        origin: &key.origin,
+                        action: "CREATE",
+                        key_id: key.id,
+                        fields: Self::CREATED_FIELDS,
+                        changes: serde_json::Value::Array(Vec::new()),
+                    };
+                    Self::audit_row(&event, now)
+                })
+                .collect::<Result<Vec<_>>>()?;
             audit_event::Entity::insert_many(events).exec(&txn).await.map_err(db_error)?;
         }
         txn.commit().await.map_err(db_error)
@@ -583,39 +657,26 @@ impl Store {
         Ok(())
     }
 
-    /// The row of an audit event; `fields` is the JSON list of changed fields.
-    fn audit_row(
-        org_id: OrgId,
-        actor: &Actor,
-        action: &str,
-        key_id: KeyId,
-        fields: &str,
-        time: chrono::DateTime<Utc>,
-    ) -> audit_event::ActiveModel {
-        audit_event::ActiveModel {
+    /// The row of `event` at `time`.
+    fn audit_row(event: &Event<'_>, time: chrono::DateTime<Utc>) -> Result<audit_event::ActiveModel> {
+        Ok(audit_event::ActiveModel {
             id: Set(Uuid::new_v4()),
-            org_id: Set(org_id.0),
-            actor_type: Set(actor.kind.as_str().to_owned()),
-            actor_id: Set(actor.id.clone()),
-            actor_name: Set(actor.display_name.clone()),
-            action: Set(action.to_owned()),
-            key_id: Set(key_id.0),
-            changed_fields: Set(fields.to_owned()),
+            org_id: Set(event.org_id.0),
+            actor_type: Set(event.actor.kind.as_str().to_owned()),
+            actor_id: Set(event.actor.id.clone()),
+            actor_name: Set(event.actor.display_name.clone()),
+            action: Set(event.action.to_owned()),
+            key_id: Set(event.key_id.0),
+            changed_fields: Set(serde_json::to_string(event.fields).map_err(Error::internal)?),
             time: Set(time),
-        }
+            changes: Set(event.changes.to_string()),
+            request_id: Set(event.origin.request_id.clone()),
+            source_address: Set(event.origin.address.clone()),
+        })
     }
 
-    async fn audit(
-        txn: &impl ConnectionTrait,
-        org_id: OrgId,
-        actor: &Actor,
-        action: &str,
-        key_id: KeyId,
-        fields: &[&str],
-    ) -> Result<()> {
-        let fields = serde_json::to_string(fields).map_err(Error::internal)?;
-        let event = Self::audit_row(org_id, actor, action, key_id, &fields, Utc::now());
-        audit_event::Entity::insert(event).exec(txn).await.map_err(db_error)?;
+    async fn audit(txn: &impl ConnectionTrait, event: &Event<'_>) -> Result<()> {
+        audit_event::Entity::insert(Self::audit_row(event, Utc::now())?).exec(txn).await.map_err(db_error)?;
         Ok(())
     }
 
@@ -787,7 +848,16 @@ impl Store {
                 .await
                 .map_err(db_error)?;
             let actor = Actor::system("lockout");
-            Self::audit(&txn, OrgId(org_id), &actor, "LOCK", KeyId(id), &["state"]).await?;
+            let event = Event {
+                org_id: OrgId(org_id),
+                actor: &actor,
+                origin: &Origin::default(),
+                action: "LOCK",
+                key_id: KeyId(id),
+                fields: &["state"],
+                changes: serde_json::json!([{ "field": "state", "old": "ACTIVE", "new": "LOCKED" }]),
+            };
+            Self::audit(&txn, &event).await?;
             locked.push((OrgId(org_id), KeyId(id)));
         }
         // Last, so the change log's lock is held for as short a time as possible.
@@ -988,7 +1058,7 @@ impl Store {
         &self,
         org_id: OrgId,
         id: KeyId,
-        actor: &Actor,
+        (actor, origin): (&Actor, &Origin),
         decide: impl FnOnce(&ApiKey) -> Result<Change>,
     ) -> Result<ApiKey> {
         let txn = self.db.begin().await.map_err(db_error)?;
@@ -1091,8 +1161,17 @@ impl Store {
                 ("UNDELETE", vec!["state"])
             }
         };
-        Self::audit(&txn, org_id, actor, action, id, &fields).await?;
         let after = Self::load_key(&txn, org_id, id).await?;
+        let event = Event {
+            org_id,
+            actor,
+            origin,
+            action,
+            key_id: id,
+            fields: &fields,
+            changes: changes(Some(&current), Some(&after), Utc::now()),
+        };
+        Self::audit(&txn, &event).await?;
         Self::log_change(&txn, org_id, id).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(after)
@@ -1161,7 +1240,16 @@ impl Store {
             // The foreign key cascades too; deleting explicitly keeps a database without
             // enforced foreign keys clean.
             Self::delete_permissions(&txn, KeyId(id)).await?;
-            Self::audit(&txn, OrgId(org_id), actor, "PURGE", KeyId(id), &[]).await?;
+            let event = Event {
+                org_id: OrgId(org_id),
+                actor,
+                origin: &Origin::default(),
+                action: "PURGE",
+                key_id: KeyId(id),
+                fields: &[],
+                changes: serde_json::Value::Array(Vec::new()),
+            };
+            Self::audit(&txn, &event).await?;
             purged.push(KeyId(id));
         }
         txn.commit().await.map_err(db_error)?;

@@ -92,3 +92,53 @@ async fn the_audit_trail_lists_every_change_newest_first_filtered_and_paginated(
     let theirs = events(&other_org, pb::ListAuditEventsRequest::default()).await.unwrap();
     assert_eq!(theirs.audit_events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["BOOTSTRAP"]);
 }
+
+/// Each event says what changed from what to what, which request made it and from where; never a
+/// secret.
+#[tokio::test]
+async fn events_carry_old_and_new_values_the_request_id_and_the_source_address() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let created = admin.create("Valued", &["read_data"]).await.unwrap();
+    let key = created.api_key.unwrap();
+    let update = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey {
+            id: key.id.clone(),
+            description: "nightly export".into(),
+            permissions: vec!["read_data".into(), "read_function".into()],
+            allowed_cidrs: vec!["10.0.0.0/8".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut request = admin.req(update);
+    request.metadata_mut().insert("x-request-id", "deploy-4711".parse().unwrap());
+    admin.inner.clone().update_api_key(request).await.unwrap();
+    // A request ID that could forge log lines is replaced by one the server makes.
+    let disable = pb::DisableApiKeyRequest { id: key.id.clone(), ..Default::default() };
+    let mut request = admin.req(disable);
+    request.metadata_mut().insert("x-request-id", "a b".parse().unwrap());
+    admin.inner.clone().disable_api_key(request).await.unwrap();
+
+    let filter = pb::ListAuditEventsRequest { key_id: key.id.clone(), ..Default::default() };
+    let listed = events(&admin, filter).await.unwrap().audit_events;
+    let [disabled, updated, created_event] = &listed[..] else { panic!("{listed:?}") };
+    let change = |event: &pb::AuditEvent, field: &str| {
+        let c = event.changes.iter().find(|c| c.field == field).unwrap_or_else(|| panic!("{field}: {event:?}"));
+        (c.old_value.clone(), c.new_value.clone())
+    };
+    assert_eq!(change(updated, "description"), (r#""""#.into(), r#""nightly export""#.into()));
+    assert_eq!(change(updated, "permissions"), (r#"["read_data"]"#.into(), r#"["read_data","read_function"]"#.into()));
+    assert_eq!(change(updated, "allowed_cidrs"), ("[]".into(), r#"["10.0.0.0/8"]"#.into()));
+    assert_eq!(updated.changes.len(), 3, "unchanged fields are not listed: {updated:?}");
+    assert_eq!(updated.request_id, "deploy-4711");
+    assert_eq!(updated.source_address, "127.0.0.1");
+    assert_eq!(change(disabled, "state"), (r#""ACTIVE""#.into(), r#""DISABLED""#.into()));
+    assert!(uuid::Uuid::parse_str(&disabled.request_id).is_ok(), "{}", disabled.request_id);
+    assert_eq!(change(created_event, "display_name"), ("null".into(), r#""Valued""#.into()));
+
+    // Nothing in the trail is the secret or its hash.
+    let secret = credential(&created.token).secret.expose_text();
+    let text = format!("{listed:?}");
+    assert!(!text.contains(&secret) && !text.contains("$argon2"), "{text}");
+}

@@ -645,6 +645,7 @@ async fn bulk_created_keys_are_complete_or_not_there_at_all() {
             allowed_cidrs: Vec::new(),
             rate_limit: None,
             actor: Actor::system("import"),
+            origin: Default::default(),
         }
     };
     let mut batch: Vec<NewKey> = (0..2500).map(key).collect();
