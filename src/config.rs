@@ -206,8 +206,11 @@ pub struct ServerConfig {
     /// Seconds a deleted key can be restored (UndeleteApiKey) before it is purged for good; at
     /// most a year. 0: deletes are final (purged at the next sweep).
     pub undelete_window_secs: u64,
-    /// Milliseconds between sweeps that purge deleted keys past their window.
+    /// Milliseconds between sweeps that purge deleted keys past their window (and audit events
+    /// past their retention).
     pub purge_interval_ms: u64,
+    /// Days audit events are kept (ListAuditEvents, WatchAuditEvents); older ones are removed.
+    pub audit_retention_days: u64,
     /// WatchKeyChanges streams open at once; beyond that RESOURCE_EXHAUSTED.
     pub max_watchers: usize,
     /// WatchKeyChanges streams one client address may have open at once.
@@ -259,6 +262,7 @@ impl Default for ServerConfig {
             trusted_proxies: 0,
             undelete_window_secs: crate::keys::DEFAULT_UNDELETE_WINDOW.as_secs(),
             purge_interval_ms: 60_000,
+            audit_retention_days: 400,
             max_watchers: 1024,
             max_watchers_per_peer: 16,
             shutdown_grace_secs: 10,
@@ -359,6 +363,7 @@ impl ServerConfig {
             "",
             [
                 ("purge_interval_ms", self.purge_interval_ms),
+                ("audit_retention_days", self.audit_retention_days),
                 ("health_interval_ms", self.health_interval_ms),
                 ("failure_flush_ms", self.failure_flush_ms),
                 ("change_poll_ms", self.change_poll_ms),

@@ -279,6 +279,36 @@ impl Keys {
         self.store.list_audit_events(caller.org_id, query).await
     }
 
+    /// Up to `limit` audit events of the caller's org written at or after `since`, oldest first.
+    ///
+    /// # Errors
+    /// UNAVAILABLE.
+    pub async fn audit_events_since(
+        &self,
+        caller: &Caller,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<Vec<crate::store::entities::audit_event::Model>> {
+        self.store.audit_events_since(caller.org_id, since, limit).await
+    }
+
+    /// Removes audit events older than `retention`, in batches; returns how many.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL; what was removed before the error stays removed.
+    pub async fn prune_audit_events(&self, retention: Duration) -> Result<u64> {
+        let retention = chrono::Duration::from_std(retention).map_err(Error::internal)?;
+        let before = chrono::Utc::now() - retention;
+        let mut total = 0;
+        loop {
+            let removed = self.store.prune_audit_events(before, PURGE_BATCH).await?;
+            total += removed;
+            if removed < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The permission catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

@@ -6,6 +6,8 @@
 //! `server` wiring it together. The `client` feature builds only what a consumer needs; `server`
 //! (default) adds storage, hashing and the binary.
 
+#[cfg(feature = "server")]
+pub mod audit;
 #[cfg(feature = "client")]
 pub mod auth;
 #[cfg(feature = "server")]

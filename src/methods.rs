@@ -43,6 +43,7 @@ const API: &[(&str, Access)] = &[
     ("EnableApiKey", Access::Admin),
     ("ListAuditEvents", Access::Admin),
     ("UndeleteApiKey", Access::Admin),
+    ("WatchAuditEvents", Access::Admin),
 ];
 
 /// Health and reflection, by service and method.

@@ -200,6 +200,11 @@ impl ChangeFeed {
         self.closing.send_replace(true);
     }
 
+    /// Turns true when the server starts shutting down: long-lived streams end then.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     fn wake(&self) {
         self.wake.notify_one();
     }

@@ -362,6 +362,7 @@ impl Application {
         let feed_task = AbortOnDrop(tokio::spawn(self.feed.clone().run(self.config.listener_database_url())));
         let purger = {
             let (keys, interval) = (self.keys.clone(), Duration::from_millis(self.config.purge_interval_ms));
+            let retention = Duration::from_secs(self.config.audit_retention_days.saturating_mul(24 * 60 * 60));
             AbortOnDrop(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -369,6 +370,11 @@ impl Application {
                     ticks.tick().await;
                     if let Err(error) = keys.purge_deleted().await {
                         tracing::warn!(%error, "could not purge deleted API keys; will retry");
+                    }
+                    match keys.prune_audit_events(retention).await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "audit events past their retention removed"),
+                        Err(error) => tracing::warn!(%error, "could not remove old audit events; will retry"),
                     }
                 }
             }))

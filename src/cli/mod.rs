@@ -8,6 +8,7 @@
 //!
 //! Every flag has an `APIKEYS_*` environment variable; server settings can also come from a TOML file.
 
+pub mod audit;
 pub mod connection;
 pub mod keys;
 pub mod output;
@@ -63,6 +64,11 @@ Examples:
   APIKEYS_SERVER=https://apikeys.internal:50051 APIKEYS_CA_CERT=ca.pem APIKEYS_TOKEN_FILE=admin-token \\
     apikeys key create --name deployer --permission read_data")]
     Key(keys::KeyCommand),
+    /// Read or follow the audit trail on a running server (needs an admin token).
+    #[command(after_help = "Examples:
+  apikeys audit --token-file data/bootstrap-token list --key ID
+  apikeys audit --token-file data/bootstrap-token watch --output json >> apikeys-audit.jsonl")]
+    Audit(audit::AuditCommand),
     /// Check a credential against a running server and show whose it is.
     Authenticate(public::AuthenticateArgs),
     /// List the permission catalog of a running server.
@@ -115,6 +121,10 @@ pub async fn run(cli: Cli) -> Result<(), StartupError> {
         Command::Key(command) => {
             init_client_logs();
             keys::run(command).await
+        }
+        Command::Audit(command) => {
+            init_client_logs();
+            audit::run(command).await
         }
         Command::Authenticate(args) => {
             init_client_logs();

@@ -33,7 +33,7 @@ pub fn local_time(ts: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// A timestamp in RFC 3339 UTC, for JSON.
-fn rfc3339(ts: Option<&prost_types::Timestamp>) -> Value {
+pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> Value {
     utc(ts).map_or(Value::Null, |t| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
 }
 
@@ -50,7 +50,7 @@ fn actor_json(actor: Option<&pb::Actor>) -> Value {
     actor.map_or(Value::Null, |a| json!({ "type": actor_type(a), "id": a.id, "display_name": a.display_name }))
 }
 
-fn actor_text(actor: Option<&pb::Actor>) -> String {
+pub fn actor_text(actor: Option<&pb::Actor>) -> String {
     actor.map(|a| format!("{} ({} {})", a.display_name, actor_type(a), a.id)).unwrap_or_default()
 }
 

@@ -562,6 +562,38 @@ impl From<domain::RateLimit> for pb::RateLimit {
     }
 }
 
+impl From<audit_event::Model> for pb::AuditEvent {
+    fn from(e: audit_event::Model) -> Self {
+        Self {
+            actor: Some(
+                Actor { kind: ActorType::parse(&e.actor_type), id: e.actor_id, display_name: e.actor_name }.into(),
+            ),
+            id: e.id.to_string(),
+            action: e.action,
+            key_id: e.key_id.to_string(),
+            changed_fields: serde_json::from_str(&e.changed_fields).unwrap_or_default(),
+            time: Some(timestamp(e.time)),
+            changes: field_changes(&e.changes),
+            request_id: e.request_id,
+            source_address: e.source_address,
+        }
+    }
+}
+
+/// Where a WatchAuditEvents request starts: after its cursor, at its start time, or now.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `cursor` or `start_time`.
+pub fn audit_watch_start(r: &pb::WatchAuditEventsRequest) -> Result<crate::audit::Start> {
+    use crate::audit::{AuditCursor, Start};
+    match (r.cursor.is_empty(), &r.start_time) {
+        (false, Some(_)) => Err(Error::invalid("start_time", "give either cursor or start_time")),
+        (false, None) => Ok(Start::After(AuditCursor::decode(&r.cursor, "cursor")?)),
+        (true, Some(t)) => Ok(Start::At(time(t, "start_time").map_err(|v| Error::InvalidArgument(vec![v]))?)),
+        (true, None) => Ok(Start::At(chrono::Utc::now())),
+    }
+}
+
 /// The stored `changes` of an audit event as messages: each value as JSON text.
 fn field_changes(stored: &str) -> Vec<pb::FieldChange> {
     let list: Vec<serde_json::Value> = serde_json::from_str(stored).unwrap_or_default();
@@ -669,22 +701,7 @@ impl AuditPage {
             )?,
             _ => String::new(),
         };
-        let audit_events = rows
-            .into_iter()
-            .map(|e| pb::AuditEvent {
-                actor: Some(
-                    Actor { kind: ActorType::parse(&e.actor_type), id: e.actor_id, display_name: e.actor_name }.into(),
-                ),
-                id: e.id.to_string(),
-                action: e.action,
-                key_id: e.key_id.to_string(),
-                changed_fields: serde_json::from_str(&e.changed_fields).unwrap_or_default(),
-                time: Some(timestamp(e.time)),
-                changes: field_changes(&e.changes),
-                request_id: e.request_id,
-                source_address: e.source_address,
-            })
-            .collect();
+        let audit_events = rows.into_iter().map(pb::AuditEvent::from).collect();
         Ok(pb::ListAuditEventsResponse { audit_events, next_page_token })
     }
 }

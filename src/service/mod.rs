@@ -10,12 +10,16 @@ use std::{pin::Pin, sync::Arc};
 use tonic::{Request, Response, Status};
 
 use crate::{
+    audit::AuditTail,
     auth::{admit, local::LocalAuthenticator, require, restrictions::RateLimiter},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
     revocation::{ChangeFeed, Update},
 };
+
+/// The message stream of WatchAuditEvents.
+pub type AuditStream = Pin<Box<dyn futures_util::Stream<Item = Result<pb::WatchAuditEventsResponse, Status>> + Send>>;
 
 /// The message stream of WatchKeyChanges.
 pub type ChangeStream = Pin<Box<dyn futures_util::Stream<Item = Result<pb::WatchKeyChangesResponse, Status>> + Send>>;
@@ -220,6 +224,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
     }
 
     type WatchKeyChangesStream = ChangeStream;
+    type WatchAuditEventsStream = AuditStream;
 
     async fn watch_key_changes(
         &self,
@@ -232,6 +237,30 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         let stream = futures_util::stream::unfold(watch, |mut watch| async move {
             let update = watch.next().await?;
             Some((Ok(update.into()), watch))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn watch_audit_events(
+        &self,
+        request: Request<pb::WatchAuditEventsRequest>,
+    ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
+        let caller = convert::caller(&request)?;
+        let start = convert::audit_watch_start(request.get_ref())?;
+        let tail = AuditTail::new(self.keys.clone(), caller, start, self.feed.closing());
+        // Ends when the client goes away, after an error, or when the server shuts down.
+        let stream = futures_util::stream::unfold(Some(tail), |tail| async move {
+            let mut tail = tail?;
+            match tail.next().await? {
+                Ok(batch) => {
+                    let message = pb::WatchAuditEventsResponse {
+                        audit_events: batch.events.into_iter().map(Into::into).collect(),
+                        cursor: batch.cursor.encode(),
+                    };
+                    Some((Ok(message), Some(tail)))
+                }
+                Err(error) => Some((Err(error.into()), None)),
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }

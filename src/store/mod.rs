@@ -1402,6 +1402,52 @@ impl Store {
             .map_err(db_error)
     }
 
+    /// Up to `limit` audit events of `org_id` written at or after `since`, oldest first (by time,
+    /// then ID).
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn audit_events_since(
+        &self,
+        org_id: OrgId,
+        since: chrono::DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<audit_event::Model>> {
+        use audit_event::Column;
+        audit_event::Entity::find()
+            .filter(Column::OrgId.eq(org_id.0))
+            .filter(Column::Time.gte(since))
+            .order_by_asc(Column::Time)
+            .order_by_asc(Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
+    /// Removes audit events older than `before`, at most `limit` of them; returns how many.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn prune_audit_events(&self, before: chrono::DateTime<Utc>, limit: u64) -> Result<u64> {
+        use audit_event::Column;
+        let old: Vec<Uuid> = audit_event::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::Time.lt(before))
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let removed =
+            audit_event::Entity::delete_many().filter(Column::Id.is_in(old)).exec(&self.db).await.map_err(db_error)?;
+        Ok(removed.rows_affected)
+    }
+
     /// The audit events of a key, oldest first (for tests and tooling).
     ///
     /// # Errors

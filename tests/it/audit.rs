@@ -142,3 +142,156 @@ async fn events_carry_old_and_new_values_the_request_id_and_the_source_address()
     let text = format!("{listed:?}");
     assert!(!text.contains(&secret) && !text.contains("$argon2"), "{text}");
 }
+
+async fn next_events(
+    stream: &mut tonic::Streaming<pb::WatchAuditEventsResponse>,
+    want: usize,
+) -> (Vec<pb::AuditEvent>, String) {
+    let mut events = Vec::new();
+    let mut cursor = String::new();
+    while events.len() < want {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message())
+            .await
+            .expect("events within 5 s")
+            .unwrap()
+            .expect("the stream goes on");
+        events.extend(message.audit_events);
+        cursor = message.cursor;
+    }
+    (events, cursor)
+}
+
+/// WatchAuditEvents streams the org's events as they are written, each once, and resumes from a
+/// cursor; another org's events never appear.
+#[tokio::test]
+async fn the_audit_trail_streams_as_it_is_written_and_resumes_from_a_cursor() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let watch = |request: pb::WatchAuditEventsRequest| {
+        let admin = admin.clone();
+        async move { admin.inner.clone().watch_audit_events(admin.req(request)).await.map(tonic::Response::into_inner) }
+    };
+    let mut stream = watch(Default::default()).await.unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(1), stream.message()).await;
+    let first = first.expect("the first message comes at once").unwrap().unwrap();
+    assert!(first.audit_events.is_empty() && !first.cursor.is_empty(), "{first:?}");
+
+    let key = admin.create("Streamed", &[]).await.unwrap().api_key.unwrap();
+    let other_org = app.client_as(&app.create_org("acme").await).await;
+    other_org.create("Not yours", &[]).await.unwrap();
+    admin.delete(&key.id, "", false).await.unwrap();
+    let (events, cursor) = next_events(&mut stream, 2).await;
+    let actions: Vec<(&str, &str)> = events.iter().map(|e| (e.action.as_str(), e.key_id.as_str())).collect();
+    assert_eq!(actions, [("CREATE", key.id.as_str()), ("DELETE", key.id.as_str())], "oldest first, ours only");
+    drop(stream);
+
+    // Resumed from the cursor: what came after, and possibly (at least once) the last seconds again.
+    admin.undelete(&key.id, "").await.unwrap();
+    let mut resumed = watch(pb::WatchAuditEventsRequest { cursor, ..Default::default() }).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &pb::AuditEvent| e.action == "UNDELETE") {
+        let (events, _) = next_events(&mut resumed, 1).await;
+        seen.extend(events);
+    }
+    let mut ids: Vec<&str> = seen.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), seen.len(), "within one stream each event comes once");
+
+    // From a start time: the whole trail, the bootstrap first.
+    let since = prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - 3600, nanos: 0 };
+    let mut all = watch(pb::WatchAuditEventsRequest { start_time: Some(since), ..Default::default() }).await.unwrap();
+    let (events, _) = next_events(&mut all, 4).await;
+    assert_eq!(events[0].action, "BOOTSTRAP");
+
+    let bad = watch(pb::WatchAuditEventsRequest { cursor: "nonsense".into(), ..Default::default() }).await;
+    assert_eq!(violated_fields(&assert_status(bad, Code::InvalidArgument, "INVALID_ARGUMENT")), ["cursor"]);
+}
+
+/// Events older than the retention are removed by the periodic sweep; newer ones stay.
+#[tokio::test]
+async fn audit_events_past_their_retention_are_removed() {
+    use apikeys::store::entities::audit_event;
+    use sea_orm::{ActiveValue::Set, EntityTrait as _};
+    let app = TestApp::spawn_with(|config| {
+        config.audit_retention_days = 30;
+        config.purge_interval_ms = 100;
+    })
+    .await;
+    let admin = app.admin().await;
+    let key = admin.create("Long-lived", &[]).await.unwrap().api_key.unwrap();
+    let key_id: uuid::Uuid = key.id.parse().unwrap();
+    let old = audit_event::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        org_id: Set(key.org_id.parse().unwrap()),
+        actor_type: Set("SYSTEM".into()),
+        actor_id: Set("test".into()),
+        actor_name: Set("test".into()),
+        action: Set("UPDATE".into()),
+        key_id: Set(key_id),
+        changed_fields: Set("[]".into()),
+        time: Set(chrono::Utc::now() - chrono::Duration::days(31)),
+        changes: Set("[]".into()),
+        request_id: Set(String::new()),
+        source_address: Set(String::new()),
+    };
+    audit_event::Entity::insert(old).exec(app.store.connection()).await.unwrap();
+    let mut pruned = false;
+    for _ in 0..100 {
+        if app.store.audit_events(key_id).await.unwrap().len() == 1 {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(pruned, "the 31-day-old event is still there");
+    assert_eq!(app.store.audit_events(key_id).await.unwrap()[0].action, "CREATE", "the recent one stays");
+}
+
+#[tokio::test]
+async fn the_cli_lists_and_follows_the_audit_trail() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let key = admin.create("Audited by CLI", &["read_data"]).await.unwrap().api_key.unwrap();
+    let (server, token_file) = (app.url(), app.admin_token_file());
+    let listed = apikeys(&[
+        "audit",
+        "--server",
+        &server,
+        "--token-file",
+        &token_file,
+        "--output",
+        "json",
+        "list",
+        "--key",
+        &key.id,
+    ])
+    .await
+    .ok()
+    .json();
+    let events = listed["audit_events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{listed}");
+    assert_eq!(events[0]["action"], "CREATE");
+    assert_eq!(events[0]["changes"][0]["new"], "Audited by CLI", "{listed}");
+
+    // `watch` prints one JSON object per event as it is written.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_apikeys"))
+        .args(["audit", "--server", &server, "--token-file", &token_file, "--output", "json", "watch"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    // The stream is open once the server has counted it; give it a moment, then change the key.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    admin.delete(&key.id, "", false).await.unwrap();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("an event line within 10 s")
+        .unwrap()
+        .expect("a line");
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((event["action"].as_str(), event["key_id"].as_str()), (Some("DELETE"), Some(key.id.as_str())));
+    assert!(event["cursor"].as_str().is_some_and(|c| !c.is_empty()), "{event}");
+    watch.kill().await.unwrap();
+}
