@@ -209,6 +209,9 @@ pub struct ServerConfig {
     /// Milliseconds between sweeps that purge deleted keys past their window (and audit events
     /// past their retention).
     pub purge_interval_ms: u64,
+    /// Milliseconds between writes of when keys were last used (batched: never a write per
+    /// request); at most this long of it is lost in a crash.
+    pub usage_flush_ms: u64,
     /// Days audit events are kept (ListAuditEvents, WatchAuditEvents); older ones are removed.
     pub audit_retention_days: u64,
     /// WatchKeyChanges streams open at once; beyond that RESOURCE_EXHAUSTED.
@@ -263,6 +266,7 @@ impl Default for ServerConfig {
             undelete_window_secs: crate::keys::DEFAULT_UNDELETE_WINDOW.as_secs(),
             purge_interval_ms: 60_000,
             audit_retention_days: 400,
+            usage_flush_ms: 60_000,
             max_watchers: 1024,
             max_watchers_per_peer: 16,
             shutdown_grace_secs: 10,
@@ -364,6 +368,7 @@ impl ServerConfig {
             [
                 ("purge_interval_ms", self.purge_interval_ms),
                 ("audit_retention_days", self.audit_retention_days),
+                ("usage_flush_ms", self.usage_flush_ms),
                 ("health_interval_ms", self.health_interval_ms),
                 ("failure_flush_ms", self.failure_flush_ms),
                 ("change_poll_ms", self.change_poll_ms),

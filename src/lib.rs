@@ -48,6 +48,8 @@ pub mod service;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "server")]
+pub mod usage;
 
 #[cfg(feature = "client")]
 pub use error::{Error, Result};

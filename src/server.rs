@@ -43,6 +43,7 @@ use crate::{
     rpc_trace::RpcTraceLayer,
     service::ApiKeyApi,
     store::{Store, StoreConfig},
+    usage::UsageLog,
 };
 
 /// A startup failure, with a message for the operator.
@@ -60,6 +61,7 @@ pub struct Application {
     tls: Option<ServerTlsConfig>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    usage: Arc<UsageLog>,
 }
 
 impl std::fmt::Debug for Application {
@@ -262,7 +264,25 @@ impl Application {
             None => None,
         };
         let metrics = Arc::new(Metrics::new(authenticator.clone(), store.clone(), feed.clone()));
-        Ok(Self { listener, local_addr, store, keys, authenticator, feed, config, tls, metrics, metrics_listener })
+        let usage = Arc::new(UsageLog::default());
+        Ok(Self {
+            listener,
+            local_addr,
+            store,
+            keys,
+            authenticator,
+            feed,
+            config,
+            tls,
+            metrics,
+            metrics_listener,
+            usage,
+        })
+    }
+
+    /// The uses of keys waiting to be written (tests count its statements).
+    pub fn usage(&self) -> Arc<UsageLog> {
+        self.usage.clone()
     }
 
     /// The address of the metrics listener actually bound, if metrics are on.
@@ -319,6 +339,7 @@ impl Application {
             self.feed.clone(),
             self.metrics.clone(),
             limiter.clone(),
+            self.usage.clone(),
         ))
         .max_decoding_message_size(limits.max_request_bytes);
         let layer = AuthLayer::new(self.authenticator.clone(), methods::access_policy())
@@ -360,6 +381,20 @@ impl Application {
             }))
         };
         let feed_task = AbortOnDrop(tokio::spawn(self.feed.clone().run(self.config.listener_database_url())));
+        let usage_flusher = {
+            let (usage, store) = (self.usage.clone(), self.store.clone());
+            let interval = Duration::from_millis(self.config.usage_flush_ms);
+            AbortOnDrop(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(error) = usage.flush(&store).await {
+                        tracing::warn!(%error, "could not write when keys were last used; will retry");
+                    }
+                }
+            }))
+        };
         let purger = {
             let (keys, interval) = (self.keys.clone(), Duration::from_millis(self.config.purge_interval_ms));
             let retention = Duration::from_secs(self.config.audit_retention_days.saturating_mul(24 * 60 * 60));
@@ -420,6 +455,10 @@ impl Application {
         drop(metrics_task);
         drop(flusher);
         drop(feed_task);
+        drop(usage_flusher);
+        if let Err(error) = self.usage.flush(&self.store).await {
+            tracing::warn!(%error, "could not write when keys were last used at shutdown");
+        }
         drop(purger);
         // What is pending survives a graceful restart.
         if let Err(error) = self.keys.flush_failures().await {

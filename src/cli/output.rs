@@ -75,6 +75,9 @@ pub fn key_json(key: &pb::ApiKey) -> Value {
         "previous_secret_expire_time": rfc3339(key.previous_secret_expire_time.as_ref()),
         "delete_time": rfc3339(key.delete_time.as_ref()),
         "purge_time": rfc3339(key.purge_time.as_ref()),
+        "last_used_time": rfc3339(key.last_used_time.as_ref()),
+        "last_used_address": key.last_used_address,
+        "last_used_agent": key.last_used_agent,
         "allowed_cidrs": key.allowed_cidrs,
         "rate_limit": key.rate_limit.as_ref().map(|limit| json!({
             "requests": limit.requests,
@@ -102,6 +105,25 @@ pub fn key_fields(key: &pb::ApiKey) -> Vec<(&'static str, String)> {
         ("State", state(key).to_owned()),
         ("Expires", key.expire_time.as_ref().map_or_else(|| "never".to_owned(), |t| local_time(Some(t)))),
         ("Failed attempts", format!("{}{}", key.failed_attempts, last_failure.unwrap_or_default())),
+        (
+            "Last used",
+            key.last_used_time.as_ref().map_or_else(
+                || "never seen".to_owned(),
+                |t| {
+                    let from = if key.last_used_address.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" from {}", key.last_used_address)
+                    };
+                    let by = if key.last_used_agent.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" by {}", key.last_used_agent)
+                    };
+                    format!("{}{from}{by}", local_time(Some(t)))
+                },
+            ),
+        ),
         ("Networks", if key.allowed_cidrs.is_empty() { "any".to_owned() } else { key.allowed_cidrs.join(", ") }),
         (
             "Rate limit",

@@ -156,6 +156,12 @@ pub struct ApiKey {
     pub allowed_cidrs: Vec<String>,
     /// At most this many requests per window; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// When it was last used, as last written; `None`: never seen.
+    pub last_used_time: Option<DateTime<Utc>>,
+    /// The client address of that use; empty if unknown.
+    pub last_used_address: String,
+    /// The user agent of that use; empty if none.
+    pub last_used_agent: String,
 }
 
 /// Whether a key authenticates, and if not, why (the first reason in the order of checks).

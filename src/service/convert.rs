@@ -50,6 +50,11 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
     })
 }
 
+/// The caller's `user-agent` (empty if none or not text): for Authenticate, the consumer service.
+pub fn user_agent(metadata: &tonic::metadata::MetadataMap) -> &str {
+    metadata.get("user-agent").and_then(|value| value.to_str().ok()).unwrap_or_default()
+}
+
 /// Longest `x-request-id` kept as sent.
 const MAX_REQUEST_ID_CHARS: usize = 128;
 
@@ -546,6 +551,9 @@ impl From<ApiKey> for pb::ApiKey {
             purge_time: key.purge_time.map(timestamp),
             allowed_cidrs: key.allowed_cidrs,
             rate_limit: key.rate_limit.map(Into::into),
+            last_used_time: key.last_used_time.map(timestamp),
+            last_used_address: key.last_used_address,
+            last_used_agent: key.last_used_agent,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::{
     metrics::Metrics,
     pb,
     revocation::{ChangeFeed, Update},
+    usage::UsageLog,
 };
 
 /// The message stream of WatchAuditEvents.
@@ -32,20 +33,33 @@ pub struct ApiKeyApi {
     feed: Arc<ChangeFeed>,
     metrics: Arc<Metrics>,
     limiter: Arc<RateLimiter>,
+    usage: Arc<UsageLog>,
 }
 
 impl ApiKeyApi {
     /// The service over the key lifecycle, the in-process authenticator and the change feed,
     /// counting Authenticate outcomes in `metrics` and keys' rates in `limiter` (shared with the
-    /// auth layer, so a key's admin calls and its Authenticate calls count against one limit).
+    /// auth layer, so a key's admin calls and its Authenticate calls count against one limit),
+    /// and every use of a key in `usage`.
     pub fn new(
         keys: Arc<Keys>,
         authenticator: Arc<LocalAuthenticator>,
         feed: Arc<ChangeFeed>,
         metrics: Arc<Metrics>,
         limiter: Arc<RateLimiter>,
+        usage: Arc<UsageLog>,
     ) -> Self {
-        Self { keys, authenticator, feed, metrics, limiter }
+        Self { keys, authenticator, feed, metrics, limiter, usage }
+    }
+
+    /// The admin caller of `request` (authenticated by the auth layer), its use of its key noted.
+    fn caller<T>(&self, request: &Request<T>) -> Result<crate::domain::Caller, Status> {
+        let caller = convert::caller(request)?;
+        if let Ok(id) = caller.actor.id.parse() {
+            let address = caller.origin.address.parse().ok();
+            self.usage.used(id, address, convert::user_agent(request.metadata()));
+        }
+        Ok(caller)
     }
 }
 
@@ -71,7 +85,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let input = convert::create(request.into_inner(), self.keys.catalog())?;
         let (api_key, secret, token) = issued(self.keys.create(&caller, input).await?);
         Ok(Response::new(pb::CreateApiKeyResponse { api_key, secret, token }))
@@ -81,7 +95,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::GetApiKeyRequest>,
     ) -> Result<Response<pb::GetApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let key = self.keys.get(&caller, convert::key_id(&request.get_ref().id, "id")?).await?;
         Ok(Response::new(pb::GetApiKeyResponse { api_key: Some(key.into()) }))
     }
@@ -90,7 +104,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let page = convert::list(request.into_inner(), self.keys.catalog())?;
         let rows = self.keys.list(&caller, &page.query).await?;
         Ok(Response::new(page.response(rows)?))
@@ -100,7 +114,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UpdateApiKeyRequest>,
     ) -> Result<Response<pb::UpdateApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let (id, patch, guard) = convert::update(request.into_inner(), self.keys.catalog())?;
         let key = self.keys.update(&caller, id, patch, &guard).await?;
         Ok(Response::new(pb::UpdateApiKeyResponse { api_key: Some(key.into()) }))
@@ -110,7 +124,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::RegenerateApiKeySecretRequest>,
     ) -> Result<Response<pb::RegenerateApiKeySecretResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let ttl = convert::previous_secret_ttl(r.previous_secret_ttl.as_ref())?;
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
@@ -123,7 +137,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::DeleteApiKeyRequest>,
     ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
         let key = self.keys.delete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
@@ -134,7 +148,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UndeleteApiKeyRequest>,
     ) -> Result<Response<pb::UndeleteApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, false);
         let key = self.keys.undelete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
@@ -147,16 +161,28 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         // Failures are charged to the caller's address (its failure budget).
         let peer = request.remote_addr().map(|addr| addr.ip());
+        let agent = convert::user_agent(request.metadata()).to_owned();
         let result = match convert::authenticate(request.into_inner()) {
             Ok(check) => match self.authenticator.authenticate_from(check.credential, peer).await {
                 // A caller that enforces the network and the rate itself (a consumer layer) gets
                 // the principal for any client; the permissions are always checked here.
-                Ok(principal) if check.caller_enforces_restrictions => require(principal, &check.required),
-                Ok(principal) => admit(principal, &check.required, check.client, Some(&self.limiter)),
+                Ok(principal) if check.caller_enforces_restrictions => {
+                    require(principal, &check.required).map(|p| (p, check.client))
+                }
+                Ok(principal) => {
+                    admit(principal, &check.required, check.client, Some(&self.limiter)).map(|p| (p, check.client))
+                }
                 Err(error) => Err(error),
             },
             Err(error) => Err(error),
         };
+        // Where the client is: as the caller reports it, else the caller itself.
+        if let Ok((principal, client)) = &result
+            && let Ok(id) = principal.key_id.parse()
+        {
+            self.usage.used(id, client.or(peer), &agent);
+        }
+        let result = result.map(|(principal, _)| principal);
         // Counted here, where the outcome is known.
         self.metrics.observe_authenticate(result.as_ref().map_or_else(|e| e.reason(), |_| "OK"));
         Ok(Response::new(pb::AuthenticateResponse { principal: Some(result?) }))
@@ -166,7 +192,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UnlockApiKeyRequest>,
     ) -> Result<Response<pb::UnlockApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, false);
         let key = self.keys.unlock(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
@@ -177,7 +203,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::DisableApiKeyRequest>,
     ) -> Result<Response<pb::DisableApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
         let key = self.keys.set_disabled(&caller, convert::key_id(&r.id, "id")?, true, &guard).await?;
@@ -188,7 +214,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::EnableApiKeyRequest>,
     ) -> Result<Response<pb::EnableApiKeyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, false);
         let key = self.keys.set_disabled(&caller, convert::key_id(&r.id, "id")?, false, &guard).await?;
@@ -199,7 +225,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let page = convert::audit_list(request.into_inner())?;
         let rows = self.keys.audit_events(&caller, &page.query).await?;
         Ok(Response::new(page.response(rows)?))
@@ -209,7 +235,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::GetOrgPolicyRequest>,
     ) -> Result<Response<pb::GetOrgPolicyResponse>, Status> {
-        let policy = self.keys.org_policy(&convert::caller(&request)?).await?;
+        let policy = self.keys.org_policy(&self.caller(&request)?).await?;
         Ok(Response::new(pb::GetOrgPolicyResponse { policy: Some(policy.into()) }))
     }
 
@@ -217,7 +243,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UpdateOrgPolicyRequest>,
     ) -> Result<Response<pb::UpdateOrgPolicyResponse>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let patch = convert::org_policy(request.into_inner())?;
         let policy = self.keys.set_org_policy(&caller, |current| patch.apply(current)).await?;
         Ok(Response::new(pb::UpdateOrgPolicyResponse { policy: Some(policy.into()) }))
@@ -245,7 +271,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::WatchAuditEventsRequest>,
     ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
-        let caller = convert::caller(&request)?;
+        let caller = self.caller(&request)?;
         let start = convert::audit_watch_start(request.get_ref())?;
         let tail = AuditTail::new(self.keys.clone(), caller, start, self.feed.closing());
         // Ends when the client goes away, after an error, or when the server shuts down.

@@ -96,6 +96,12 @@ pub mod api_key {
         pub rate_limit_requests: Option<i64>,
         /// Rate limit window in milliseconds.
         pub rate_limit_window_ms: Option<i64>,
+        /// When the key was last used (written in batches); `None`: never seen.
+        pub last_used_time: Option<DateTimeUtc>,
+        /// The client address of that use; empty if unknown.
+        pub last_used_address: String,
+        /// The user agent of that use; empty if none.
+        pub last_used_agent: String,
     }
 
     impl std::fmt::Debug for Model {

@@ -343,6 +343,9 @@ fn key_from_rows(m: api_key::Model, mut permissions: Vec<String>) -> ApiKey {
             }),
             _ => None,
         },
+        last_used_time: m.last_used_time,
+        last_used_address: m.last_used_address,
+        last_used_agent: m.last_used_agent,
     }
 }
 
@@ -559,6 +562,9 @@ impl Store {
             allowed_cidrs: Set(key.allowed_cidrs.join(" ")),
             rate_limit_requests: Set(key.rate_limit.map(|limit| limit_columns(limit).0)),
             rate_limit_window_ms: Set(key.rate_limit.map(|limit| limit_columns(limit).1)),
+            last_used_time: Set(None),
+            last_used_address: Set(String::new()),
+            last_used_agent: Set(String::new()),
         }
     }
 
@@ -1423,6 +1429,40 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(db_error)
+    }
+
+    /// Writes when, from where and by what keys were last used: one UPDATE per 500 keys, each
+    /// key's columns changed only if the time is newer than the stored one (replicas report in any
+    /// order). Not a change of the key: no version bump, no audit event. Returns the statements run.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn record_usage(&self, batch: &[(Uuid, crate::usage::Seen)]) -> Result<u64> {
+        use api_key::Column;
+        use sea_orm::sea_query::{CaseStatement, ExprTrait as _};
+        let mut statements = 0;
+        for chunk in batch.chunks(500) {
+            let (mut time, mut address, mut agent) = (CaseStatement::new(), CaseStatement::new(), CaseStatement::new());
+            for (id, seen) in chunk {
+                let newer = Expr::col(Column::Id)
+                    .eq(*id)
+                    .and(Expr::col(Column::LastUsedTime).is_null().or(Expr::col(Column::LastUsedTime).lt(seen.time)));
+                let shown = seen.address.map(|a| a.to_string()).unwrap_or_default();
+                time = time.case(newer.clone(), Expr::value(seen.time));
+                address = address.case(newer.clone(), Expr::value(shown));
+                agent = agent.case(newer, Expr::value(seen.agent.clone()));
+            }
+            api_key::Entity::update_many()
+                .col_expr(Column::LastUsedTime, time.finally(Expr::col(Column::LastUsedTime)).into())
+                .col_expr(Column::LastUsedAddress, address.finally(Expr::col(Column::LastUsedAddress)).into())
+                .col_expr(Column::LastUsedAgent, agent.finally(Expr::col(Column::LastUsedAgent)).into())
+                .filter(Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+                .exec(&self.db)
+                .await
+                .map_err(db_error)?;
+            statements += 1;
+        }
+        Ok(statements)
     }
 
     /// Removes audit events older than `before`, at most `limit` of them; returns how many.

@@ -108,6 +108,7 @@ pub struct TestApp {
     pub authenticator: Arc<LocalAuthenticator>,
     pub keys: Arc<Keys>,
     pub feed: Arc<ChangeFeed>,
+    pub usage: Arc<apikeys::usage::UsageLog>,
     pub config: ServerConfig,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -137,6 +138,7 @@ impl TestApp {
         let authenticator = app.authenticator().clone();
         let keys = app.keys().clone();
         let feed = app.feed().clone();
+        let usage = app.usage();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run(async {
@@ -155,6 +157,7 @@ impl TestApp {
             authenticator,
             keys,
             feed,
+            usage,
             config,
             shutdown: Some(tx),
             task: Some(task),

@@ -24,3 +24,4 @@ mod revocation;
 mod soft_delete;
 mod tls;
 mod upgrade;
+mod usage;

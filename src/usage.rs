@@ -1,0 +1,101 @@
+//! When, from where and by what each key was last used, without a database write per request:
+//! every successful authentication (cache hits included) updates an entry in memory, and a
+//! flusher writes what changed every `usage_flush_ms` (a minute by default), all keys in one
+//! statement per 500, and on graceful shutdown. A crash loses at most one interval. The database
+//! keeps the latest time any replica saw: an older report never overwrites a newer one.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{error::Result, store::Store};
+
+/// The longest user agent kept, in bytes (cut at a character boundary).
+pub const MAX_AGENT_BYTES: usize = 200;
+
+/// One key's latest use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// When.
+    pub time: DateTime<Utc>,
+    /// The client address, if known.
+    pub address: Option<IpAddr>,
+    /// The caller's user agent (for Authenticate: the consumer service's), printable, cut short.
+    pub agent: String,
+}
+
+/// Uses waiting to be written; see the module docs.
+#[derive(Debug, Default)]
+pub struct UsageLog {
+    pending: Mutex<HashMap<Uuid, Seen>>,
+    statements: AtomicU64,
+}
+
+/// `agent` as stored: printable ASCII only (others become `?`), at most [`MAX_AGENT_BYTES`].
+fn clean_agent(agent: &str) -> String {
+    agent.chars().take(MAX_AGENT_BYTES).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
+}
+
+impl UsageLog {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Seen>> {
+        // Every update is a single-entry change, so a poisoned lock is safe to keep using.
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a use of key `id` now, from `address` by `agent`. Allocates only when the agent
+    /// differs from the last one seen for the key.
+    pub fn used(&self, id: Uuid, address: Option<IpAddr>, agent: &str) {
+        let time = Utc::now();
+        let mut pending = self.lock();
+        match pending.get_mut(&id) {
+            Some(seen) => {
+                seen.time = time;
+                seen.address = address;
+                if seen.agent != agent {
+                    seen.agent = clean_agent(agent);
+                }
+            }
+            None => {
+                pending.insert(id, Seen { time, address, agent: clean_agent(agent) });
+            }
+        }
+    }
+
+    /// Writes the pending uses and forgets them; on failure they are kept for the next call
+    /// (newer uses recorded meanwhile win).
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn flush(&self, store: &Store) -> Result<usize> {
+        let batch: Vec<(Uuid, Seen)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match store.record_usage(&batch).await {
+            Ok(statements) => {
+                self.statements.fetch_add(statements, Ordering::Relaxed);
+                Ok(batch.len())
+            }
+            Err(error) => {
+                let mut pending = self.lock();
+                for (id, seen) in batch {
+                    pending.entry(id).or_insert(seen);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Statements written so far (the cost of tracking usage).
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
