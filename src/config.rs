@@ -212,6 +212,8 @@ pub struct ServerConfig {
     /// Milliseconds between writes of when keys were last used (batched: never a write per
     /// request); at most this long of it is lost in a crash.
     pub usage_flush_ms: u64,
+    /// Whether to note when, from where and by what keys are used (`last_used_*`).
+    pub track_usage: bool,
     /// Days audit events are kept (ListAuditEvents, WatchAuditEvents); older ones are removed.
     pub audit_retention_days: u64,
     /// WatchKeyChanges streams open at once; beyond that RESOURCE_EXHAUSTED.
@@ -267,6 +269,7 @@ impl Default for ServerConfig {
             purge_interval_ms: 60_000,
             audit_retention_days: 400,
             usage_flush_ms: 60_000,
+            track_usage: true,
             max_watchers: 1024,
             max_watchers_per_peer: 16,
             shutdown_grace_secs: 10,

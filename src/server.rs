@@ -264,7 +264,7 @@ impl Application {
             None => None,
         };
         let metrics = Arc::new(Metrics::new(authenticator.clone(), store.clone(), feed.clone()));
-        let usage = Arc::new(UsageLog::default());
+        let usage = Arc::new(UsageLog::new(config.track_usage));
         Ok(Self {
             listener,
             local_addr,

@@ -33,10 +33,17 @@ pub struct Seen {
 }
 
 /// Uses waiting to be written; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsageLog {
+    enabled: bool,
     pending: Mutex<HashMap<Uuid, Seen>>,
     statements: AtomicU64,
+}
+
+impl Default for UsageLog {
+    fn default() -> Self {
+        Self::new(true)
+    }
 }
 
 /// `agent` as stored: printable ASCII only (others become `?`), at most [`MAX_AGENT_BYTES`].
@@ -50,9 +57,17 @@ impl UsageLog {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A log that notes uses (`enabled`) or ignores them.
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled, pending: Mutex::default(), statements: AtomicU64::new(0) }
+    }
+
     /// Records a use of key `id` now, from `address` by `agent`. Allocates only when the agent
     /// differs from the last one seen for the key.
     pub fn used(&self, id: Uuid, address: Option<IpAddr>, agent: &str) {
+        if !self.enabled {
+            return;
+        }
         let time = Utc::now();
         let mut pending = self.lock();
         match pending.get_mut(&id) {
