@@ -6,6 +6,7 @@ mod audit;
 mod authenticate;
 mod cli;
 mod config;
+mod crash;
 mod harness;
 #[allow(dead_code)]
 #[path = "../../examples/incident_service/service.rs"]
