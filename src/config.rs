@@ -214,6 +214,12 @@ pub struct ServerConfig {
     pub usage_flush_ms: u64,
     /// Whether to note when, from where and by what keys are used (`last_used_*`).
     pub track_usage: bool,
+    /// Days before a key's expiry when the first expiry warning (`EXPIRY_WARNING`) goes on the
+    /// audit trail; 0: none.
+    pub expiry_warning_days: u64,
+    /// Hours before a key's expiry when the last expiry warning (`EXPIRY_LAST_WARNING`) goes on
+    /// the audit trail; 0: none.
+    pub expiry_last_warning_hours: u64,
     /// Days audit events are kept (ListAuditEvents, WatchAuditEvents); older ones are removed.
     pub audit_retention_days: u64,
     /// WatchKeyChanges streams open at once; beyond that RESOURCE_EXHAUSTED.
@@ -268,6 +274,8 @@ impl Default for ServerConfig {
             undelete_window_secs: crate::keys::DEFAULT_UNDELETE_WINDOW.as_secs(),
             purge_interval_ms: 60_000,
             audit_retention_days: 400,
+            expiry_warning_days: 7,
+            expiry_last_warning_hours: 24,
             usage_flush_ms: 60_000,
             track_usage: true,
             max_watchers: 1024,
@@ -312,6 +320,14 @@ impl ServerConfig {
             max_concurrent: self.hash_concurrency,
             max_waiting: self.hash_queue,
             admin_concurrent: self.admin_hash_concurrency,
+        }
+    }
+
+    /// When expiry warnings are written.
+    pub fn expiry_warnings(&self) -> crate::keys::ExpiryWarnings {
+        crate::keys::ExpiryWarnings {
+            first: Duration::from_secs(self.expiry_warning_days.saturating_mul(24 * 60 * 60)),
+            last: Duration::from_secs(self.expiry_last_warning_hours.saturating_mul(60 * 60)),
         }
     }
 

@@ -116,6 +116,16 @@ impl Target {
     }
 }
 
+/// When keys get their expiry warnings: the first within `first` of their expire time, the last
+/// within `last` (zero: none).
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiryWarnings {
+    /// The first warning (the key entered its last days).
+    pub first: Duration,
+    /// The last warning (the key entered its last day).
+    pub last: Duration,
+}
+
 /// How long a deleted key can be restored before it is purged, unless configured otherwise.
 pub const DEFAULT_UNDELETE_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
@@ -290,6 +300,33 @@ impl Keys {
         limit: u64,
     ) -> Result<Vec<crate::store::entities::audit_event::Model>> {
         self.store.audit_events_since(caller.org_id, since, limit).await
+    }
+
+    /// Writes the expiry warnings that are due ([`ExpiryWarnings`]): the last one for keys within
+    /// `last` of their expiry, the first for keys within `first` (a key already within `last`
+    /// gets only the last). Returns how many were written.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn warn_expiring(&self, warnings: ExpiryWarnings) -> Result<usize> {
+        let actor = Actor::system("expiry");
+        let now = chrono::Utc::now();
+        let mut total = 0;
+        // The last warning first, so a key already in its last day skips the first.
+        for (window, level, action) in
+            [(warnings.last, 2, "EXPIRY_LAST_WARNING"), (warnings.first, 1, "EXPIRY_WARNING")]
+        {
+            if window.is_zero() {
+                continue;
+            }
+            let before = now + chrono::Duration::from_std(window).map_err(Error::internal)?;
+            let warned = self.store.warn_expiring(now, before, level, action, &actor).await?;
+            for id in &warned {
+                tracing::info!(key_id = %id, action, "API key expires soon");
+            }
+            total += warned.len();
+        }
+        Ok(total)
     }
 
     /// Removes audit events older than `retention`, in batches; returns how many.

@@ -398,6 +398,7 @@ impl Application {
         let purger = {
             let (keys, interval) = (self.keys.clone(), Duration::from_millis(self.config.purge_interval_ms));
             let retention = Duration::from_secs(self.config.audit_retention_days.saturating_mul(24 * 60 * 60));
+            let warnings = self.config.expiry_warnings();
             AbortOnDrop(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -405,6 +406,9 @@ impl Application {
                     ticks.tick().await;
                     if let Err(error) = keys.purge_deleted().await {
                         tracing::warn!(%error, "could not purge deleted API keys; will retry");
+                    }
+                    if let Err(error) = keys.warn_expiring(warnings).await {
+                        tracing::warn!(%error, "could not write expiry warnings; will retry");
                     }
                     match keys.prune_audit_events(retention).await {
                         Ok(0) => {}

@@ -627,6 +627,8 @@ const AUDIT_ACTIONS: &[&str] = &[
     "UNLOCK",
     "DISABLE",
     "ENABLE",
+    "EXPIRY_WARNING",
+    "EXPIRY_LAST_WARNING",
 ];
 
 /// A validated ListAuditEvents: the store query (one row more than the page) and what the next

@@ -102,6 +102,8 @@ pub mod api_key {
         pub last_used_address: String,
         /// The user agent of that use; empty if none.
         pub last_used_agent: String,
+        /// Expiry warnings sent for the current expire time: 0 none, 1 the first, 2 the last.
+        pub expiry_warned: i16,
     }
 
     impl std::fmt::Debug for Model {

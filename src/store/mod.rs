@@ -565,6 +565,7 @@ impl Store {
             last_used_time: Set(None),
             last_used_address: Set(String::new()),
             last_used_agent: Set(String::new()),
+            expiry_warned: Set(0),
         }
     }
 
@@ -1092,7 +1093,10 @@ impl Store {
                     update = update.col_expr(api_key::Column::Description, Expr::value(description.as_str()));
                 }
                 if let Some(expire_time) = changes.expire_time {
-                    update = update.col_expr(api_key::Column::ExpireTime, Expr::value(expire_time));
+                    // A new expire time gets its own warnings.
+                    update = update
+                        .col_expr(api_key::Column::ExpireTime, Expr::value(expire_time))
+                        .col_expr(api_key::Column::ExpiryWarned, Expr::value(0));
                 }
                 if let Some(networks) = &changes.allowed_cidrs {
                     update = update.col_expr(api_key::Column::AllowedCidrs, Expr::value(networks.join(" ")));
@@ -1429,6 +1433,67 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(db_error)
+    }
+
+    /// Records an expiry warning for each live key of any org whose expire time lies after `now`
+    /// and no later than `before`, and that has not had warning `level` (1: the first, 2: the last)
+    /// or a later one: marks the key and writes one audit event (`action`, by `actor`, naming the
+    /// expire time) in a transaction per key, so with several replicas each warning is written
+    /// once. Returns the keys warned.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn warn_expiring(
+        &self,
+        now: chrono::DateTime<Utc>,
+        before: chrono::DateTime<Utc>,
+        level: i16,
+        action: &str,
+        actor: &Actor,
+    ) -> Result<Vec<KeyId>> {
+        use api_key::Column;
+        let due: Vec<(Uuid, Uuid, chrono::DateTime<Utc>)> = api_key::Entity::find()
+            .select_only()
+            .columns([Column::Id, Column::OrgId, Column::ExpireTime])
+            .filter(Column::DeleteTime.is_null())
+            .filter(Column::ExpireTime.gt(now))
+            .filter(Column::ExpireTime.lte(before))
+            .filter(Column::ExpiryWarned.lt(level))
+            .limit(500)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut warned = Vec::new();
+        for (id, org_id, expire_time) in due {
+            let txn = self.db.begin().await.map_err(db_error)?;
+            let marked = api_key::Entity::update_many()
+                .col_expr(Column::ExpiryWarned, Expr::value(level))
+                .filter(Column::Id.eq(id))
+                .filter(Column::ExpiryWarned.lt(level))
+                .filter(Column::ExpireTime.eq(expire_time))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?
+                .rows_affected;
+            if marked == 0 {
+                continue;
+            }
+            let at = expire_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let event = Event {
+                org_id: OrgId(org_id),
+                actor,
+                origin: &Origin::default(),
+                action,
+                key_id: KeyId(id),
+                fields: &[],
+                changes: serde_json::json!([{ "field": "expire_time", "old": at, "new": at }]),
+            };
+            Self::audit(&txn, &event).await?;
+            txn.commit().await.map_err(db_error)?;
+            warned.push(KeyId(id));
+        }
+        Ok(warned)
     }
 
     /// Writes when, from where and by what keys were last used: one UPDATE per 500 keys, each

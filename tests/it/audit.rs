@@ -295,3 +295,76 @@ async fn the_cli_lists_and_follows_the_audit_trail() {
     assert!(event["cursor"].as_str().is_some_and(|c| !c.is_empty()), "{event}");
     watch.kill().await.unwrap();
 }
+
+/// Keys about to expire get a warning on the audit trail when they enter their last days and
+/// their last day, once each per expire time (a key already in its last day gets only the last).
+#[tokio::test]
+async fn keys_about_to_expire_are_announced_once_on_the_audit_trail() {
+    let app = TestApp::spawn_with(|config| config.purge_interval_ms = 100).await;
+    let admin = app.admin().await;
+    let expiring = |name: &'static str, hours: i64| {
+        let admin = admin.clone();
+        async move {
+            let at = chrono::Utc::now() + chrono::Duration::hours(hours);
+            let request = pb::CreateApiKeyRequest {
+                display_name: name.into(),
+                expire_time: Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }),
+                ..Default::default()
+            };
+            admin.create_full(request).await.unwrap().api_key.unwrap()
+        }
+    };
+    let days = expiring("Three days", 72).await;
+    let hours = expiring("Ten hours", 10).await;
+    let month = expiring("A month", 30 * 24).await;
+    let warnings = |id: String| {
+        let admin = admin.clone();
+        async move {
+            let filter = pb::ListAuditEventsRequest { key_id: id, ..Default::default() };
+            let events = events(&admin, filter).await.unwrap().audit_events;
+            events.into_iter().filter(|e| e.action.starts_with("EXPIRY")).collect::<Vec<_>>()
+        }
+    };
+    let mut warned = false;
+    for _ in 0..100 {
+        if !warnings(days.id.clone()).await.is_empty() && !warnings(hours.id.clone()).await.is_empty() {
+            warned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(warned, "no expiry warnings after 5 s");
+    // Several more sweeps: still once each.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let first = warnings(days.id.clone()).await;
+    assert_eq!(first.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["EXPIRY_WARNING"]);
+    assert_eq!(first[0].actor.as_ref().unwrap().id, "expiry");
+    assert_eq!(first[0].changes[0].field, "expire_time");
+    let last = warnings(hours.id.clone()).await;
+    assert_eq!(last.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["EXPIRY_LAST_WARNING"]);
+    assert!(warnings(month.id.clone()).await.is_empty());
+
+    // A new expire time gets its own warnings: moved into its last day, the three-day key is
+    // warned again.
+    let sooner = chrono::Utc::now() + chrono::Duration::hours(20);
+    let update = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey {
+            id: days.id.clone(),
+            expire_time: Some(prost_types::Timestamp { seconds: sooner.timestamp(), nanos: 0 }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["expire_time".into()] }),
+        ..Default::default()
+    };
+    admin.update(update).await.unwrap();
+    let mut again = false;
+    for _ in 0..100 {
+        if warnings(days.id.clone()).await.len() == 2 {
+            again = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(again, "no last warning for the new expire time");
+    assert_eq!(warnings(days.id.clone()).await[0].action, "EXPIRY_LAST_WARNING", "newest first");
+}

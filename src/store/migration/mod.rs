@@ -13,6 +13,7 @@ mod m20261129_000005_add_soft_delete;
 mod m20261129_000006_add_network_and_rate_limits;
 mod m20261129_000007_add_audit_details;
 mod m20261129_000008_add_last_used;
+mod m20261129_000009_add_expiry_warnings;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_add_network_and_rate_limits::Migration),
             Box::new(m20261129_000007_add_audit_details::Migration),
             Box::new(m20261129_000008_add_last_used::Migration),
+            Box::new(m20261129_000009_add_expiry_warnings::Migration),
         ]
     }
 }
