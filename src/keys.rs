@@ -346,6 +346,27 @@ impl Keys {
         }
     }
 
+    /// Which of the permissions of a key of the caller's org were exercised at or after `since`:
+    /// the key, and the exercised ones it still holds.
+    ///
+    /// # Errors
+    /// NOT_FOUND, UNAVAILABLE.
+    pub async fn permission_usage(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(ApiKey, Vec<String>)> {
+        let key = self.store.get_key(caller.org_id, id).await?;
+        let exercised = self.store.exercised_permissions(id, since).await?;
+        let held: Vec<String> = exercised
+            .into_iter()
+            .map(|(permission, _)| permission)
+            .filter(|permission| key.permissions.binary_search(permission).is_ok())
+            .collect();
+        Ok((key, held))
+    }
+
     /// The permission catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

@@ -44,6 +44,7 @@ const API: &[(&str, Access)] = &[
     ("ListAuditEvents", Access::Admin),
     ("UndeleteApiKey", Access::Admin),
     ("WatchAuditEvents", Access::Admin),
+    ("GetApiKeyUsage", Access::Admin),
 ];
 
 /// Health and reflection, by service and method.

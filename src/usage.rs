@@ -30,6 +30,8 @@ pub struct Seen {
     pub address: Option<IpAddr>,
     /// The caller's user agent (for Authenticate: the consumer service's), printable, cut short.
     pub agent: String,
+    /// The permissions requests required of the key, each with when last.
+    pub exercised: HashMap<String, DateTime<Utc>>,
 }
 
 /// Uses waiting to be written; see the module docs.
@@ -62,24 +64,32 @@ impl UsageLog {
         Self { enabled, pending: Mutex::default(), statements: AtomicU64::new(0) }
     }
 
-    /// Records a use of key `id` now, from `address` by `agent`. Allocates only when the agent
-    /// differs from the last one seen for the key.
-    pub fn used(&self, id: Uuid, address: Option<IpAddr>, agent: &str) {
+    /// Records a use of key `id` now, from `address` by `agent`, for a request that required
+    /// `exercised` of it. Allocates only for what is new since the last flush: the key, a changed
+    /// agent, a permission.
+    pub fn used<S: AsRef<str>>(&self, id: Uuid, address: Option<IpAddr>, agent: &str, exercised: &[S]) {
         if !self.enabled {
             return;
         }
         let time = Utc::now();
         let mut pending = self.lock();
-        match pending.get_mut(&id) {
-            Some(seen) => {
-                seen.time = time;
-                seen.address = address;
-                if seen.agent != agent {
-                    seen.agent = clean_agent(agent);
+        let seen = pending.entry(id).or_insert_with(|| Seen {
+            time,
+            address,
+            agent: clean_agent(agent),
+            exercised: HashMap::new(),
+        });
+        seen.time = time;
+        seen.address = address;
+        if seen.agent != agent {
+            seen.agent = clean_agent(agent);
+        }
+        for permission in exercised {
+            match seen.exercised.get_mut(permission.as_ref()) {
+                Some(at) => *at = time,
+                None => {
+                    seen.exercised.insert(permission.as_ref().to_owned(), time);
                 }
-            }
-            None => {
-                pending.insert(id, Seen { time, address, agent: clean_agent(agent) });
             }
         }
     }

@@ -68,6 +68,12 @@ pub enum KeyAction {
     #[command(after_help = "Example:
   apikeys key delete ID")]
     Delete(GuardedArgs),
+    /// Which of a key's permissions were actually required of it lately (least privilege), and the
+    /// `key update` that would drop the others.
+    #[command(after_help = "Examples:
+  apikeys key usage ID              # the last 30 days
+  apikeys key usage ID --days 90")]
+    Usage(UsageArgs),
     /// Restore a deleted key before its purge time, with the secret it had.
     #[command(after_help = "Examples:
   apikeys key list --state deleted      # deleted keys and their purge times
@@ -314,6 +320,16 @@ pub struct UpdateArgs {
     /// No rate limit.
     #[arg(long)]
     pub no_rate_limit: bool,
+}
+
+/// `key usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The key ID.
+    pub id: String,
+    /// How many days back to look (at most 400).
+    #[arg(long, default_value_t = 30)]
+    pub days: i64,
 }
 
 /// A rate limit such as `100/1m`: requests, a slash, and a window as [`parse_lifetime`] reads it.
@@ -627,6 +643,46 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
             let request = pb::EnableApiKeyRequest { id: args.id, etag: args.etag.unwrap_or_default() };
             let response = admin.client.enable_api_key(admin.authed(request)).await.map_err(failed)?.into_inner();
             admin.print_key(&response.api_key.unwrap_or_default());
+            Ok(())
+        }
+        KeyAction::Usage(args) => {
+            let request = pb::GetApiKeyUsageRequest {
+                id: args.id.clone(),
+                window: Some(prost_types::Duration { seconds: args.days.saturating_mul(86_400), nanos: 0 }),
+            };
+            let usage = admin.client.get_api_key_usage(admin.authed(request)).await.map_err(failed)?.into_inner();
+            let suggestion = (!usage.never_exercised.is_empty())
+                .then(|| format!("apikeys key update {} --set-permissions {}", args.id, usage.exercised.join(",")));
+            match admin.output {
+                OutputFormat::Table => {
+                    let rows = [
+                        ("Granted", usage.granted.join(", ")),
+                        ("Exercised", usage.exercised.join(", ")),
+                        ("Never exercised", usage.never_exercised.join(", ")),
+                        ("Since", output::local_time(usage.window_start.as_ref())),
+                        (
+                            "Last used",
+                            usage
+                                .last_used_time
+                                .as_ref()
+                                .map_or_else(|| "never seen".to_owned(), |t| output::local_time(Some(t))),
+                        ),
+                    ];
+                    print!("{}", output::fields(&rows));
+                    if let Some(command) = &suggestion {
+                        println!("\nTo drop the permissions it never needed in {} days:\n  {command}", args.days);
+                    }
+                }
+                OutputFormat::Json => output::print_json(&json!({
+                    "id": usage.id,
+                    "granted": usage.granted,
+                    "exercised": usage.exercised,
+                    "never_exercised": usage.never_exercised,
+                    "window_start": output::rfc3339(usage.window_start.as_ref()),
+                    "last_used_time": output::rfc3339(usage.last_used_time.as_ref()),
+                    "suggested_command": suggestion,
+                })),
+            }
             Ok(())
         }
         KeyAction::Undelete(args) => {

@@ -50,6 +50,19 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
     })
 }
 
+/// The window of a GetApiKeyUsage request: 1 hour to 400 days, 30 days when unset.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `window`.
+pub fn usage_window(window: Option<&prost_types::Duration>) -> Result<chrono::Duration> {
+    let Some(window) = window else { return Ok(chrono::Duration::days(30)) };
+    let seconds = window.seconds;
+    if !(3600..=400 * 86_400).contains(&seconds) || window.nanos != 0 {
+        return Err(Error::invalid("window", "must be whole seconds between 1 hour and 400 days"));
+    }
+    Ok(chrono::Duration::seconds(seconds))
+}
+
 /// The caller's `user-agent` (empty if none or not text): for Authenticate, the consumer service.
 pub fn user_agent(metadata: &tonic::metadata::MetadataMap) -> &str {
     metadata.get("user-agent").and_then(|value| value.to_str().ok()).unwrap_or_default()

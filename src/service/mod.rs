@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     audit::AuditTail,
     auth::{admit, local::LocalAuthenticator, require, restrictions::RateLimiter},
+    domain::ADMIN_PERMISSION,
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
@@ -57,7 +58,7 @@ impl ApiKeyApi {
         let caller = convert::caller(request)?;
         if let Ok(id) = caller.actor.id.parse() {
             let address = caller.origin.address.parse().ok();
-            self.usage.used(id, address, convert::user_agent(request.metadata()));
+            self.usage.used(id, address, convert::user_agent(request.metadata()), &[ADMIN_PERMISSION]);
         }
         Ok(caller)
     }
@@ -163,26 +164,26 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         let peer = request.remote_addr().map(|addr| addr.ip());
         let agent = convert::user_agent(request.metadata()).to_owned();
         let result = match convert::authenticate(request.into_inner()) {
-            Ok(check) => match self.authenticator.authenticate_from(check.credential, peer).await {
-                // A caller that enforces the network and the rate itself (a consumer layer) gets
-                // the principal for any client; the permissions are always checked here.
-                Ok(principal) if check.caller_enforces_restrictions => {
-                    require(principal, &check.required).map(|p| (p, check.client))
+            Ok(check) => {
+                let (required, client) = (check.required, check.client);
+                let admitted = match self.authenticator.authenticate_from(check.credential, peer).await {
+                    // A caller that enforces the network and the rate itself (a consumer layer)
+                    // gets the principal for any client; the permissions are always checked here.
+                    Ok(principal) if check.caller_enforces_restrictions => require(principal, &required),
+                    Ok(principal) => admit(principal, &required, client, Some(&self.limiter)),
+                    Err(error) => Err(error),
+                };
+                // Where the client is: as the caller reports it, else the caller itself; what it
+                // needed of the key feeds the least-privilege report.
+                if let Ok(principal) = &admitted
+                    && let Ok(id) = principal.key_id.parse()
+                {
+                    self.usage.used(id, client.or(peer), &agent, &required);
                 }
-                Ok(principal) => {
-                    admit(principal, &check.required, check.client, Some(&self.limiter)).map(|p| (p, check.client))
-                }
-                Err(error) => Err(error),
-            },
+                admitted
+            }
             Err(error) => Err(error),
         };
-        // Where the client is: as the caller reports it, else the caller itself.
-        if let Ok((principal, client)) = &result
-            && let Ok(id) = principal.key_id.parse()
-        {
-            self.usage.used(id, client.or(peer), &agent);
-        }
-        let result = result.map(|(principal, _)| principal);
         // Counted here, where the outcome is known.
         self.metrics.observe_authenticate(result.as_ref().map_or_else(|e| e.reason(), |_| "OK"));
         Ok(Response::new(pb::AuthenticateResponse { principal: Some(result?) }))
@@ -289,6 +290,26 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_api_key_usage(
+        &self,
+        request: Request<pb::GetApiKeyUsageRequest>,
+    ) -> Result<Response<pb::GetApiKeyUsageResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let id = convert::key_id(&r.id, "id")?;
+        let since = chrono::Utc::now() - convert::usage_window(r.window.as_ref())?;
+        let (key, exercised) = self.keys.permission_usage(&caller, id, since).await?;
+        let never_exercised = key.permissions.iter().filter(|p| !exercised.contains(p)).cloned().collect();
+        Ok(Response::new(pb::GetApiKeyUsageResponse {
+            id: key.id.to_string(),
+            never_exercised,
+            exercised,
+            granted: key.permissions,
+            window_start: Some(crate::pb::timestamp(since)),
+            last_used_time: key.last_used_time.map(crate::pb::timestamp),
+        }))
     }
 
     async fn list_permissions(

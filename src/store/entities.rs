@@ -240,3 +240,28 @@ pub mod change_log {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `permission_usage`: which permissions each key exercised, and when last.
+pub mod permission_usage {
+    use sea_orm::entity::prelude::*;
+
+    /// One (key, permission) pair that was required of the key at least once.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "permission_usage")]
+    pub struct Model {
+        /// The key (its rows are removed when it is purged).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        /// The permission.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub permission: String,
+        /// When a request last required it of the key.
+        pub last_exercised_time: DateTimeUtc,
+    }
+
+    /// No navigable relations are needed.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

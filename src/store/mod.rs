@@ -29,7 +29,7 @@ use crate::{
 pub mod entities;
 pub mod migration;
 
-use entities::{api_key, api_key_permission, audit_event, change_log, key_change, org};
+use entities::{api_key, api_key_permission, audit_event, change_log, key_change, org, permission_usage};
 
 /// The PostgreSQL notification channel on which every committed change of a key is announced, with
 /// the key ID as payload.
@@ -1247,6 +1247,11 @@ impl Store {
             if removed == 0 {
                 continue;
             }
+            permission_usage::Entity::delete_many()
+                .filter(permission_usage::Column::KeyId.eq(id))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
             // The foreign key cascades too; deleting explicitly keeps a database without
             // enforced foreign keys clean.
             Self::delete_permissions(&txn, KeyId(id)).await?;
@@ -1527,7 +1532,57 @@ impl Store {
                 .map_err(db_error)?;
             statements += 1;
         }
+        let exercised: Vec<permission_usage::ActiveModel> = batch
+            .iter()
+            .flat_map(|(id, seen)| {
+                seen.exercised.iter().map(|(permission, time)| permission_usage::ActiveModel {
+                    key_id: Set(*id),
+                    permission: Set(permission.clone()),
+                    last_exercised_time: Set(*time),
+                })
+            })
+            .collect();
+        for chunk in exercised.chunks(500) {
+            use permission_usage::Column;
+            // The newest time wins, whichever replica reports last.
+            let newer = Expr::cust(
+                "CASE WHEN excluded.last_exercised_time > permission_usage.last_exercised_time \
+                 THEN excluded.last_exercised_time ELSE permission_usage.last_exercised_time END",
+            );
+            let upsert = sea_orm::sea_query::OnConflict::columns([Column::KeyId, Column::Permission])
+                .value(Column::LastExercisedTime, newer)
+                .to_owned();
+            permission_usage::Entity::insert_many(chunk.to_vec())
+                .on_conflict(upsert)
+                .exec(&self.db)
+                .await
+                .map_err(db_error)?;
+            statements += 1;
+        }
         Ok(statements)
+    }
+
+    /// When each permission of key `id` was last required of it (any org: the caller checked the
+    /// key's org), at or after `since`.
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn exercised_permissions(
+        &self,
+        id: KeyId,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<(String, chrono::DateTime<Utc>)>> {
+        use permission_usage::Column;
+        permission_usage::Entity::find()
+            .select_only()
+            .columns([Column::Permission, Column::LastExercisedTime])
+            .filter(Column::KeyId.eq(id.0))
+            .filter(Column::LastExercisedTime.gte(since))
+            .order_by_asc(Column::Permission)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)
     }
 
     /// Removes audit events older than `before`, at most `limit` of them; returns how many.

@@ -47,10 +47,11 @@ async fn last_use_is_written_in_batches_with_address_and_agent() {
     let at = used.last_used_time.unwrap().seconds;
     assert!((chrono::Utc::now().timestamp() - at).abs() < 10);
     assert_eq!(used.etag, keys[0].api_key.as_ref().unwrap().etag, "a use is not a change of the key");
-    // 300 authentications of 3 keys: a statement or two (one per flush that had uses), not 300.
+    // 300 authentications of 3 keys (and the admin's reads): at most two statements per flush (the
+    // last uses, the exercised permissions), not one per request.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let written = app.usage.statements() - before;
-    assert!((1..=3).contains(&written), "{written} statements for 300 uses");
+    assert!((1..=8).contains(&written), "{written} statements for 300 uses");
     for key in &keys[1..] {
         assert!(admin.get(&key.api_key.as_ref().unwrap().id).await.unwrap().last_used_time.is_some());
     }
@@ -87,8 +88,72 @@ async fn pending_uses_survive_a_graceful_stop_and_the_latest_use_wins() {
 
     // An older report (another replica's, flushed late) does not move the time back.
     let older = chrono::Utc::now() - chrono::Duration::hours(1);
-    let seen = apikeys::usage::Seen { time: older, address: Some("10.9.9.9".parse().unwrap()), agent: "old".into() };
+    let seen = apikeys::usage::Seen {
+        time: older,
+        address: Some("10.9.9.9".parse().unwrap()),
+        agent: "old".into(),
+        exercised: Default::default(),
+    };
     app.store.record_usage(&[(credential(&created.token).key_id, seen)]).await.unwrap();
     let after = app.store.get_key(stored.org_id, stored.id).await.unwrap();
     assert_eq!((after.last_used_time, after.last_used_address.as_str()), (stored.last_used_time, "10.0.0.1"));
+}
+
+/// The least-privilege report: which granted permissions requests actually required, over the API
+/// and the CLI (with the update that drops the rest).
+#[tokio::test]
+async fn the_usage_report_names_the_permissions_a_key_never_needed() {
+    let app = TestApp::spawn_with(|config| config.usage_flush_ms = 100).await;
+    let admin = app.admin().await;
+    let created = admin.create("Over-granted", &["read_data", "read_function", "edit_data"]).await.unwrap();
+    let id = created.api_key.as_ref().unwrap().id.clone();
+    let mut client = app.client().await;
+    authenticate_token(&mut client, &created.token, &["read_data"]).await.unwrap();
+    authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    // Refused requests exercise nothing.
+    let _ = authenticate_token(&mut client, &created.token, &["read_playbook"]).await.unwrap_err();
+
+    let report = |window: Option<prost_types::Duration>| {
+        let admin = admin.clone();
+        let id = id.clone();
+        async move {
+            let request = pb::GetApiKeyUsageRequest { id, window };
+            admin.inner.clone().get_api_key_usage(admin.req(request)).await.map(tonic::Response::into_inner)
+        }
+    };
+    let mut usage = report(None).await.unwrap();
+    for _ in 0..100 {
+        if !usage.exercised.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        usage = report(None).await.unwrap();
+    }
+    assert_eq!(usage.granted, ["edit_data", "read_data", "read_function"]);
+    assert_eq!(usage.exercised, ["read_data"]);
+    assert_eq!(usage.never_exercised, ["edit_data", "read_function"]);
+    assert!(usage.last_used_time.is_some());
+    let bad = report(Some(prost_types::Duration { seconds: 60, nanos: 0 })).await;
+    assert_eq!(violated_fields(&assert_status(bad, tonic::Code::InvalidArgument, "INVALID_ARGUMENT")), ["window"]);
+
+    // The admin's calls exercise api_keys_admin.
+    let admin_id = credential(&app.admin_token).key_id.to_string();
+    let request = pb::GetApiKeyUsageRequest { id: admin_id, window: None };
+    let mut admin_usage = admin.inner.clone().get_api_key_usage(admin.req(request.clone())).await.unwrap().into_inner();
+    for _ in 0..100 {
+        if !admin_usage.exercised.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        admin_usage = admin.inner.clone().get_api_key_usage(admin.req(request.clone())).await.unwrap().into_inner();
+    }
+    assert_eq!(admin_usage.exercised, ["api_keys_admin"]);
+
+    let cli = app.key_cli(&["usage", &id, "--output", "json"]).await.ok().json();
+    let command = cli["suggested_command"].as_str().unwrap();
+    assert_eq!(command, format!("apikeys key update {id} --set-permissions read_data"));
+    // The suggestion, run as printed, leaves the key with what it used.
+    let args: Vec<&str> = command.split_whitespace().skip(2).collect();
+    app.key_cli(&args).await.ok();
+    assert_eq!(admin.get(&id).await.unwrap().permissions, ["read_data"]);
 }

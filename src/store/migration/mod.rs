@@ -14,6 +14,7 @@ mod m20261129_000006_add_network_and_rate_limits;
 mod m20261129_000007_add_audit_details;
 mod m20261129_000008_add_last_used;
 mod m20261129_000009_add_expiry_warnings;
+mod m20261129_000010_add_permission_usage;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000007_add_audit_details::Migration),
             Box::new(m20261129_000008_add_last_used::Migration),
             Box::new(m20261129_000009_add_expiry_warnings::Migration),
+            Box::new(m20261129_000010_add_permission_usage::Migration),
         ]
     }
 }
