@@ -30,6 +30,9 @@ const BATCH: u64 = 500;
 /// How often the trail is read while nothing new arrives.
 const POLL: Duration = Duration::from_millis(500);
 
+/// How often the caller's key is checked again (still live, still an admin).
+const RECHECK: Duration = Duration::from_secs(5);
+
 /// How often an empty message (with the cursor) is sent on a quiet stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -95,6 +98,8 @@ pub struct AuditTail {
     sent: HashMap<Uuid, DateTime<Utc>>,
     started: bool,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// When the caller's key was last checked.
+    checked: tokio::time::Instant,
 }
 
 impl AuditTail {
@@ -104,7 +109,8 @@ impl AuditTail {
             Start::At(time) => (AuditCursor { time, id: Uuid::nil() }, Some(time)),
             Start::After(cursor) => (cursor, None),
         };
-        Self { keys, caller, cursor, floor, sent: HashMap::new(), started: false, closing }
+        let checked = tokio::time::Instant::now();
+        Self { keys, caller, cursor, floor, sent: HashMap::new(), started: false, closing, checked }
     }
 
     /// The next message: at once the first time, then when events arrive, or a heartbeat.
@@ -121,6 +127,14 @@ impl AuditTail {
         loop {
             if *self.closing.borrow() {
                 return None;
+            }
+            // The stream lasts only as long as the caller may read the trail: its key deleted,
+            // disabled, expired, locked or stripped of the admin permission ends it.
+            if self.checked.elapsed() >= RECHECK {
+                if let Err(error) = self.keys.check_still_admin(&self.caller).await {
+                    return Some(Err(error));
+                }
+                self.checked = tokio::time::Instant::now();
             }
             let events = match self.read().await {
                 Ok(events) => events,
@@ -139,11 +153,11 @@ impl AuditTail {
     /// The events not sent yet, oldest first; moves the cursor past them.
     async fn read(&mut self) -> Result<Vec<audit_event::Model>> {
         let overlap = chrono::Duration::from_std(OVERLAP).map_err(Error::internal)?;
-        let mut since = self.cursor.time - overlap;
+        let mut since = (self.cursor.time.checked_sub_signed(overlap).unwrap_or(DateTime::<Utc>::MIN_UTC), Uuid::nil());
         loop {
             let rows = self.keys.audit_events_since(&self.caller, since, BATCH).await?;
             let full = rows.len() as u64 == BATCH;
-            let last_time = rows.last().map(|row| row.time);
+            let last = rows.last().map(|row| (row.time, row.id));
             let (cursor, floor) = (self.cursor, self.floor);
             let new: Vec<_> = rows
                 .into_iter()
@@ -153,18 +167,19 @@ impl AuditTail {
                         && floor.is_none_or(|floor| row.time >= floor)
                 })
                 .collect();
-            match (new.last(), last_time) {
+            match (new.last(), last) {
                 (Some(last), _) => {
                     self.cursor = AuditCursor { time: last.time, id: last.id };
                     for row in &new {
                         self.sent.insert(row.id, row.time);
                     }
-                    let horizon = self.cursor.time - overlap;
+                    let horizon = self.cursor.time.checked_sub_signed(overlap).unwrap_or(DateTime::<Utc>::MIN_UTC);
                     self.sent.retain(|_, time| *time >= horizon);
                     return Ok(new);
                 }
-                // A full page of events already sent (a burst within the overlap): read on past it.
-                (None, Some(time)) if full && time > since => since = time,
+                // A full page of events already sent (a burst within the overlap): read on after
+                // its last one, by (time, ID), so a burst of one timestamp cannot stall the stream.
+                (None, Some(position)) if full => since = position,
                 _ => return Ok(Vec::new()),
             }
         }

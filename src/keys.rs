@@ -289,17 +289,40 @@ impl Keys {
         self.store.list_audit_events(caller.org_id, query).await
     }
 
-    /// Up to `limit` audit events of the caller's org written at or after `since`, oldest first.
+    /// Up to `limit` audit events of the caller's org after position `since` (time, then ID),
+    /// oldest first.
     ///
     /// # Errors
     /// UNAVAILABLE.
     pub async fn audit_events_since(
         &self,
         caller: &Caller,
-        since: chrono::DateTime<chrono::Utc>,
+        since: (chrono::DateTime<chrono::Utc>, Uuid),
         limit: u64,
     ) -> Result<Vec<crate::store::entities::audit_event::Model>> {
         self.store.audit_events_since(caller.org_id, since, limit).await
+    }
+
+    /// Checks that the caller's key still authenticates and still holds the admin permission (for
+    /// long-lived admin streams, authorised once when they opened).
+    ///
+    /// # Errors
+    /// UNAUTHENTICATED (the key is gone, deleted, disabled, locked or expired), PERMISSION_DENIED
+    /// (no longer an admin), UNAVAILABLE.
+    pub async fn check_still_admin(&self, caller: &Caller) -> Result<()> {
+        let id: Uuid = caller.actor.id.parse().map_err(|_| Error::Unauthenticated)?;
+        let key = match self.store.get_key(caller.org_id, KeyId(id)).await {
+            Ok(key) => key,
+            Err(Error::KeyNotFound(_)) => return Err(Error::Unauthenticated),
+            Err(error) => return Err(error),
+        };
+        if key.state(chrono::Utc::now()) != domain::KeyState::Active {
+            return Err(Error::Unauthenticated);
+        }
+        if key.permissions.binary_search_by(|p| p.as_str().cmp(domain::ADMIN_PERMISSION)).is_err() {
+            return Err(Error::MissingPermissions(vec![domain::ADMIN_PERMISSION.to_owned()]));
+        }
+        Ok(())
     }
 
     /// Writes the expiry warnings that are due ([`ExpiryWarnings`]): the last one for keys within

@@ -1417,21 +1417,22 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Up to `limit` audit events of `org_id` written at or after `since`, oldest first (by time,
-    /// then ID).
+    /// Up to `limit` audit events of `org_id` after position (time, ID), oldest first.
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
     pub async fn audit_events_since(
         &self,
         org_id: OrgId,
-        since: chrono::DateTime<Utc>,
+        (time, id): (chrono::DateTime<Utc>, Uuid),
         limit: u64,
     ) -> Result<Vec<audit_event::Model>> {
         use audit_event::Column;
+        use sea_orm::sea_query::ExprTrait as _;
+        let position = Expr::tuple([Expr::col(Column::Time), Expr::col(Column::Id)]);
         audit_event::Entity::find()
             .filter(Column::OrgId.eq(org_id.0))
-            .filter(Column::Time.gte(since))
+            .filter(position.gt(Expr::tuple([Expr::value(time), Expr::value(id)])))
             .order_by_asc(Column::Time)
             .order_by_asc(Column::Id)
             .limit(limit)

@@ -368,3 +368,33 @@ async fn keys_about_to_expire_are_announced_once_on_the_audit_trail() {
     assert!(again, "no last warning for the new expire time");
     assert_eq!(warnings(days.id.clone()).await[0].action, "EXPIRY_LAST_WARNING", "newest first");
 }
+
+/// A stream is authorised when it opens and checked again every few seconds: deleting the
+/// watching admin's key ends it.
+#[tokio::test]
+async fn an_audit_stream_ends_when_its_admin_key_is_revoked() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let watcher = admin.create("SIEM exporter", &["api_keys_admin"]).await.unwrap();
+    let siem = app.client_as(&watcher.token).await;
+    let mut stream = siem
+        .inner
+        .clone()
+        .watch_audit_events(siem.req(pb::WatchAuditEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().expect("the first message");
+    admin.delete(&watcher.api_key.unwrap().id, "", false).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended within 10 s");
+    assert_status(ended, Code::Unauthenticated, "UNAUTHENTICATED");
+}
