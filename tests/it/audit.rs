@@ -236,15 +236,10 @@ async fn audit_events_past_their_retention_are_removed() {
         source_address: Set(String::new()),
     };
     audit_event::Entity::insert(old).exec(app.store.connection()).await.unwrap();
-    let mut pruned = false;
-    for _ in 0..100 {
-        if app.store.audit_events(key_id).await.unwrap().len() == 1 {
-            pruned = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(pruned, "the 31-day-old event is still there");
+    eventually("the 31-day-old event is still there", std::time::Duration::from_millis(5000), || async {
+        app.store.audit_events(key_id).await.unwrap().len() == 1
+    })
+    .await;
     assert_eq!(app.store.audit_events(key_id).await.unwrap()[0].action, "CREATE", "the recent one stays");
 }
 
@@ -325,15 +320,10 @@ async fn keys_about_to_expire_are_announced_once_on_the_audit_trail() {
             events.into_iter().filter(|e| e.action.starts_with("EXPIRY")).collect::<Vec<_>>()
         }
     };
-    let mut warned = false;
-    for _ in 0..100 {
-        if !warnings(days.id.clone()).await.is_empty() && !warnings(hours.id.clone()).await.is_empty() {
-            warned = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(warned, "no expiry warnings after 5 s");
+    eventually("no expiry warnings after 5 s", std::time::Duration::from_millis(5000), || async {
+        !warnings(days.id.clone()).await.is_empty() && !warnings(hours.id.clone()).await.is_empty()
+    })
+    .await;
     // Several more sweeps: still once each.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let first = warnings(days.id.clone()).await;
@@ -357,15 +347,10 @@ async fn keys_about_to_expire_are_announced_once_on_the_audit_trail() {
         ..Default::default()
     };
     admin.update(update).await.unwrap();
-    let mut again = false;
-    for _ in 0..100 {
-        if warnings(days.id.clone()).await.len() == 2 {
-            again = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(again, "no last warning for the new expire time");
+    eventually("no last warning for the new expire time", std::time::Duration::from_millis(5000), || async {
+        warnings(days.id.clone()).await.len() == 2
+    })
+    .await;
     assert_eq!(warnings(days.id.clone()).await[0].action, "EXPIRY_LAST_WARNING", "newest first");
 }
 

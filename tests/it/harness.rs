@@ -383,6 +383,20 @@ impl Run {
     }
 }
 
+/// Polls `check` every 10 ms until it returns true; panics naming `what` if it does not within
+/// `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs the real binary with `args` and only the environment variables in `env` (plus PATH).
 pub async fn apikeys_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
