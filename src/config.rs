@@ -203,6 +203,10 @@ pub struct ServerConfig {
     /// address a key's `allowed_cidrs` is checked against on apikeys' own RPCs is the entry that
     /// many from the right. 0: the TCP peer. Only set it when every request passes those proxies.
     pub trusted_proxies: usize,
+    /// The networks those proxies connect from, comma-separated CIDRs (`10.0.0.0/8,fd00::/8`):
+    /// `X-Forwarded-For` is read only from requests whose TCP peer is in one of them. Empty: from
+    /// any peer (then nothing but the proxies may reach apikeys).
+    pub trusted_proxy_cidrs: String,
     /// Seconds a deleted key can be restored (UndeleteApiKey) before it is purged for good; at
     /// most a year. 0: deletes are final (purged at the next sweep).
     pub undelete_window_secs: u64,
@@ -271,6 +275,7 @@ impl Default for ServerConfig {
             degraded_cache_ttl_ms: 1000,
             change_retention_secs: 24 * 60 * 60,
             trusted_proxies: 0,
+            trusted_proxy_cidrs: String::new(),
             undelete_window_secs: crate::keys::DEFAULT_UNDELETE_WINDOW.as_secs(),
             purge_interval_ms: 60_000,
             audit_retention_days: 400,
@@ -331,6 +336,19 @@ impl ServerConfig {
         }
     }
 
+    /// `trusted_proxy_cidrs`, parsed.
+    ///
+    /// # Errors
+    /// A message naming the setting and the bad network.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<crate::auth::restrictions::Cidr>, String> {
+        self.trusted_proxy_cidrs
+            .split(',')
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| text.parse().map_err(|reason| format!("trusted_proxy_cidrs: {reason}")))
+            .collect()
+    }
+
     /// How long a deleted key can be restored.
     pub fn undelete_window(&self) -> Duration {
         Duration::from_secs(self.undelete_window_secs)
@@ -375,6 +393,7 @@ impl ServerConfig {
                 MAX_TTL.as_secs()
             ));
         }
+        self.trusted_proxy_networks()?;
         if self.undelete_window_secs > MAX_UNDELETE_WINDOW.as_secs() {
             return Err(format!(
                 "undelete_window_secs is {}; at most {} (a year) is allowed",

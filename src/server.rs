@@ -344,7 +344,8 @@ impl Application {
         .max_decoding_message_size(limits.max_request_bytes);
         let layer = AuthLayer::new(self.authenticator.clone(), methods::access_policy())
             .with_rate_limiter(limiter)
-            .trust_forwarded_for(self.config.trusted_proxies);
+            .trust_forwarded_for(self.config.trusted_proxies)
+            .forwarded_only_from(self.config.trusted_proxy_networks().unwrap_or_default());
 
         let draining = Arc::new(tokio::sync::Notify::new());
         let signal = {

@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 
 use super::{
     Authenticator, Credential, Principal, authorize,
-    restrictions::{ClientAddress, RateLimiter, client_address},
+    restrictions::{Cidr, ClientAddress, Forwarding, RateLimiter, client_address},
 };
 use crate::error::Error;
 
@@ -150,7 +150,7 @@ pub struct AuthLayer<A> {
 struct Admission {
     policy: AccessPolicy,
     limiter: Arc<RateLimiter>,
-    trusted_proxies: usize,
+    forwarding: Forwarding,
 }
 
 impl<A> Clone for AuthLayer<A> {
@@ -163,7 +163,7 @@ impl<A: Authenticator> AuthLayer<A> {
     /// A layer verifying credentials with `authenticator` according to `policy`, client addresses
     /// taken from the TCP peer, rate limits counted by a limiter of its own.
     pub fn new(authenticator: Arc<A>, policy: AccessPolicy) -> Self {
-        let admission = Admission { policy, limiter: Arc::default(), trusted_proxies: 0 };
+        let admission = Admission { policy, limiter: Arc::default(), forwarding: Forwarding::default() };
         Self { authenticator, admission: Arc::new(admission) }
     }
 
@@ -173,7 +173,15 @@ impl<A: Authenticator> AuthLayer<A> {
     /// when every request passes through those proxies, or clients can claim any address.
     #[must_use]
     pub fn trust_forwarded_for(self, proxies: usize) -> Self {
-        self.with_admission(|admission| admission.trusted_proxies = proxies)
+        self.with_admission(|admission| admission.forwarding.hops = proxies)
+    }
+
+    /// Reads `X-Forwarded-For` only from requests whose TCP peer is in `networks` (the proxies'
+    /// addresses); others come straight from their client, whatever their header says. Without
+    /// this, anyone who can reach the service directly can claim any address.
+    #[must_use]
+    pub fn forwarded_only_from(self, networks: Vec<Cidr>) -> Self {
+        self.with_admission(|admission| admission.forwarding.proxies = networks)
     }
 
     /// Counts rate limits in `limiter`, shared with whatever else admits requests in this process.
@@ -186,7 +194,7 @@ impl<A: Authenticator> AuthLayer<A> {
         let mut admission = Admission {
             policy: self.admission.policy.clone(),
             limiter: self.admission.limiter.clone(),
-            trusted_proxies: self.admission.trusted_proxies,
+            forwarding: self.admission.forwarding.clone(),
         };
         change(&mut admission);
         Self { authenticator: self.authenticator, admission: Arc::new(admission) }
@@ -250,7 +258,7 @@ where
                 Rule::Require(required) => required,
             };
             let credential = read_credential(&request);
-            let client = client_address(&request, admission.trusted_proxies);
+            let client = client_address(&request, &admission.forwarding);
             // The inner service may log its request metadata: keep the credential out of it (and
             // out of HPACK tables if it is forwarded).
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {

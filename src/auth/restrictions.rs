@@ -118,14 +118,30 @@ pub fn check_source(allowed: &[String], client: Option<IpAddr>) -> Result<()> {
     if inside { Ok(()) } else { Err(Error::SourceNotAllowed) }
 }
 
+/// Which `X-Forwarded-For` entries a service believes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Proxies in front of the service that each append the address they saw; 0: the header is
+    /// ignored and the TCP peer is the client.
+    pub hops: usize,
+    /// The networks those proxies connect from; a request whose TCP peer is elsewhere did not come
+    /// through them, so its header is ignored and its peer is the client. Empty: any peer.
+    pub proxies: Vec<Cidr>,
+}
+
 /// The address of the client that sent `request`: the TCP peer (also under TLS), or, when the
-/// service sits behind `trusted_proxies` proxies that each append to `X-Forwarded-For`, the entry
-/// that many hops from its right end (what the outermost trusted proxy saw). A header with fewer
-/// entries than that, or an unparsable entry, gives no address (a restricted key is then refused).
-pub fn client_address<B>(request: &Request<B>, trusted_proxies: usize) -> Option<IpAddr> {
-    if trusted_proxies == 0 {
-        return peer_address(request);
+/// service sits behind `forwarding.hops` proxies that each append to `X-Forwarded-For` and the
+/// peer is one of `forwarding.proxies`, the entry that many hops from the header's right end (what
+/// the outermost trusted proxy saw). A header with fewer entries than that, or an unparsable
+/// entry, gives no address (a restricted key is then refused).
+pub fn client_address<B>(request: &Request<B>, forwarding: &Forwarding) -> Option<IpAddr> {
+    let peer = peer_address(request);
+    let through_proxy = forwarding.proxies.is_empty()
+        || peer.is_some_and(|peer| forwarding.proxies.iter().any(|cidr| cidr.contains(peer)));
+    if forwarding.hops == 0 || !through_proxy {
+        return peer;
     }
+    let trusted_proxies = forwarding.hops;
     // Every X-Forwarded-For line, in order, is one list.
     let mut entries = Vec::new();
     for value in request.headers().get_all("x-forwarded-for") {
@@ -191,13 +207,19 @@ impl RateLimiter {
     pub fn check_at(&self, principal: &Principal, now: Instant) -> Result<()> {
         let Some(limit) = principal.rate_limit.as_ref() else { return Ok(()) };
         let window = limit.window.as_ref().map_or(0, |w| {
-            u64::try_from(w.seconds).unwrap_or(0).saturating_mul(1_000_000_000) + u64::try_from(w.nanos).unwrap_or(0)
+            u64::try_from(w.seconds)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::try_from(w.nanos).unwrap_or(0))
         });
         let Ok(requests) = u64::try_from(limit.requests) else { return Ok(()) };
         if requests == 0 || window == 0 {
             return Ok(());
         }
-        let Ok(id) = uuid::Uuid::parse_str(&principal.key_id) else { return Ok(()) };
+        // A limited principal without a key ID cannot be counted: refuse rather than let it through.
+        let Ok(id) = uuid::Uuid::parse_str(&principal.key_id) else {
+            return Err(Error::RateLimited(Duration::from_secs(1)));
+        };
         let interval = (window / requests).max(1);
         let tolerance = window.saturating_sub(interval);
         let now = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
@@ -212,7 +234,7 @@ impl RateLimiter {
             // A key whose next arrival has passed is as good as new: forget it.
             table.retain(|_, next| *next > now);
         }
-        table.insert(*id.as_bytes(), arrival + interval);
+        table.insert(*id.as_bytes(), arrival.saturating_add(interval));
         Ok(())
     }
 }
@@ -282,12 +304,16 @@ mod tests {
             }
             builder.body(()).unwrap()
         };
+        let hops = |hops: usize| Forwarding { hops, proxies: Vec::new() };
         let spoofed = request(&["6.6.6.6, 203.0.113.9", "10.0.0.2"]);
-        assert_eq!(client_address(&spoofed, 1), Some("10.0.0.2".parse().unwrap()));
-        assert_eq!(client_address(&spoofed, 2), Some("203.0.113.9".parse().unwrap()));
-        assert_eq!(client_address(&spoofed, 4), None, "fewer entries than trusted hops");
-        assert_eq!(client_address(&request(&["junk"]), 1), None);
-        assert_eq!(client_address(&request(&[]), 0), None, "no connection info outside tonic");
+        assert_eq!(client_address(&spoofed, &hops(1)), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(client_address(&spoofed, &hops(2)), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(client_address(&spoofed, &hops(4)), None, "fewer entries than trusted hops");
+        assert_eq!(client_address(&request(&["junk"]), &hops(1)), None);
+        assert_eq!(client_address(&request(&[]), &hops(0)), None, "no connection info outside tonic");
+        // Only from the proxies' networks: without a peer in them, the header is not read.
+        let only = Forwarding { hops: 1, proxies: vec!["10.0.0.0/8".parse().unwrap()] };
+        assert_eq!(client_address(&spoofed, &only), None, "the peer (none here) is the client");
     }
 
     #[test]

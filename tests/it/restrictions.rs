@@ -153,6 +153,29 @@ async fn behind_trusted_proxies_the_forwarded_address_is_checked() {
     assert_status(client.list_api_keys(list(None)).await, Code::PermissionDenied, "SOURCE_NOT_ALLOWED");
 }
 
+/// With the proxies' networks configured, a client that reaches apikeys directly cannot claim an
+/// address: its header is ignored and its own address is checked.
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_the_proxies_networks() {
+    let app = TestApp::spawn_with(|config| {
+        config.trusted_proxies = 1;
+        config.trusted_proxy_cidrs = "10.0.0.0/8, fd00::/8".into();
+    })
+    .await;
+    let admin = app.admin().await;
+    let proxied =
+        create_restricted(&admin, "Proxied admin", &["api_keys_admin"], &["203.0.113.0/24"], None).await.unwrap();
+    let mut client = app.client().await;
+    let mut request = authed(pb::ListApiKeysRequest::default(), &bearer(&proxied.token));
+    request.metadata_mut().insert("x-forwarded-for", "203.0.113.5".parse().unwrap());
+    // This test connects from 127.0.0.1, which is no proxy.
+    assert_status(client.list_api_keys(request).await, Code::PermissionDenied, "SOURCE_NOT_ALLOWED");
+
+    let bad = apikeys::config::ServerConfig { trusted_proxy_cidrs: "10.0.0.1/8".into(), ..Default::default() };
+    let error = bad.validate().unwrap_err();
+    assert!(error.contains("trusted_proxy_cidrs") && error.contains("10.0.0.0/8"), "{error}");
+}
+
 fn retry_delay(status: &Status) -> Duration {
     status.get_details_retry_info().and_then(|info| info.retry_delay).expect("RetryInfo attached")
 }
