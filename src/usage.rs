@@ -112,7 +112,17 @@ impl UsageLog {
             Err(error) => {
                 let mut pending = self.lock();
                 for (id, seen) in batch {
-                    pending.entry(id).or_insert(seen);
+                    match pending.get_mut(&id) {
+                        // Used again meanwhile: its newer use stays; the older batch's permissions join it.
+                        Some(newer) => {
+                            for (permission, time) in seen.exercised {
+                                newer.exercised.entry(permission).or_insert(time);
+                            }
+                        }
+                        None => {
+                            pending.insert(id, seen);
+                        }
+                    }
                 }
                 Err(error)
             }
@@ -122,5 +132,29 @@ impl UsageLog {
     /// Statements written so far (the cost of tracking usage).
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uses_keep_the_latest_time_address_and_agent_and_every_permission() {
+        let log = UsageLog::new(true);
+        let id = Uuid::new_v4();
+        log.used(id, Some("10.0.0.1".parse().unwrap()), "svc/1", &["read_data"]);
+        log.used(id, Some("10.0.0.2".parse().unwrap()), "svc/2\n", &["edit_data"]);
+        let pending = log.lock();
+        let seen = &pending[&id];
+        assert_eq!(seen.address, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(seen.agent, "svc/2?", "control characters are replaced");
+        let mut permissions: Vec<&str> = seen.exercised.keys().map(String::as_str).collect();
+        permissions.sort_unstable();
+        assert_eq!(permissions, ["edit_data", "read_data"]);
+        drop(pending);
+        let off = UsageLog::new(false);
+        off.used(id, None, "", &["read_data"]);
+        assert!(off.lock().is_empty(), "tracking off notes nothing");
     }
 }
