@@ -19,6 +19,10 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "common/client.rs"]
+mod client;
+use client::{authed, channel};
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -35,20 +39,13 @@ use apikeys::{
     server::Application,
     telemetry::{self, LogFormat},
 };
-use tonic::{
-    Request,
-    transport::{Channel, Server, server::TcpIncoming},
-};
+use tonic::transport::{Channel, Server, server::TcpIncoming};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT: usize = 50;
 const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).expect("url").connect().await.expect("connect")
-}
 
 async fn channels(addr: SocketAddr) -> Vec<Channel> {
     let mut out = Vec::new();
@@ -87,12 +84,6 @@ async fn apikeys() -> Apikeys {
     tokio::spawn(app.run(std::future::pending()));
     let admin = std::fs::read_to_string(config.bootstrap_token_path()).expect("token").trim().to_owned();
     Apikeys { addr, admin, _dir: dir }
-}
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("metadata"));
-    request
 }
 
 async fn create_key(addr: SocketAddr, admin: &str) -> (Duration, String) {

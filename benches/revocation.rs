@@ -18,6 +18,10 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "common/client.rs"]
+mod client;
+use client::{authed, channel};
+
 mod common;
 use std::{
     net::SocketAddr,
@@ -37,7 +41,7 @@ use apikeys::{
     pb::{self, api_key_service_client::ApiKeyServiceClient},
     server::Application,
 };
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT: usize = 50;
@@ -45,16 +49,6 @@ const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 const REVOCATIONS: usize = 100;
 const WATCHERS: usize = 100;
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).expect("url").connect().await.expect("connect")
-}
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("metadata"));
-    request
-}
 
 async fn replica(config: &ServerConfig) -> SocketAddr {
     let app = Application::build(config.clone()).await.expect("server starts");

@@ -10,6 +10,10 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "common/client.rs"]
+mod client;
+use client::{authed, channel};
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -25,7 +29,7 @@ use apikeys::{
     server::Application,
     usage::UsageLog,
 };
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 
 const KEYS: usize = 100;
 const CONNECTIONS: usize = 4;
@@ -39,10 +43,6 @@ struct Server {
     usage: Arc<UsageLog>,
     tokens: Arc<Vec<String>>,
     _dir: tempfile::TempDir,
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).expect("url").connect().await.expect("connect")
 }
 
 async fn server(track_usage: bool) -> Server {
@@ -61,13 +61,12 @@ async fn server(track_usage: bool) -> Server {
     let mut client = ApiKeyServiceClient::new(channel(addr).await);
     let mut tokens = Vec::new();
     for i in 0..KEYS {
-        let mut request = Request::new(pb::CreateApiKeyRequest {
+        let request = pb::CreateApiKeyRequest {
             display_name: format!("usage {i}"),
             permissions: vec!["read_data".into()],
             ..Default::default()
-        });
-        request.metadata_mut().insert("authorization", format!("Bearer {admin}").parse().expect("metadata"));
-        tokens.push(client.create_api_key(request).await.expect("create").into_inner().token);
+        };
+        tokens.push(client.create_api_key(authed(request, &admin)).await.expect("create").into_inner().token);
     }
     Server { addr, usage, tokens: Arc::new(tokens), _dir: dir }
 }
