@@ -319,10 +319,8 @@ impl Keys {
         if key.state(chrono::Utc::now()) != domain::KeyState::Active {
             return Err(Error::Unauthenticated);
         }
-        if key.permissions.binary_search_by(|p| p.as_str().cmp(domain::ADMIN_PERMISSION)).is_err() {
-            return Err(Error::MissingPermissions(vec![domain::ADMIN_PERMISSION.to_owned()]));
-        }
-        Ok(())
+        let missing = crate::auth::lacking(&key.permissions, [domain::ADMIN_PERMISSION]);
+        if missing.is_empty() { Ok(()) } else { Err(Error::MissingPermissions(missing)) }
     }
 
     /// Writes the expiry warnings that are due ([`ExpiryWarnings`]): the last one for keys within

@@ -11,7 +11,12 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     audit::AuditTail,
-    auth::{admit, local::LocalAuthenticator, require, restrictions::RateLimiter},
+    auth::{
+        admit,
+        local::LocalAuthenticator,
+        require,
+        restrictions::{ClientAddress, RateLimiter},
+    },
     domain::ADMIN_PERMISSION,
     keys::{Issued, Keys},
     metrics::Metrics,
@@ -57,7 +62,7 @@ impl ApiKeyApi {
     fn caller<T>(&self, request: &Request<T>) -> Result<crate::domain::Caller, Status> {
         let caller = convert::caller(request)?;
         if let Ok(id) = caller.actor.id.parse() {
-            let address = caller.origin.address.parse().ok();
+            let address = request.extensions().get::<ClientAddress>().and_then(|client| client.0);
             self.usage.used(id, address, convert::user_agent(request.metadata()), &[ADMIN_PERMISSION]);
         }
         Ok(caller)

@@ -20,9 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::hashing::SecretHash,
-    domain::{
-        self, Actor, ActorType, ApiKey, DisplayName, KeyId, KeyState, OrgId, OrgPolicy, Origin, RateLimit, StateFlags,
-    },
+    domain::{Actor, ActorType, ApiKey, DisplayName, KeyId, KeyState, OrgId, OrgPolicy, Origin, RateLimit, StateFlags},
     error::{Error, Result},
 };
 
@@ -1190,20 +1188,22 @@ impl Store {
     /// The error for restoring `deleted`, whose display name a live key holds: ALREADY_EXISTS
     /// naming the holder.
     async fn name_holder(&self, org_id: OrgId, deleted: &ApiKey) -> Error {
-        let name_key = domain::display_name(&deleted.display_name, "display_name").map(|name| name.key);
-        let holder = match name_key {
-            Ok(name_key) => api_key::Entity::find()
-                .select_only()
-                .column(api_key::Column::Id)
-                .filter(api_key::Column::OrgId.eq(org_id.0))
-                .filter(api_key::Column::DisplayNameKey.eq(name_key))
-                .filter(api_key::Column::DeleteTime.is_null())
-                .into_tuple::<Uuid>()
-                .one(&self.db)
-                .await
-                .map_err(db_error),
-            Err(_) => Ok(None),
-        };
+        // The live key with the deleted one's stored name key (the one the unique index compares).
+        let name_key = Query::select()
+            .column(api_key::Column::DisplayNameKey)
+            .from(api_key::Entity)
+            .and_where(api_key::Column::Id.eq(deleted.id.0))
+            .to_owned();
+        let holder = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .filter(api_key::Column::OrgId.eq(org_id.0))
+            .filter(api_key::Column::DisplayNameKey.in_subquery(name_key))
+            .filter(api_key::Column::DeleteTime.is_null())
+            .into_tuple::<Uuid>()
+            .one(&self.db)
+            .await
+            .map_err(db_error);
         match holder {
             Ok(Some(holder)) => {
                 Error::DisplayNameHeld { name: deleted.display_name.clone(), holder_id: holder.to_string() }
