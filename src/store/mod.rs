@@ -360,38 +360,37 @@ struct Event<'a> {
     changes: serde_json::Value,
 }
 
-/// The audited values of `key` at `now`, by field: never a secret or a hash.
-fn audited(key: &ApiKey, now: chrono::DateTime<Utc>) -> [(&'static str, serde_json::Value); 8] {
+/// The fields an audit event records values of, in the order of [`audited`].
+const AUDITED: [&str; 8] =
+    ["display_name", "description", "permissions", "app_id", "state", "expire_time", "allowed_cidrs", "rate_limit"];
+
+/// The values of the [`AUDITED`] fields of `key` at `now`; `null` for every one without a key.
+/// Never a secret or a hash.
+fn audited(key: Option<&ApiKey>, now: chrono::DateTime<Utc>) -> [serde_json::Value; 8] {
     use serde_json::json;
+    let Some(key) = key else { return std::array::from_fn(|_| serde_json::Value::Null) };
     let time = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     [
-        ("display_name", json!(key.display_name)),
-        ("description", json!(key.description)),
-        ("permissions", json!(key.permissions)),
-        ("app_id", json!(key.app_id)),
-        ("state", json!(key.state(now).as_str())),
-        ("expire_time", json!(time(key.expire_time))),
-        ("allowed_cidrs", json!(key.allowed_cidrs)),
-        (
-            "rate_limit",
-            json!(key.rate_limit.map(|l| json!({ "requests": l.requests, "window_secs": l.window.as_secs() }))),
-        ),
+        json!(key.display_name),
+        json!(key.description),
+        json!(key.permissions),
+        json!(key.app_id),
+        json!(key.state(now).as_str()),
+        json!(time(key.expire_time)),
+        json!(key.allowed_cidrs),
+        json!(key.rate_limit.map(|l| json!({ "requests": l.requests, "window_secs": l.window.as_secs() }))),
     ]
 }
 
 /// The audited fields that differ between `before` and `after` (`None`: the key did not exist), as
 /// a JSON list of `{"field", "old", "new"}`.
 fn changes(before: Option<&ApiKey>, after: Option<&ApiKey>, now: chrono::DateTime<Utc>) -> serde_json::Value {
-    let values = |key: Option<&ApiKey>| key.map(|key| audited(key, now));
-    let (old, new) = (values(before), values(after));
-    let fields = old.as_ref().or(new.as_ref()).map(|v| v.iter().map(|(field, _)| *field).collect::<Vec<_>>());
-    let value = |set: &Option<[(&'static str, serde_json::Value); 8]>, i: usize| {
-        set.as_ref().map_or(serde_json::Value::Null, |v| v[i].1.clone())
-    };
-    let changed = fields.unwrap_or_default().into_iter().enumerate().filter_map(|(i, field)| {
-        let (old, new) = (value(&old, i), value(&new, i));
-        (old != new).then(|| serde_json::json!({ "field": field, "old": old, "new": new }))
-    });
+    let changed = AUDITED
+        .iter()
+        .zip(audited(before, now))
+        .zip(audited(after, now))
+        .filter(|((_, old), new)| old != new)
+        .map(|((field, old), new)| serde_json::json!({ "field": field, "old": old, "new": new }));
     serde_json::Value::Array(changed.collect())
 }
 
