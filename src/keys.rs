@@ -332,16 +332,18 @@ impl Keys {
     pub async fn warn_expiring(&self, warnings: ExpiryWarnings) -> Result<usize> {
         let actor = Actor::system("expiry");
         let now = chrono::Utc::now();
+        let within = |window: Duration| chrono::Duration::from_std(window).map(|w| now + w).map_err(Error::internal);
+        let last_from = within(warnings.last)?;
         let mut total = 0;
-        // The last warning first, so a key already in its last day skips the first.
-        for (window, level, action) in
-            [(warnings.last, 2, "EXPIRY_LAST_WARNING"), (warnings.first, 1, "EXPIRY_WARNING")]
+        // A key already in its last day gets only the last warning: the first covers only keys
+        // expiring after that day, so one created while this sweep runs cannot get both.
+        for (window, level, action, after) in
+            [(warnings.last, 2, "EXPIRY_LAST_WARNING", now), (warnings.first, 1, "EXPIRY_WARNING", last_from)]
         {
             if window.is_zero() {
                 continue;
             }
-            let before = now + chrono::Duration::from_std(window).map_err(Error::internal)?;
-            let warned = self.store.warn_expiring(now, before, level, action, &actor).await?;
+            let warned = self.store.warn_expiring(after, within(window)?, level, action, &actor).await?;
             for id in &warned {
                 tracing::info!(key_id = %id, action, "API key expires soon");
             }

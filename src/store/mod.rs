@@ -1440,7 +1440,7 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Records an expiry warning for each live key of any org whose expire time lies after `now`
+    /// Records an expiry warning for each live key of any org whose expire time lies after `after`
     /// and no later than `before`, and that has not had warning `level` (1: the first, 2: the last)
     /// or a later one: marks the key and writes one audit event (`action`, by `actor`, naming the
     /// expire time) in a transaction per key, so with several replicas each warning is written
@@ -1450,7 +1450,7 @@ impl Store {
     /// UNAVAILABLE or INTERNAL.
     pub async fn warn_expiring(
         &self,
-        now: chrono::DateTime<Utc>,
+        after: chrono::DateTime<Utc>,
         before: chrono::DateTime<Utc>,
         level: i16,
         action: &str,
@@ -1461,7 +1461,7 @@ impl Store {
             .select_only()
             .columns([Column::Id, Column::OrgId, Column::ExpireTime])
             .filter(Column::DeleteTime.is_null())
-            .filter(Column::ExpireTime.gt(now))
+            .filter(Column::ExpireTime.gt(after))
             .filter(Column::ExpireTime.lte(before))
             .filter(Column::ExpiryWarned.lt(level))
             .limit(500)
