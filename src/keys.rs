@@ -390,6 +390,24 @@ impl Keys {
         Ok((key, held))
     }
 
+    /// Splits reported uses into those of keys of the caller's org (deleted ones included: a
+    /// report can arrive after a delete) and the number of the others (unknown keys, other orgs).
+    ///
+    /// # Errors
+    /// UNAVAILABLE.
+    pub async fn own_keys(
+        &self,
+        caller: &Caller,
+        reports: Vec<(Uuid, crate::usage::Seen)>,
+    ) -> Result<(Vec<(Uuid, crate::usage::Seen)>, usize)> {
+        let ids: Vec<Uuid> = reports.iter().map(|(id, _)| *id).collect();
+        let own = self.store.keys_of_org(caller.org_id, &ids).await?;
+        let total = reports.len();
+        let own: Vec<_> = reports.into_iter().filter(|(id, _)| own.contains(id)).collect();
+        let ignored = total - own.len();
+        Ok((own, ignored))
+    }
+
     /// The permission catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

@@ -48,7 +48,7 @@ pub mod service;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
-#[cfg(feature = "server")]
+#[cfg(feature = "client")]
 pub mod usage;
 
 #[cfg(feature = "client")]

@@ -5,7 +5,11 @@
 
 use std::sync::LazyLock;
 
-use crate::{auth::AccessPolicy, domain::ADMIN_PERMISSION, pb::api_key_service_server::SERVICE_NAME};
+use crate::{
+    auth::AccessPolicy,
+    domain::{ADMIN_PERMISSION, USAGE_REPORT_PERMISSION},
+    pb::api_key_service_server::SERVICE_NAME,
+};
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +18,8 @@ pub enum Access {
     Public,
     /// A credential holding [`ADMIN_PERMISSION`].
     Admin,
+    /// A credential holding [`USAGE_REPORT_PERMISSION`] (a consumer service reporting uses).
+    Report,
 }
 
 /// One RPC of this server.
@@ -45,6 +51,7 @@ const API: &[(&str, Access)] = &[
     ("UndeleteApiKey", Access::Admin),
     ("WatchAuditEvents", Access::Admin),
     ("GetApiKeyUsage", Access::Admin),
+    ("ReportKeyUsage", Access::Report),
 ];
 
 /// Health and reflection, by service and method.
@@ -84,11 +91,12 @@ pub fn label(path: &str) -> &'static str {
 }
 
 /// The access policy of apikeys itself, from the table: admin RPCs need [`ADMIN_PERMISSION`],
-/// the rest are public; anything else is refused.
+/// usage reports [`USAGE_REPORT_PERMISSION`], the rest are public; anything else is refused.
 pub fn access_policy() -> AccessPolicy {
     all().iter().fold(AccessPolicy::new(), |policy, method| match method.access {
         Access::Public => policy.public(&method.path),
         Access::Admin => policy.require(&method.path, [ADMIN_PERMISSION]),
+        Access::Report => policy.require(&method.path, [USAGE_REPORT_PERMISSION]),
     })
 }
 

@@ -224,8 +224,15 @@ pub async fn components(
     let cache = Arc::new(VerifiedCache::new(config.auth_cache_ttl(), config.auth_cache_capacity)?);
     let failures = Arc::new(FailureLog::default());
     let budget = FailureBudget::new(config.auth_failures_per_peer).map(Arc::new);
-    let authenticator =
-        Arc::new(LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone(), budget));
+    let usage = Arc::new(UsageLog::new(config.track_usage));
+    let authenticator = Arc::new(LocalAuthenticator::new(
+        store.clone(),
+        hasher.clone(),
+        cache.clone(),
+        failures.clone(),
+        budget,
+        usage,
+    ));
     let changed = Arc::new(tokio::sync::Notify::new());
     let feed = ChangeFeed::start(store.clone(), cache.clone(), changed.clone(), config.feed()).await?;
     let keys = Arc::new(
@@ -264,7 +271,7 @@ impl Application {
             None => None,
         };
         let metrics = Arc::new(Metrics::new(authenticator.clone(), store.clone(), feed.clone()));
-        let usage = Arc::new(UsageLog::new(config.track_usage));
+        let usage = authenticator.usage().clone();
         Ok(Self {
             listener,
             local_addr,

@@ -3,20 +3,21 @@
 //! flusher writes what changed every `usage_flush_ms` (a minute by default), all keys in one
 //! statement per 500, and on graceful shutdown. A crash loses at most one interval. The database
 //! keeps the latest time any replica saw: an older report never overwrites a newer one.
+//!
+//! Consumer services keep the same log for the requests their auth layer admits and send it to
+//! apikeys (`ReportKeyUsage`, [`crate::auth::report`]), which merges it into its own.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, hash_map::Entry},
     net::IpAddr,
     sync::{
         Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
+    time::SystemTime,
 };
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
-
-use crate::{error::Result, store::Store};
 
 /// The longest user agent kept, in bytes (cut at a character boundary).
 pub const MAX_AGENT_BYTES: usize = 200;
@@ -25,13 +26,13 @@ pub const MAX_AGENT_BYTES: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     /// When.
-    pub time: DateTime<Utc>,
+    pub time: SystemTime,
     /// The client address, if known.
     pub address: Option<IpAddr>,
     /// The caller's user agent (for Authenticate: the consumer service's), printable, cut short.
     pub agent: String,
     /// The permissions requests required of the key, each with when last.
-    pub exercised: HashMap<String, DateTime<Utc>>,
+    pub exercised: HashMap<String, SystemTime>,
 }
 
 /// Uses waiting to be written; see the module docs.
@@ -49,7 +50,7 @@ impl Default for UsageLog {
 }
 
 /// `agent` as stored: printable ASCII only (others become `?`), at most [`MAX_AGENT_BYTES`].
-fn clean_agent(agent: &str) -> String {
+pub fn clean_agent(agent: &str) -> String {
     agent.chars().take(MAX_AGENT_BYTES).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
 }
 
@@ -68,10 +69,23 @@ impl UsageLog {
     /// `exercised` of it. Allocates only for what is new since the last flush: the key, a changed
     /// agent, a permission.
     pub fn used<S: AsRef<str>>(&self, id: Uuid, address: Option<IpAddr>, agent: &str, exercised: &[S]) {
+        self.used_at(id, SystemTime::now(), address, agent, exercised);
+    }
+
+    /// Records a use of key `id` at `time` (a report of someone else's, which may be older than
+    /// what is noted already: the newest use keeps its address and agent, each permission its
+    /// newest time).
+    pub fn used_at<S: AsRef<str>>(
+        &self,
+        id: Uuid,
+        time: SystemTime,
+        address: Option<IpAddr>,
+        agent: &str,
+        exercised: &[S],
+    ) {
         if !self.enabled {
             return;
         }
-        let time = Utc::now();
         let mut pending = self.lock();
         let seen = pending.entry(id).or_insert_with(|| Seen {
             time,
@@ -79,14 +93,16 @@ impl UsageLog {
             agent: clean_agent(agent),
             exercised: HashMap::new(),
         });
-        seen.time = time;
-        seen.address = address;
-        if seen.agent != agent {
-            seen.agent = clean_agent(agent);
+        if time >= seen.time {
+            seen.time = time;
+            seen.address = address;
+            if seen.agent != agent {
+                seen.agent = clean_agent(agent);
+            }
         }
         for permission in exercised {
             match seen.exercised.get_mut(permission.as_ref()) {
-                Some(at) => *at = time,
+                Some(at) => *at = (*at).max(time),
                 None => {
                     seen.exercised.insert(permission.as_ref().to_owned(), time);
                 }
@@ -94,13 +110,57 @@ impl UsageLog {
         }
     }
 
+    /// Takes every pending use, leaving the log empty; give them back with [`UsageLog::merge`]
+    /// if they cannot be delivered.
+    pub fn take(&self) -> Vec<(Uuid, Seen)> {
+        std::mem::take(&mut *self.lock()).into_iter().collect()
+    }
+
+    /// Adds uses noted elsewhere: uses [`UsageLog::take`] took and could not deliver, or a
+    /// consumer's report. For each key the newest use keeps its time, address and agent, and each
+    /// permission its newest time.
+    pub fn merge(&self, batch: Vec<(Uuid, Seen)>) {
+        if !self.enabled {
+            return;
+        }
+        let mut pending = self.lock();
+        for (id, seen) in batch {
+            match pending.entry(id) {
+                Entry::Vacant(entry) => {
+                    entry.insert(seen);
+                }
+                Entry::Occupied(mut entry) => {
+                    let noted = entry.get_mut();
+                    for (permission, time) in seen.exercised {
+                        let at = noted.exercised.entry(permission).or_insert(time);
+                        *at = (*at).max(time);
+                    }
+                    if seen.time > noted.time {
+                        (noted.time, noted.address, noted.agent) = (seen.time, seen.address, seen.agent);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many keys have uses waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no use is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Writes the pending uses and forgets them; on failure they are kept for the next call
     /// (newer uses recorded meanwhile win).
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn flush(&self, store: &Store) -> Result<usize> {
-        let batch: Vec<(Uuid, Seen)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+    #[cfg(feature = "server")]
+    pub async fn flush(&self, store: &crate::store::Store) -> crate::Result<usize> {
+        let batch = self.take();
         if batch.is_empty() {
             return Ok(0);
         }
@@ -110,28 +170,20 @@ impl UsageLog {
                 Ok(batch.len())
             }
             Err(error) => {
-                let mut pending = self.lock();
-                for (id, seen) in batch {
-                    match pending.get_mut(&id) {
-                        // Used again meanwhile: its newer use stays; the older batch's permissions join it.
-                        Some(newer) => {
-                            for (permission, time) in seen.exercised {
-                                newer.exercised.entry(permission).or_insert(time);
-                            }
-                        }
-                        None => {
-                            pending.insert(id, seen);
-                        }
-                    }
-                }
+                self.merge(batch);
                 Err(error)
             }
         }
     }
 
-    /// Statements written so far (the cost of tracking usage).
+    /// Statements (or, at a consumer, reports) written so far: the cost of tracking usage.
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more writes (a consumer's reports).
+    pub fn count_statements(&self, n: u64) {
+        self.statements.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -156,5 +208,37 @@ mod tests {
         let off = UsageLog::new(false);
         off.used(id, None, "", &["read_data"]);
         assert!(off.lock().is_empty(), "tracking off notes nothing");
+    }
+
+    #[test]
+    fn merged_reports_keep_the_newest_use_and_each_permissions_newest_time() {
+        let log = UsageLog::new(true);
+        let id = Uuid::new_v4();
+        let now = SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        log.used_at(id, now - hour, Some("10.0.0.1".parse().unwrap()), "a", &["read_data"]);
+        let seen = |time, address: &str, agent: &str, exercised: &[(&str, SystemTime)]| Seen {
+            time,
+            address: Some(address.parse().unwrap()),
+            agent: agent.into(),
+            exercised: exercised.iter().map(|(p, t)| ((*p).to_owned(), *t)).collect(),
+        };
+        // Older than what is noted: only its permissions join.
+        log.merge(vec![(id, seen(now - 2 * hour, "10.0.0.2", "b", &[("edit_data", now - 2 * hour)]))]);
+        // Newer: it takes over the time, address and agent.
+        log.merge(vec![(id, seen(now, "10.0.0.3", "c", &[("read_data", now)]))]);
+        let batch = log.take();
+        assert!(log.is_empty());
+        let (_, merged) = &batch[0];
+        assert_eq!((merged.time, merged.agent.as_str()), (now, "c"));
+        assert_eq!(merged.address, Some("10.0.0.3".parse().unwrap()));
+        assert_eq!(merged.exercised["read_data"], now);
+        assert_eq!(merged.exercised["edit_data"], now - 2 * hour);
+        // A failed delivery comes back without undoing a newer use noted meanwhile.
+        log.used(id, None, "d", &["read_function"]);
+        log.merge(batch);
+        let pending = log.take();
+        assert_eq!(pending[0].1.agent, "d");
+        assert_eq!(pending[0].1.exercised.len(), 3);
     }
 }

@@ -9,7 +9,9 @@
 //! resolving to several, are balanced), `--listen ADDR` (default `127.0.0.1:50061`),
 //! `--cache-ttl-secs N` (default 30: the longest a revoked key still passes here while the change
 //! stream is down), `--timeout-ms N` (deadline of one Authenticate call, default 2000), `--no-watch`
-//! (do not follow apikeys' change stream: the TTL alone bounds revocation). See `service.rs` for
+//! (do not follow apikeys' change stream: the TTL alone bounds revocation). With the environment
+//! variable `APIKEYS_USAGE_REPORT_TOKEN` set to the token of a key holding `api_keys_usage_report`,
+//! it reports the uses it admits to apikeys every minute and on shutdown. See `service.rs` for
 //! what it serves and the rules it applies.
 
 mod service;
@@ -17,7 +19,10 @@ mod service;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use apikeys::{
-    auth::remote::{RemoteAuthenticator, RemoteConfig},
+    auth::{
+        remote::{RemoteAuthenticator, RemoteConfig},
+        report::UsageReport,
+    },
     replicas::{ReplicaConfig, Replicas},
 };
 
@@ -51,6 +56,11 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
     }
+    if let Ok(token) = std::env::var("APIKEYS_USAGE_REPORT_TOKEN") {
+        let credential = apikeys::auth::Credential::from_token(token.trim())
+            .map_err(|_| "APIKEYS_USAGE_REPORT_TOKEN is not an apikeys token".to_owned())?;
+        args.config.usage_report = Some(UsageReport::new(credential));
+    }
     Ok(args)
 }
 
@@ -73,5 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             std::future::pending::<()>().await;
         }
     };
-    service::serve(listener, authenticator, service::Store::default(), shutdown).await
+    service::serve(listener, authenticator.clone(), service::Store::default(), shutdown).await?;
+    if let Err(error) = authenticator.flush_usage().await {
+        eprintln!("could not report the last uses to apikeys: {error}");
+    }
+    Ok(())
 }

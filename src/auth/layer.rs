@@ -271,6 +271,8 @@ where
             match authorized {
                 Ok(principal) => {
                     tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
+                    let agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+                    authenticator.admitted(&principal, client, agent.unwrap_or_default(), &required);
                     request.extensions_mut().insert(principal);
                     request.extensions_mut().insert(ClientAddress(client));
                     inner.call(request).await

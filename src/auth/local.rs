@@ -18,6 +18,7 @@ use crate::{
     pb::{PrincipalRestrictions, PrincipalType},
     quota::Quota,
     store::Store,
+    usage::UsageLog,
 };
 
 /// Verifies credentials against the store; see the module docs.
@@ -30,6 +31,7 @@ pub struct LocalAuthenticator {
     per_key: Arc<Quota<KeyId>>,
     failures: Arc<FailureLog>,
     budget: Option<Arc<FailureBudget>>,
+    usage: Arc<UsageLog>,
 }
 
 /// Most verifications of one key ID in progress at once (distinct secrets: the same credential
@@ -41,13 +43,15 @@ impl LocalAuthenticator {
     /// An authenticator over `store`, verifying with `hasher`, caching in `cache` (which the key
     /// lifecycle shares, to drop a key's entries when it changes).
     /// Failed verifications go to `failures`, which locks keys in batches, and are charged to the
-    /// caller's address in `budget` (see [`crate::failure_budget`]), if there is one.
+    /// caller's address in `budget` (see [`crate::failure_budget`]), if there is one. The
+    /// requests apikeys' own auth layer admits are noted in `usage`.
     pub fn new(
         store: Store,
         hasher: Arc<Hasher>,
         cache: Arc<VerifiedCache>,
         failures: Arc<FailureLog>,
         budget: Option<Arc<FailureBudget>>,
+        usage: Arc<UsageLog>,
     ) -> Self {
         Self {
             store,
@@ -57,7 +61,14 @@ impl LocalAuthenticator {
             per_key: Quota::new(MAX_VERIFICATIONS_PER_KEY),
             failures,
             budget,
+            usage,
         }
+    }
+
+    /// Where uses of keys wait to be written: those admitted by apikeys' own auth layer, and
+    /// those the Authenticate and ReportKeyUsage RPCs add.
+    pub fn usage(&self) -> &Arc<UsageLog> {
+        &self.usage
     }
 
     /// [`Authenticator::authenticate`] for a caller at `peer`: a credential that is not cached is
@@ -195,5 +206,11 @@ impl LocalAuthenticator {
 impl Authenticator for LocalAuthenticator {
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
         self.authenticate_from(credential, None).await
+    }
+
+    fn admitted(&self, principal: &Principal, client: Option<IpAddr>, agent: &str, required: &[String]) {
+        if let Ok(id) = principal.key_id.parse() {
+            self.usage.used(id, client, agent, required);
+        }
     }
 }

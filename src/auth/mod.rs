@@ -16,6 +16,7 @@ pub mod layer;
 #[cfg(feature = "server")]
 pub mod local;
 pub mod remote;
+pub mod report;
 pub mod restrictions;
 pub mod watch;
 
@@ -35,11 +36,22 @@ pub trait Authenticator: Send + Sync + 'static {
     /// `Unauthenticated` for an unknown key or a wrong secret (one answer for both), `HashingBusy`
     /// when verification capacity is exhausted, `Unavailable` when the backend cannot be reached.
     fn authenticate(&self, credential: Credential) -> impl Future<Output = Result<Principal>> + Send;
+
+    /// Told by the auth layer of each request it admitted: `principal`'s key was used from `client`
+    /// by `agent` (the request's user agent) for a request requiring `required`. Must not block;
+    /// by default nothing happens (the remote authenticator notes it for its usage reports).
+    fn admitted(&self, principal: &Principal, client: Option<IpAddr>, agent: &str, required: &[String]) {
+        let _ = (principal, client, agent, required);
+    }
 }
 
 impl<A: Authenticator> Authenticator for std::sync::Arc<A> {
     fn authenticate(&self, credential: Credential) -> impl Future<Output = Result<Principal>> + Send {
         (**self).authenticate(credential)
+    }
+
+    fn admitted(&self, principal: &Principal, client: Option<IpAddr>, agent: &str, required: &[String]) {
+        (**self).admitted(principal, client, agent, required);
     }
 }
 

@@ -16,6 +16,9 @@
 //!   ones keep passing until their entry expires (at most one TTL after their last verification), then
 //!   are refused with UNAVAILABLE too; so a short outage does not take every consumer down with it,
 //!   and a long one cannot extend a key's life beyond the TTL.
+//! - **Usage reports.** With [`RemoteConfig::usage_report`], the uses the auth layer admits (cache
+//!   hits included) are reported to apikeys in batches ([`super::report`]), so its last-used and
+//!   least-privilege reports see them.
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,6 +28,7 @@ use super::{
     Authenticator, Credential, Principal,
     cache::{CacheKey, Verified, VerifiedCache},
     flight::SingleFlight,
+    report::{Reporter, UsageReport},
     watch::{AbortOnDrop, WatchStats},
 };
 use crate::{
@@ -51,6 +55,8 @@ pub struct RemoteAuthenticator {
     flights: SingleFlight<CacheKey, Verified>,
     watch: Arc<WatchStats>,
     _watcher: Option<AbortOnDrop>,
+    reporter: Option<Arc<Reporter>>,
+    _reporting: Option<AbortOnDrop>,
 }
 
 /// Settings of a [`RemoteAuthenticator`].
@@ -65,6 +71,9 @@ pub struct RemoteConfig {
     /// Whether to follow apikeys' change stream (revocation within about a second instead of the
     /// TTL).
     pub watch: bool,
+    /// Whether and how to report the uses the auth layer admits; `None`: not reported, so
+    /// apikeys' last-used and least-privilege reports miss this service's cache hits.
+    pub usage_report: Option<UsageReport>,
 }
 
 impl Default for RemoteConfig {
@@ -74,6 +83,7 @@ impl Default for RemoteConfig {
             cache_ttl: DEFAULT_CACHE_TTL,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             watch: true,
+            usage_report: None,
         }
     }
 }
@@ -84,6 +94,9 @@ impl RemoteAuthenticator {
     /// or the channel of a [`crate::replicas::Replicas`] set. With `config.watch` and a cache, it follows
     /// the change stream on a task of its own (called inside a Tokio runtime), stopped when the
     /// authenticator is dropped.
+    ///
+    /// With `config.usage_report`, it reports uses on another task (every interval, and on
+    /// [`RemoteAuthenticator::flush_usage`]); without a runtime, only on `flush_usage`.
     ///
     /// # Errors
     /// A cache TTL longer than a day, or a failing OS random source (startup).
@@ -105,7 +118,41 @@ impl RemoteAuthenticator {
             }
             _ => None,
         };
-        Ok(Self { client, timeout: config.timeout, cache, flights: SingleFlight::default(), watch, _watcher: watcher })
+        let reporter = match &config.usage_report {
+            Some(report) => Some(Arc::new(Reporter::new(client.clone(), report, config.timeout))),
+            None => None,
+        };
+        let reporting = reporter.as_ref().zip(config.usage_report.as_ref()).and_then(|(reporter, report)| {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            Some(reporter.spawn(&runtime, report.interval))
+        });
+        Ok(Self {
+            client,
+            timeout: config.timeout,
+            cache,
+            flights: SingleFlight::default(),
+            watch,
+            _watcher: watcher,
+            reporter,
+            _reporting: reporting,
+        })
+    }
+
+    /// Sends the uses not reported yet (call it on graceful shutdown); returns how many keys'
+    /// uses apikeys recorded. Without `usage_report`, does nothing.
+    ///
+    /// # Errors
+    /// See [`Reporter::flush`]; what was not sent is kept for the next report.
+    pub async fn flush_usage(&self) -> Result<usize> {
+        match &self.reporter {
+            Some(reporter) => reporter.flush().await,
+            None => Ok(0),
+        }
+    }
+
+    /// The usage reporter, if reporting (exposed for metrics and tests).
+    pub fn reporter(&self) -> Option<&Reporter> {
+        self.reporter.as_deref()
     }
 
     /// The local cache (exposed for metrics and tests).
@@ -156,6 +203,14 @@ fn upstream_error(status: tonic::Status) -> Error {
 impl Authenticator for RemoteAuthenticator {
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
         self.cache.get_or_verify(&self.flights, &credential, || self.call_upstream(&credential)).await
+    }
+
+    fn admitted(&self, principal: &Principal, client: Option<std::net::IpAddr>, agent: &str, required: &[String]) {
+        if let Some(reporter) = &self.reporter
+            && let Ok(id) = principal.key_id.parse()
+        {
+            reporter.log().used(id, client, agent, required);
+        }
     }
 }
 

@@ -671,9 +671,10 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
                     print!("{}", output::fields(&rows));
                     if let Some(command) = &suggestion {
                         println!(
-                            "\nOnly requests that reach apikeys count (Authenticate with required_permissions, calls to \
-                             apikeys itself); consumer services' auth layers do not report theirs yet. If this key is \
-                             used only that way, this drops what it never needed in {} days:\n  {command}",
+                            "\nCounted: Authenticate with required_permissions, calls to apikeys itself, and the \
+                             requests of consumer services that report their uses (RemoteConfig::usage_report). If \
+                             every service this key calls reports, this drops what it never needed in {} days:\n  \
+                             {command}",
                             args.days
                         );
                     }
@@ -686,8 +687,8 @@ pub async fn run(command: KeyCommand) -> Result<(), StartupError> {
                     "window_start": output::rfc3339(usage.window_start.as_ref()),
                     "last_used_time": output::rfc3339(usage.last_used_time.as_ref()),
                     "suggested_command": suggestion,
-                    "coverage": "requests that reach apikeys only (Authenticate with required_permissions, calls to \
-                                 apikeys itself); consumer auth layers do not report theirs yet",
+                    "coverage": "Authenticate with required_permissions, calls to apikeys itself, and requests \
+                                 admitted by consumer services that report their uses",
                 })),
             }
             Ok(())

@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 /// The permission that the admin RPCs require ("API Keys" administration).
 pub const ADMIN_PERMISSION: &str = "api_keys_admin";
+/// The permission ReportKeyUsage requires: held by consumer services' report credentials, so
+/// reporting uses does not take admin rights.
+pub const USAGE_REPORT_PERMISSION: &str = "api_keys_usage_report";
 
 const DEFAULT_CATALOG: &str = include_str!("permissions.toml");
 

@@ -18,7 +18,7 @@ use crate::{
 
 pub mod catalog;
 
-pub use catalog::{ADMIN_PERMISSION, Catalog, Permission, is_permission_name};
+pub use catalog::{ADMIN_PERMISSION, Catalog, Permission, USAGE_REPORT_PERMISSION, is_permission_name};
 
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
@@ -485,8 +485,19 @@ pub fn permissions(catalog: &Catalog, raw: &[String], field: &str) -> Result<Vec
 /// # Errors
 /// PERMISSION_DENIED naming the permissions the caller lacks.
 pub fn check_grant(caller: &Caller, granted: &[String]) -> Result<()> {
-    let lacking = lacking(&caller.permissions, granted.iter().map(String::as_str));
+    let lacking = beyond(caller, granted);
     if lacking.is_empty() { Ok(()) } else { Err(Error::Escalation(lacking)) }
+}
+
+/// The permissions of `wanted` that `caller` may neither grant nor manage: those it does not
+/// hold, except that an admin ([`ADMIN_PERMISSION`]) counts as holding [`USAGE_REPORT_PERMISSION`],
+/// a lesser right over the same keys (so admin keys made before that permission existed can grant
+/// it to consumer services).
+fn beyond(caller: &Caller, wanted: &[String]) -> Vec<String> {
+    let admin = caller.permissions.binary_search_by(|p| p.as_str().cmp(ADMIN_PERMISSION)).is_ok();
+    let mut lacking = lacking(&caller.permissions, wanted.iter().map(String::as_str));
+    lacking.retain(|p| !(admin && p == USAGE_REPORT_PERMISSION));
+    lacking
 }
 
 /// The management rule: regenerating, deleting or changing the permissions of a key needs every
@@ -495,7 +506,7 @@ pub fn check_grant(caller: &Caller, granted: &[String]) -> Result<()> {
 /// # Errors
 /// PERMISSION_DENIED naming the key's permissions the caller lacks.
 pub fn check_manage(caller: &Caller, key: &ApiKey) -> Result<()> {
-    let lacking = lacking(&caller.permissions, key.permissions.iter().map(String::as_str));
+    let lacking = beyond(caller, &key.permissions);
     if lacking.is_empty() { Ok(()) } else { Err(Error::KeyOutranksCaller(lacking)) }
 }
 
@@ -605,6 +616,15 @@ mod tests {
             Err(Error::Escalation(lacking)) => assert_eq!(lacking, vec!["b".to_owned()]),
             other => panic!("{other:?}"),
         }
+        // An admin may grant the report permission without holding it; nobody else may.
+        let report = vec![USAGE_REPORT_PERMISSION.to_owned()];
+        match check_grant(&caller, &report) {
+            Err(Error::Escalation(lacking)) => assert_eq!(lacking, report),
+            other => panic!("{other:?}"),
+        }
+        let admin = Caller { permissions: vec![ADMIN_PERMISSION.into()], ..caller };
+        assert!(check_grant(&admin, &report).is_ok());
+        assert!(beyond(&admin, &report).is_empty(), "check_manage's rule too");
     }
 
     #[test]

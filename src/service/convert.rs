@@ -14,13 +14,14 @@ use crate::{
         self, Actor, ActorType, ApiKey, Caller, Catalog, KeyId, KeyState, MAX_DISPLAY_NAME_CHARS,
         MAX_REQUIRED_PERMISSIONS, OrgPolicy, Origin, Violations, is_permission_name,
     },
-    error::{Error, Result},
+    error::{Error, FieldViolation, Result},
     keys::{CreateKey, KeyPatch, Precondition},
     pb,
     pb::timestamp,
     revocation::Cursor,
     store::ListQuery,
     store::{AuditQuery, entities::audit_event},
+    usage::{Seen, clean_agent},
 };
 
 /// Page size when the request says 0.
@@ -187,6 +188,68 @@ pub fn authenticate(r: pb::AuthenticateRequest) -> Result<AuthenticateCheck> {
         client,
         caller_enforces_restrictions: r.caller_enforces_restrictions,
     })
+}
+
+/// Most entries in one ReportKeyUsage request.
+pub const MAX_USAGE_REPORTS: usize = 1000;
+
+/// The uses a ReportKeyUsage request reports, checked (every malformed entry named as
+/// `usages[i].field`): a time in the future counts as now, an empty agent is the reporter's
+/// (`reporter_agent`).
+///
+/// # Errors
+/// INVALID_ARGUMENT.
+pub fn usage_reports(r: pb::ReportKeyUsageRequest, reporter_agent: &str) -> Result<Vec<(uuid::Uuid, Seen)>> {
+    if r.usages.len() > MAX_USAGE_REPORTS {
+        return Err(Error::invalid("usages", format!("at most {MAX_USAGE_REPORTS} entries per report")));
+    }
+    let now = chrono::Utc::now();
+    let mut v = Violations::default();
+    let mut reports = Vec::with_capacity(r.usages.len());
+    for (i, usage) in r.usages.into_iter().enumerate() {
+        let field = |name: &str| format!("usages[{i}].{name}");
+        let id = v.check(
+            usage
+                .key_id
+                .trim()
+                .parse::<uuid::Uuid>()
+                .map_err(|_| FieldViolation::new(field("key_id"), "must be a UUID")),
+        );
+        let time = match &usage.last_used_time {
+            Some(t) => v.check(time(t, &field("last_used_time"))).map(|t| t.min(now)),
+            None => {
+                v.add(field("last_used_time"), "is required");
+                None
+            }
+        };
+        let address = match usage.last_used_address.trim() {
+            "" => Some(None),
+            text => v.check(
+                text.parse::<std::net::IpAddr>()
+                    .map(|addr| Some(addr.to_canonical()))
+                    .map_err(|_| FieldViolation::new(field("last_used_address"), "is not an IPv4 or IPv6 address")),
+            ),
+        };
+        if usage.exercised_permissions.len() > MAX_REQUIRED_PERMISSIONS {
+            v.add(field("exercised_permissions"), format!("at most {MAX_REQUIRED_PERMISSIONS} permissions"));
+        }
+        for (j, name) in usage.exercised_permissions.iter().enumerate() {
+            if !is_permission_name(name) {
+                v.add(
+                    format!("usages[{i}].exercised_permissions[{j}]"),
+                    "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
+                );
+            }
+        }
+        if let (Some(id), Some(time), Some(address)) = (id, time, address) {
+            let time = std::time::SystemTime::from(time);
+            let agent = if usage.last_used_agent.is_empty() { reporter_agent } else { &usage.last_used_agent };
+            let exercised = usage.exercised_permissions.into_iter().map(|p| (p, time)).collect();
+            reports.push((id, Seen { time, address, agent: clean_agent(agent), exercised }));
+        }
+    }
+    v.finish()?;
+    Ok(reports)
 }
 
 /// The org policy an UpdateOrgPolicy request sets.

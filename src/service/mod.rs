@@ -11,13 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     audit::AuditTail,
-    auth::{
-        admit,
-        local::LocalAuthenticator,
-        require,
-        restrictions::{ClientAddress, RateLimiter},
-    },
-    domain::ADMIN_PERMISSION,
+    auth::{admit, local::LocalAuthenticator, require, restrictions::RateLimiter},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
@@ -58,14 +52,10 @@ impl ApiKeyApi {
         Self { keys, authenticator, feed, metrics, limiter, usage }
     }
 
-    /// The admin caller of `request` (authenticated by the auth layer), its use of its key noted.
+    /// The admin caller of `request` (authenticated by the auth layer, which noted the use of its
+    /// key).
     fn caller<T>(&self, request: &Request<T>) -> Result<crate::domain::Caller, Status> {
-        let caller = convert::caller(request)?;
-        if let Ok(id) = caller.actor.id.parse() {
-            let address = request.extensions().get::<ClientAddress>().and_then(|client| client.0);
-            self.usage.used(id, address, convert::user_agent(request.metadata()), &[ADMIN_PERMISSION]);
-        }
-        Ok(caller)
+        Ok(convert::caller(request)?)
     }
 }
 
@@ -235,6 +225,20 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         let page = convert::audit_list(request.into_inner())?;
         let rows = self.keys.audit_events(&caller, &page.query).await?;
         Ok(Response::new(page.response(rows)?))
+    }
+
+    async fn report_key_usage(
+        &self,
+        request: Request<pb::ReportKeyUsageRequest>,
+    ) -> Result<Response<pb::ReportKeyUsageResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let agent = convert::user_agent(request.metadata()).to_owned();
+        let reports = convert::usage_reports(request.into_inner(), &agent)?;
+        let (own, ignored) = self.keys.own_keys(&caller, reports).await?;
+        let accepted = own.len();
+        self.usage.merge(own);
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        Ok(Response::new(pb::ReportKeyUsageResponse { accepted_count: count(accepted), ignored_count: count(ignored) }))
     }
 
     async fn get_org_policy(

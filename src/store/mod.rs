@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
@@ -1514,11 +1514,12 @@ impl Store {
         for chunk in batch.chunks(500) {
             let (mut time, mut address, mut agent) = (CaseStatement::new(), CaseStatement::new(), CaseStatement::new());
             for (id, seen) in chunk {
+                let seen_time = DateTime::<Utc>::from(seen.time);
                 let newer = Expr::col(Column::Id)
                     .eq(*id)
-                    .and(Expr::col(Column::LastUsedTime).is_null().or(Expr::col(Column::LastUsedTime).lt(seen.time)));
+                    .and(Expr::col(Column::LastUsedTime).is_null().or(Expr::col(Column::LastUsedTime).lt(seen_time)));
                 let shown = seen.address.map(|a| a.to_string()).unwrap_or_default();
-                time = time.case(newer.clone(), Expr::value(seen.time));
+                time = time.case(newer.clone(), Expr::value(seen_time));
                 address = address.case(newer.clone(), Expr::value(shown));
                 agent = agent.case(newer, Expr::value(seen.agent.clone()));
             }
@@ -1538,7 +1539,7 @@ impl Store {
                 seen.exercised.iter().map(|(permission, time)| permission_usage::ActiveModel {
                     key_id: Set(*id),
                     permission: Set(permission.clone()),
-                    last_exercised_time: Set(*time),
+                    last_exercised_time: Set(DateTime::<Utc>::from(*time)),
                 })
             })
             .collect();
@@ -1560,6 +1561,27 @@ impl Store {
             statements += 1;
         }
         Ok(statements)
+    }
+
+    /// Which of `ids` are keys of org `org` (deleted ones included).
+    ///
+    /// # Errors
+    /// UNAVAILABLE or INTERNAL.
+    pub async fn keys_of_org(&self, org: OrgId, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+        let mut own = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let found: Vec<Uuid> = api_key::Entity::find()
+                .select_only()
+                .column(api_key::Column::Id)
+                .filter(api_key::Column::OrgId.eq(org.0))
+                .filter(api_key::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(db_error)?;
+            own.extend(found);
+        }
+        Ok(own)
     }
 
     /// When each permission of key `id` was last required of it (any org: the caller checked the
