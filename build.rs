@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compiler.open_files(PROTOS)?;
 
     tonic_prost_build::configure()
+        // prost's codec, except that a request that does not decode is INVALID_ARGUMENT.
+        .codec_path("apikeys::codec::StrictCodec")
         // These messages carry secrets: their Debug is written by hand and redacts them.
         .skip_debug([
             "apikeys.v1.CreateApiKeyResponse",

@@ -42,14 +42,14 @@ pub enum Error {
     #[error("missing or invalid credentials")]
     Unauthenticated,
     /// PERMISSION_DENIED, reason `MISSING_PERMISSIONS`: the principal lacks the named permissions.
-    #[error("missing permissions: {}", .0.join(", "))]
+    #[error("missing permissions: {}", list(.0))]
     MissingPermissions(Vec<String>),
     /// PERMISSION_DENIED, reason `PERMISSION_ESCALATION`: granting permissions the caller lacks.
-    #[error("cannot grant permissions the caller does not hold: {}", .0.join(", "))]
+    #[error("cannot grant permissions the caller does not hold: {}", list(.0))]
     Escalation(Vec<String>),
     /// PERMISSION_DENIED, reason `PERMISSION_ESCALATION`: managing a key that holds permissions the
     /// caller lacks.
-    #[error("cannot manage a key holding permissions the caller does not hold: {}", .0.join(", "))]
+    #[error("cannot manage a key holding permissions the caller does not hold: {}", list(.0))]
     KeyOutranksCaller(Vec<String>),
     /// PERMISSION_DENIED, reason `SOURCE_NOT_ALLOWED`: the client address is not in the key's
     /// `allowed_cidrs` (or unknown). The credential was right.
@@ -191,8 +191,47 @@ impl Error {
     }
 }
 
+/// Most field violations named in a message or in `BadRequest` details: an answer must fit the
+/// 16 KiB of headers that gRPC clients accept, whatever the request held (a status travels in
+/// headers, so 10 000 bad entries must not mean 10 000 lines of trailers).
+pub const MAX_VIOLATIONS_SHOWN: usize = 10;
+/// Longest message, violation field or description, or metadata value, in bytes; longer ones are
+/// cut (a description may quote the bad input).
+pub const MAX_DETAIL_BYTES: usize = 256;
+/// Longest status message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+/// A list of names for a message: at most [`MAX_VIOLATIONS_SHOWN`], each clipped, then how many more.
+fn list(names: &[String]) -> String {
+    let shown: Vec<_> = names.iter().take(MAX_VIOLATIONS_SHOWN).map(|n| clip(n, MAX_DETAIL_BYTES)).collect();
+    match names.len().saturating_sub(MAX_VIOLATIONS_SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 fn describe_violations(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+    let shown: Vec<String> = violations
+        .iter()
+        .take(MAX_VIOLATIONS_SHOWN)
+        .map(|v| format!("{}: {}", clip(&v.field, MAX_DETAIL_BYTES), clip(&v.description, MAX_DETAIL_BYTES)))
+        .collect();
+    match violations.len().saturating_sub(MAX_VIOLATIONS_SHOWN) {
+        0 => shown.join("; "),
+        more => format!("{}; and {more} more", shown.join("; ")),
+    }
 }
 
 impl From<Error> for Status {
@@ -201,10 +240,10 @@ impl From<Error> for Status {
         match &error {
             Error::Internal(cause) => tracing::error!(%cause, "internal error"),
             Error::MissingPermissions(names) | Error::Escalation(names) | Error::KeyOutranksCaller(names) => {
-                metadata.insert("permissions".to_owned(), names.join(","));
+                metadata.insert("permissions".to_owned(), clip(&names.join(","), 4 * MAX_DETAIL_BYTES).into_owned());
             }
             Error::AppManagedKey { app_id, .. } => {
-                metadata.insert("app_id".to_owned(), app_id.clone());
+                metadata.insert("app_id".to_owned(), clip(app_id, MAX_DETAIL_BYTES).into_owned());
             }
             Error::DisplayNameHeld { holder_id, .. } => {
                 metadata.insert("holder_id".to_owned(), holder_id.clone());
@@ -217,11 +256,14 @@ impl From<Error> for Status {
             details.set_retry_info(Some(*wait));
         }
         if let Error::InvalidArgument(violations) = &error {
-            for v in violations {
-                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            for v in violations.iter().take(MAX_VIOLATIONS_SHOWN) {
+                details.add_bad_request_violation(
+                    clip(&v.field, MAX_DETAIL_BYTES),
+                    clip(&v.description, MAX_DETAIL_BYTES),
+                );
             }
         }
-        Status::with_error_details(error.code(), error.to_string(), details)
+        Status::with_error_details(error.code(), clip(&error.to_string(), MAX_MESSAGE_BYTES), details)
     }
 }
 
@@ -251,4 +293,37 @@ pub fn code_name(code: Code) -> &'static str {
 /// Reads the AIP-193 reason back from a status returned by apikeys (empty if there is none).
 pub fn status_reason(status: &Status) -> String {
     status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn clipping_cuts_at_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(100);
+        let cut = clip(&long, 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+    }
+
+    #[test]
+    fn a_status_fits_in_headers_whatever_the_request_held() {
+        let violations =
+            (0..10_000).map(|i| FieldViolation::new(format!("permissions[{i}]"), "x".repeat(10_000))).collect();
+        let status = Status::from(Error::InvalidArgument(violations));
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(status.message().ends_with('…') || status.message().contains("more"), "{}", status.message());
+        let shown = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(shown.len(), MAX_VIOLATIONS_SHOWN);
+        assert!(shown.iter().all(|v| v.description.len() <= MAX_DETAIL_BYTES));
+        assert!(status.details().len() < 8 * 1024, "{} bytes of details", status.details().len());
+
+        let names: Vec<String> = (0..256).map(|i| format!("{i}{}", "p".repeat(60))).collect();
+        let status = Status::from(Error::MissingPermissions(names));
+        assert!(status.message().contains("and 246 more"), "{}", status.message());
+        assert!(status.details().len() < 8 * 1024);
+    }
 }

@@ -6,12 +6,18 @@
 //! `server` wiring it together. The `client` feature builds only what a consumer needs; `server`
 //! (default) adds storage, hashing and the binary.
 
+// The generated code names the codec `apikeys::codec::StrictCodec`, which must resolve here as
+// it does in the example consumer compiled from the same `build.rs` output.
+extern crate self as apikeys;
+
 #[cfg(feature = "server")]
 pub mod audit;
 #[cfg(feature = "client")]
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod codec;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]

@@ -331,7 +331,7 @@ fn reject<B: Default>(grpc: bool, error: &Error) -> Response<B> {
         };
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
-    if let Ok(value) = HeaderValue::from_str(&error.to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&crate::error::clip(&error.to_string(), crate::error::MAX_MESSAGE_BYTES)) {
         response.headers_mut().insert("x-apikeys-error", value);
     }
     response

@@ -107,10 +107,20 @@ pub fn time(
     t: &prost_types::Timestamp,
     field: &str,
 ) -> std::result::Result<chrono::DateTime<chrono::Utc>, crate::error::FieldViolation> {
-    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000);
-    nanos
-        .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
-        .ok_or_else(|| crate::error::FieldViolation::new(field, "is not a valid timestamp"))
+    // google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+    const SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000 && SECONDS.contains(&t.seconds));
+    nanos.and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos)).ok_or_else(|| {
+        crate::error::FieldViolation::new(field, "is not a valid timestamp (years 1 to 9999, nanos 0 to 999999999)")
+    })
+}
+
+/// A `google.protobuf.Duration` that is valid and not negative: seconds from 0 to 10 000 years,
+/// nanos from 0 to 999 999 999.
+fn duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
+    let seconds = u64::try_from(d.seconds).ok().filter(|s| *s <= 315_576_000_000)?;
+    let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    Some(std::time::Duration::new(seconds, nanos))
 }
 
 /// The grace period of a RegenerateApiKeySecret; `None` for none.
@@ -119,8 +129,7 @@ pub fn time(
 /// INVALID_ARGUMENT naming `previous_secret_ttl`: negative, or longer than 7 days.
 pub fn previous_secret_ttl(ttl: Option<&prost_types::Duration>) -> Result<Option<std::time::Duration>> {
     let Some(ttl) = ttl else { return Ok(None) };
-    let seconds = u64::try_from(ttl.seconds).ok().filter(|_| ttl.nanos >= 0);
-    match seconds.map(std::time::Duration::from_secs) {
+    match duration(ttl) {
         Some(ttl) if ttl.is_zero() => Ok(None),
         Some(ttl) if ttl <= domain::MAX_PREVIOUS_SECRET_TTL => Ok(Some(ttl)),
         _ => Err(Error::invalid("previous_secret_ttl", "must be between 0 and 7 days")),
@@ -360,10 +369,7 @@ pub fn create(r: pb::CreateApiKeyRequest, catalog: &Catalog) -> Result<CreateKey
 /// recorded.
 fn rate_limit(raw: Option<&pb::RateLimit>, field: &str, v: &mut Violations) -> Option<Option<domain::RateLimit>> {
     let Some(limit) = raw else { return Some(None) };
-    let window = limit.window.as_ref().and_then(|w| {
-        (w.seconds >= 0 && w.nanos >= 0)
-            .then(|| std::time::Duration::new(w.seconds.unsigned_abs(), w.nanos.unsigned_abs()))
-    });
+    let window = limit.window.as_ref().and_then(duration);
     v.check_all(domain::rate_limit(limit.requests, window, field)).map(Some)
 }
 

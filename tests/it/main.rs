@@ -4,6 +4,7 @@
 
 mod audit;
 mod authenticate;
+mod bad_input;
 mod cli;
 mod config;
 mod crash;
