@@ -82,6 +82,13 @@ impl Secret {
     }
 }
 
+impl From<[u8; SECRET_BYTES]> for Secret {
+    /// A secret of these bytes (for tests and tooling; new secrets come from [`Secret::generate`]).
+    fn from(bytes: [u8; SECRET_BYTES]) -> Self {
+        Self(bytes)
+    }
+}
+
 impl Drop for Secret {
     fn drop(&mut self) {
         self.0.zeroize();

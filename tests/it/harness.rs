@@ -451,19 +451,27 @@ pub struct Binary {
 impl Binary {
     /// Starts it with `extra` flags and waits until it listens and has bootstrapped.
     pub async fn serve(db: &TestDb, extra: &[&str]) -> Self {
+        Self::serve_env(db, extra, &[]).await
+    }
+
+    /// [`Binary::serve`] with environment variables `env` set (and text logs unless `extra` says
+    /// `--log-format`).
+    pub async fn serve_env(db: &TestDb, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = db.dir.path().join("data");
         // Several servers may share one test database (replicas): each logs to files of its own.
         let run = uuid::Uuid::new_v4().simple();
         let logs = [db.dir.path().join(format!("stdout-{run}.log")), db.dir.path().join(format!("stderr-{run}.log"))];
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--log-format") { &[][..] } else { &["--log-format", "text"][..] })
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
             .args(extra)
             .env_remove("APIKEYS_DATABASE_URL")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::from(std::fs::File::create(&logs[0]).unwrap()))
             .stderr(std::process::Stdio::from(std::fs::File::create(&logs[1]).unwrap()));
         if let Some(pg) = &db.pg {
@@ -474,9 +482,13 @@ impl Binary {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&server.logs[1]).unwrap_or_default();
+            // `addr=127.0.0.1:1234` in text, `"addr":"127.0.0.1:1234"` in JSON.
             let listening = text.lines().find(|l| l.contains("apikeys listening")).and_then(|line| {
-                let at = line.find("addr=")? + "addr=".len();
-                line[at..].split_whitespace().next()?.trim_matches('"').parse().ok()
+                let at = line
+                    .find("addr=")
+                    .map(|at| at + "addr=".len())
+                    .or_else(|| line.find("\"addr\":").map(|at| at + "\"addr\":".len()))?;
+                line[at..].split([' ', ',', '}']).next()?.trim_matches('"').parse().ok()
             });
             if let Some(addr) = listening {
                 server.addr = addr;
