@@ -196,6 +196,11 @@ pub struct ServerConfig {
     /// Milliseconds a cached verification is trusted while the PostgreSQL change listener is down
     /// (changes made by other replicas may then go unnoticed until the next read of the log).
     pub degraded_cache_ttl_ms: u64,
+    /// Milliseconds a cached verification is trusted, counted from the verification, while the
+    /// database cannot be reached at all: credentials used in that time keep passing through an
+    /// outage; others get UNAVAILABLE. If only this replica is cut off, changes made through
+    /// other replicas go unnoticed here for as long. 0: refuse every credential during an outage.
+    pub outage_cache_ttl_ms: u64,
     /// Seconds changes stay in the change log, for WatchKeyChanges streams that reconnect with a
     /// cursor; an older cursor is answered with `reset`.
     pub change_retention_secs: u64,
@@ -273,6 +278,7 @@ impl Default for ServerConfig {
             failure_flush_ms: 1000,
             change_poll_ms: 1000,
             degraded_cache_ttl_ms: 1000,
+            outage_cache_ttl_ms: 30_000,
             change_retention_secs: 24 * 60 * 60,
             trusted_proxies: 0,
             trusted_proxy_cidrs: String::new(),
@@ -364,6 +370,7 @@ impl ServerConfig {
         FeedConfig {
             poll: Duration::from_millis(self.change_poll_ms),
             degraded_cache_ttl: Duration::from_millis(self.degraded_cache_ttl_ms),
+            outage_cache_ttl: Duration::from_millis(self.outage_cache_ttl_ms),
             retention: Duration::from_secs(self.change_retention_secs),
             max_watchers: self.max_watchers,
             max_watchers_per_peer: self.max_watchers_per_peer,

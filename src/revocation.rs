@@ -50,6 +50,8 @@ pub const MAX_REPLAY: u64 = 10 * BATCH;
 
 /// How often the listener connection is pinged.
 pub const LISTENER_PING: Duration = Duration::from_secs(5);
+/// How long the database has to answer a ping when the listener is lost before it counts as down.
+const LOST_LISTENER_CHECK: Duration = Duration::from_secs(1);
 
 /// Settings of a [`ChangeFeed`].
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct FeedConfig {
     pub poll: Duration,
     /// How long cached verifications are trusted while the listener is down.
     pub degraded_cache_ttl: Duration,
+    /// How long cached verifications are trusted while the database cannot be reached.
+    pub outage_cache_ttl: Duration,
     /// How long changes stay in the log for reconnecting watchers.
     pub retention: Duration,
     /// Most `WatchKeyChanges` streams at once.
@@ -135,6 +139,9 @@ pub struct FeedStats {
     pub watchers: AtomicUsize,
     /// Whether the last read of the log succeeded.
     pub log_readable: AtomicBool,
+    /// Whether the log was read since the listener was last lost (so the database answers and
+    /// only the news is slower).
+    pub read_since_listener_lost: AtomicBool,
 }
 
 /// Follows the change log; see the module docs.
@@ -175,6 +182,7 @@ impl ChangeFeed {
         let stats = FeedStats::default();
         stats.listener_up.store(!postgres, Ordering::Relaxed);
         stats.log_readable.store(true, Ordering::Relaxed);
+        stats.read_since_listener_lost.store(true, Ordering::Relaxed);
         Ok(Arc::new(Self {
             store,
             cache,
@@ -209,12 +217,27 @@ impl ChangeFeed {
         self.wake.notify_one();
     }
 
-    /// Trusts the cache for its TTL only while news of changes arrives: the listener is up (or
-    /// there is none, on SQLite) and the log can be read.
+    /// How long cached verifications are trusted, from what is known of the news of changes:
+    /// - the listener is up (or there is none, on SQLite) and the log can be read: their TTL;
+    /// - the listener is down but the log was read since: `degraded_cache_ttl` (the log is read
+    ///   every `poll`; other replicas' changes are noticed then);
+    /// - the log cannot be read and the database cannot be reached at all: `outage_cache_ttl`.
+    ///   Nobody can change a key while the database is down; if only this replica is cut off,
+    ///   changes made through others go unnoticed here that long (the operator's choice);
+    /// - the log cannot be read though the database answers: `degraded_cache_ttl`.
+    ///
+    /// Right after the listener is lost, until the log is read again (at once), the TTL holds.
     fn update_trust(&self) {
-        let informed =
-            self.stats.listener_up.load(Ordering::Relaxed) && self.stats.log_readable.load(Ordering::Relaxed);
-        let limit = (self.postgres && !informed).then_some(self.config.degraded_cache_ttl);
+        let stats = &self.stats;
+        let limit = if !self.postgres {
+            None
+        } else if !stats.log_readable.load(Ordering::Relaxed) {
+            Some(if self.store.reachable() { self.config.degraded_cache_ttl } else { self.config.outage_cache_ttl })
+        } else if !stats.listener_up.load(Ordering::Relaxed) && stats.read_since_listener_lost.load(Ordering::Relaxed) {
+            Some(self.config.degraded_cache_ttl)
+        } else {
+            None
+        };
         self.cache.set_trust_limit(limit);
     }
 
@@ -234,9 +257,12 @@ impl ChangeFeed {
                     false
                 }
             };
-            if self.stats.log_readable.swap(readable, Ordering::Relaxed) != readable {
-                self.update_trust();
+            self.stats.log_readable.store(readable, Ordering::Relaxed);
+            if readable {
+                self.stats.read_since_listener_lost.store(true, Ordering::Relaxed);
             }
+            // Also when nothing changed here: the database's reachability may have.
+            self.update_trust();
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = tokio::time::Instant::now();
                 let horizon = chrono::Duration::from_std(self.config.retention)
@@ -281,6 +307,11 @@ impl ChangeFeed {
                 Err(error) => tracing::warn!(%error, "change listener failed; reconnecting"),
             }
             self.stats.listener_up.store(false, Ordering::Relaxed);
+            self.stats.read_since_listener_lost.store(false, Ordering::Relaxed);
+            // Read the log now, and find out whether the database itself is gone (then calls fail
+            // fast instead of waiting for a connection).
+            self.wake();
+            self.store.check(LOST_LISTENER_CHECK).await;
             self.update_trust();
             // A connection that came up and was lost later starts the backoff over.
             if self.stats.listener_connects.load(Ordering::Relaxed) > connects {

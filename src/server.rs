@@ -30,6 +30,7 @@ use crate::{
         watch::AbortOnDrop,
     },
     config::{ServerConfig, redact_url},
+    deadline::DeadlineLayer,
     domain::Catalog,
     error::Error,
     failure_budget::FailureBudget,
@@ -42,7 +43,7 @@ use crate::{
     revocation::ChangeFeed,
     rpc_trace::RpcTraceLayer,
     service::ApiKeyApi,
-    store::{Store, StoreConfig},
+    store::{Store, StoreConfig, breaker::PROBE_INTERVAL},
     usage::UsageLog,
 };
 
@@ -446,6 +447,7 @@ impl Application {
             .with_nodelay(Some(true))
             .with_keepalive(Some(secs(limits.tcp_keepalive_secs)));
         let serve = builder
+            .layer(DeadlineLayer)
             .layer(RpcTraceLayer::new(self.metrics.clone()))
             .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer, self.authenticator.budget()))
             .layer(layer)
@@ -520,15 +522,27 @@ async fn health(
     let reporter = HealthReporter::new();
     let service =
         tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
-    let up = store.ping().await.is_ok();
+    // A ping that takes longer than this counts as a failure (a database that accepts
+    // connections and then says nothing is down too).
+    const PING_TIMEOUT: Duration = Duration::from_secs(1);
+    let up = store.check(PING_TIMEOUT).await;
     set_health(&reporter, up).await;
     let interval = Duration::from_millis(config.health_interval_ms);
     let (store, task_reporter) = (store.clone(), reporter.clone());
     tokio::spawn(async move {
         let mut was_up = up;
+        let mut pinged = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(interval).await;
-            let up = store.ping().await.is_ok();
+            // Often, so that an outage any call found shows at once, and while the database is
+            // down a ping per probe interval finds it back within moments; otherwise a ping per
+            // interval.
+            tokio::time::sleep(interval.min(PROBE_INTERVAL)).await;
+            let up = if was_up && store.reachable() && pinged.elapsed() < interval {
+                true
+            } else {
+                pinged = tokio::time::Instant::now();
+                store.check(PING_TIMEOUT).await
+            };
             // Once shutdown has begun the status stays NOT_SERVING.
             if stopping.load(Ordering::Acquire) {
                 break;

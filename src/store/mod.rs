@@ -5,13 +5,13 @@
 //! decides on the current state, writes, and records the audit event. Database errors are
 //! classified in one place, [`db_error`].
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
     sea_query::{Expr, LikeExpr, Query},
     sqlx,
 };
@@ -24,9 +24,11 @@ use crate::{
     error::{Error, Result},
 };
 
+pub mod breaker;
 pub mod entities;
 pub mod migration;
 
+use breaker::{Breaker, Guarded};
 use entities::{api_key, api_key_permission, audit_event, change_log, key_change, org, permission_usage};
 
 /// The PostgreSQL notification channel on which every committed change of a key is announced, with
@@ -271,30 +273,54 @@ pub struct StoreConfig {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    breaker: Arc<Breaker>,
 }
 
-/// Classifies a database error: unreachable backends are UNAVAILABLE, anything else is INTERNAL
-/// (logged, never shown). Unique violations are handled by the callers that expect them.
+/// Classifies a database error: unreachable backends, and storage that cannot take writes (a
+/// full disk, a read-only file system), are UNAVAILABLE; anything else is INTERNAL (logged, never
+/// shown). Unique violations are handled by the callers that expect them.
 pub fn db_error(error: DbErr) -> Error {
-    let unavailable = match &error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => {
-            matches!(
-                &**e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
-        }
-        _ => false,
-    };
-    if unavailable {
+    if breaker::unreachable(&error) {
         tracing::warn!(error = %error, "database unavailable");
         Error::Unavailable("database")
+    } else if cannot_write(&error) {
+        tracing::error!(error = %error, "the database cannot take writes (disk full or read-only?)");
+        Error::Unavailable("database storage")
     } else {
         Error::internal(format!("database: {error}"))
+    }
+}
+
+/// Whether a pooled SQLite connection is outside any transaction, as it must be to be handed out.
+/// One whose COMMIT failed (a full disk) can be left inside its transaction with sqlx none the
+/// wiser; reused, it would make later writes look committed to their callers and be lost, and
+/// keep its reads on an old snapshot. Such a connection is discarded (the pool opens another).
+async fn outside_transaction(connection: &mut sqlx::sqlite::SqliteConnection) -> Result<bool, sqlx::Error> {
+    let mut handle = connection.lock_handle().await?;
+    // SAFETY: the locked handle gives this task exclusive use of the open database handle for the
+    // duration of the call, which only reads the connection's autocommit flag.
+    let autocommit = unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    if autocommit == 0 {
+        tracing::warn!("discarding a pooled SQLite connection left inside a transaction");
+    }
+    Ok(autocommit != 0)
+}
+
+/// Whether `error` is the storage refusing a write: SQLite's FULL, READONLY and IOERR result codes
+/// (with their extended forms), PostgreSQL's disk_full (53100), insufficient_resources (53000) and
+/// read_only_sql_transaction (25006).
+fn cannot_write(error: &DbErr) -> bool {
+    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = error
+    else {
+        return false;
+    };
+    let sqlx::Error::Database(database) = &**e else { return false };
+    let Some(code) = database.code() else { return false };
+    if database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // The primary result code is the low byte of the extended one.
+        code.parse::<u32>().is_ok_and(|extended| matches!(extended & 0xff, 8 | 10 | 13))
+    } else {
+        matches!(code.as_ref(), "53100" | "53000" | "25006")
     }
 }
 
@@ -431,9 +457,20 @@ impl Store {
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
-            });
+            })
+            .map_sqlx_sqlite_before_acquire(|connection, _| Box::pin(outside_transaction(connection)));
         let db = Database::connect(options).await.map_err(db_error)?;
-        Ok(Self { db })
+        Ok(Self { db, breaker: Arc::default() })
+    }
+
+    /// The pool behind the breaker ([`breaker`]): what every method runs its statements on.
+    fn conn(&self) -> Guarded<'_> {
+        Guarded { db: &self.db, breaker: &self.breaker }
+    }
+
+    /// Whether the database is believed reachable (the last call reached it).
+    pub fn reachable(&self) -> bool {
+        self.breaker.is_closed()
     }
 
     /// The underlying connection (tests use it to simulate an outage).
@@ -474,7 +511,19 @@ impl Store {
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
     pub async fn ping(&self) -> Result<()> {
-        self.db.ping().await.map_err(db_error)
+        self.conn().ping().await.map_err(db_error)
+    }
+
+    /// Whether the database answers a ping within `within` (a health check: no answer in time
+    /// counts as unreachable, and fails calls fast until one reaches it again).
+    pub async fn check(&self, within: Duration) -> bool {
+        match tokio::time::timeout(within, self.conn().ping()).await {
+            Ok(result) => result.is_ok(),
+            Err(_) => {
+                self.breaker.trip();
+                false
+            }
+        }
     }
 
     /// Whether any org exists (bootstrap runs only when none does).
@@ -482,7 +531,7 @@ impl Store {
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
     pub async fn has_orgs(&self) -> Result<bool> {
-        Ok(org::Entity::find().count(&self.db).await.map_err(db_error)? > 0)
+        Ok(org::Entity::find().count(&self.conn()).await.map_err(db_error)? > 0)
     }
 
     /// Finds an org by name.
@@ -490,7 +539,7 @@ impl Store {
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
     pub async fn find_org_by_name(&self, name: &str) -> Result<Option<Org>> {
-        let found = org::Entity::find().filter(org::Column::Name.eq(name)).one(&self.db).await.map_err(db_error)?;
+        let found = org::Entity::find().filter(org::Column::Name.eq(name)).one(&self.conn()).await.map_err(db_error)?;
         Ok(found.map(Org::from))
     }
 
@@ -499,7 +548,7 @@ impl Store {
     /// # Errors
     /// FAILED_PRECONDITION ([`Error::OrgExists`]) if the name is taken; UNAVAILABLE or INTERNAL.
     pub async fn create_org_with_key(&self, name: &str, default_group: &str, key: NewKey) -> Result<(Org, ApiKey)> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.conn().begin().await.map_err(db_error)?;
         let org = org::ActiveModel {
             id: Set(key.org_id.0),
             name: Set(name.to_owned()),
@@ -522,7 +571,7 @@ impl Store {
     /// # Errors
     /// ALREADY_EXISTS if the display name is taken; UNAVAILABLE or INTERNAL.
     pub async fn create_key(&self, key: NewKey) -> Result<ApiKey> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.conn().begin().await.map_err(db_error)?;
         let created = Self::insert_key(&txn, key, "CREATE").await?;
         txn.commit().await.map_err(db_error)?;
         Ok(created)
@@ -603,7 +652,7 @@ impl Store {
         // Rows per statement: within SQLite's limit of bound parameters (the widest table has 19
         // columns).
         const CHUNK: usize = 1000;
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.conn().begin().await.map_err(db_error)?;
         let now = Utc::now();
         for chunk in keys.chunks(CHUNK) {
             api_key::Entity::insert_many(chunk.iter().map(|key| Self::key_row(key, now))).exec(&txn).await.map_err(
@@ -701,7 +750,7 @@ impl Store {
     /// # Errors
     /// NOT_FOUND (also for keys of other orgs); UNAVAILABLE or INTERNAL.
     pub async fn get_key(&self, org_id: OrgId, id: KeyId) -> Result<ApiKey> {
-        Self::load_key(&self.db, org_id, id).await
+        Self::load_key(&self.conn(), org_id, id).await
     }
 
     async fn load_key(conn: &impl ConnectionTrait, org_id: OrgId, id: KeyId) -> Result<ApiKey> {
@@ -734,7 +783,7 @@ impl Store {
                 api_key::Column::DeleteTime,
             ])
             .into_tuple::<SecretRow>()
-            .one(&self.db)
+            .one(&self.conn())
             .await
             .map_err(db_error)?;
         let now = Utc::now();
@@ -755,7 +804,7 @@ impl Store {
     /// UNAVAILABLE or INTERNAL.
     pub async fn org_policy(&self, org_id: OrgId) -> Result<OrgPolicy> {
         let org = org::Entity::find_by_id(org_id.0)
-            .one(&self.db)
+            .one(&self.conn())
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::internal("caller's org not found"))?;
@@ -775,7 +824,7 @@ impl Store {
             .col_expr(org::Column::LockoutThreshold, Expr::value(threshold))
             .col_expr(org::Column::MaxKeyLifetimeSecs, Expr::value(max_lifetime))
             .filter(org::Column::Id.eq(org_id.0))
-            .exec(&self.db)
+            .exec(&self.conn())
             .await
             .map_err(db_error)?;
         self.org_policy(org_id).await
@@ -795,7 +844,7 @@ impl Store {
         // deadlock each other.
         let mut batch: Vec<&Outcomes> = batch.iter().collect();
         batch.sort_unstable_by_key(|o| o.key_id.0);
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.conn().begin().await.map_err(db_error)?;
         for outcome in &batch {
             let attempts = i64::try_from(outcome.failures).unwrap_or(i64::MAX);
             let mut update = api_key::Entity::update_many().filter(api_key::Column::Id.eq(outcome.key_id.0));
@@ -908,7 +957,7 @@ impl Store {
                     ),
             )
             .to_owned();
-        let rows = self.db.query_all(&query).await.map_err(db_error)?;
+        let rows = self.conn().query_all(&query).await.map_err(db_error)?;
         let Some(first) = rows.first() else { return Ok(None) };
         let model = api_key::Model::from_query_result(first, "").map_err(db_error)?;
         let default_group: String = first.try_get("", "default_group").map_err(db_error)?;
@@ -933,7 +982,7 @@ impl Store {
             .col_expr(api_key::Column::SecretHash, Expr::value(new.0))
             .filter(api_key::Column::Id.eq(id.0))
             .filter(api_key::Column::SecretHash.eq(old.0.as_str()))
-            .exec(&self.db)
+            .exec(&self.conn())
             .await
             .map_err(db_error)?;
         Ok(())
@@ -1000,12 +1049,12 @@ impl Store {
             .order_by_asc(api_key::Column::DisplayNameKey)
             .order_by_asc(api_key::Column::Id)
             .limit(query.limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)?;
         let ids: Vec<Uuid> = models.iter().map(|m| m.id).collect();
         let mut by_key: std::collections::HashMap<Uuid, Vec<String>> = std::collections::HashMap::new();
-        for p in Self::permissions_of(&self.db, &ids).await? {
+        for p in Self::permissions_of(&self.conn(), &ids).await? {
             by_key.entry(p.key_id).or_default().push(p.permission);
         }
         Ok(models
@@ -1065,7 +1114,7 @@ impl Store {
         (actor, origin): (&Actor, &Origin),
         decide: impl FnOnce(&ApiKey) -> Result<Change>,
     ) -> Result<ApiKey> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.conn().begin().await.map_err(db_error)?;
         let locked = api_key::Entity::update_many()
             .col_expr(api_key::Column::Version, Expr::col(api_key::Column::Version))
             .filter(api_key::Column::Id.eq(id.0))
@@ -1200,7 +1249,7 @@ impl Store {
             .filter(api_key::Column::DisplayNameKey.in_subquery(name_key))
             .filter(api_key::Column::DeleteTime.is_null())
             .into_tuple::<Uuid>()
-            .one(&self.db)
+            .one(&self.conn())
             .await
             .map_err(db_error);
         match holder {
@@ -1226,13 +1275,13 @@ impl Store {
             .filter(api_key::Column::PurgeTime.lte(now))
             .limit(limit)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)?;
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.conn().begin().await.map_err(db_error)?;
         let mut purged = Vec::with_capacity(due.len());
         for (id, org_id) in due {
             let removed = api_key::Entity::delete_many()
@@ -1307,7 +1356,7 @@ impl Store {
     /// UNAVAILABLE or INTERNAL.
     pub async fn change_log(&self) -> Result<LogState> {
         let log = change_log::Entity::find_by_id(1)
-            .one(&self.db)
+            .one(&self.conn())
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::internal("change_log row missing"))?;
@@ -1315,7 +1364,7 @@ impl Store {
             .select_only()
             .column_as(key_change::Column::Seq.max(), "head")
             .into_tuple()
-            .one(&self.db)
+            .one(&self.conn())
             .await
             .map_err(db_error)?
             .flatten();
@@ -1335,7 +1384,7 @@ impl Store {
             .filter(key_change::Column::Seq.gt(after))
             .order_by_asc(key_change::Column::Seq)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)?;
         Ok(rows
@@ -1350,7 +1399,7 @@ impl Store {
     /// # Errors
     /// UNAVAILABLE or INTERNAL; nothing is deleted then.
     pub async fn prune_changes(&self, before: chrono::DateTime<Utc>) -> Result<u64> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.conn().begin().await.map_err(db_error)?;
         let through: Option<i64> = key_change::Entity::find()
             .select_only()
             .column_as(key_change::Column::Seq.max(), "through")
@@ -1411,7 +1460,7 @@ impl Store {
             .order_by_desc(Column::Time)
             .order_by_desc(Column::Id)
             .limit(query.limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)
     }
@@ -1435,7 +1484,7 @@ impl Store {
             .order_by_asc(Column::Time)
             .order_by_asc(Column::Id)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)
     }
@@ -1466,12 +1515,12 @@ impl Store {
             .filter(Column::ExpiryWarned.lt(level))
             .limit(500)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)?;
         let mut warned = Vec::new();
         for (id, org_id, expire_time) in due {
-            let txn = self.db.begin().await.map_err(db_error)?;
+            let txn = self.conn().begin().await.map_err(db_error)?;
             let marked = api_key::Entity::update_many()
                 .col_expr(Column::ExpiryWarned, Expr::value(level))
                 .filter(Column::Id.eq(id))
@@ -1528,7 +1577,7 @@ impl Store {
                 .col_expr(Column::LastUsedAddress, address.finally(Expr::col(Column::LastUsedAddress)).into())
                 .col_expr(Column::LastUsedAgent, agent.finally(Expr::col(Column::LastUsedAgent)).into())
                 .filter(Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
-                .exec(&self.db)
+                .exec(&self.conn())
                 .await
                 .map_err(db_error)?;
             statements += 1;
@@ -1555,7 +1604,7 @@ impl Store {
                 .to_owned();
             permission_usage::Entity::insert_many(chunk.to_vec())
                 .on_conflict(upsert)
-                .exec(&self.db)
+                .exec(&self.conn())
                 .await
                 .map_err(db_error)?;
             statements += 1;
@@ -1576,7 +1625,7 @@ impl Store {
                 .filter(api_key::Column::OrgId.eq(org.0))
                 .filter(api_key::Column::Id.is_in(chunk.iter().copied()))
                 .into_tuple()
-                .all(&self.db)
+                .all(&self.conn())
                 .await
                 .map_err(db_error)?;
             own.extend(found);
@@ -1602,7 +1651,7 @@ impl Store {
             .filter(Column::LastExercisedTime.gte(since))
             .order_by_asc(Column::Permission)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)
     }
@@ -1619,14 +1668,17 @@ impl Store {
             .filter(Column::Time.lt(before))
             .limit(limit)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)?;
         if old.is_empty() {
             return Ok(0);
         }
-        let removed =
-            audit_event::Entity::delete_many().filter(Column::Id.is_in(old)).exec(&self.db).await.map_err(db_error)?;
+        let removed = audit_event::Entity::delete_many()
+            .filter(Column::Id.is_in(old))
+            .exec(&self.conn())
+            .await
+            .map_err(db_error)?;
         Ok(removed.rows_affected)
     }
 
@@ -1638,7 +1690,7 @@ impl Store {
         audit_event::Entity::find()
             .filter(audit_event::Column::KeyId.eq(key_id.into().0))
             .order_by_asc(audit_event::Column::Time)
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(db_error)
     }

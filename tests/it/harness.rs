@@ -84,9 +84,17 @@ impl TestDb {
     /// A server configuration over this database.
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
             database_url: self.pg.as_ref().map(|pg| pg.url.as_str().into()),
-            data_dir: self.dir.path().join("data"),
+            ..Self::config_for(&self.dir.path().join("data"))
+        }
+    }
+
+    /// The test configuration of a server keeping its data (SQLite) in `data_dir`.
+    pub fn config_for(data_dir: &std::path::Path) -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: None,
+            data_dir: data_dir.to_owned(),
             argon2_memory_kib: fast_hashing().memory_kib,
             argon2_iterations: fast_hashing().iterations,
             argon2_parallelism: fast_hashing().parallelism,

@@ -19,6 +19,7 @@ mod lifecycle;
 mod lockout;
 mod metrics;
 mod operations;
+mod outage;
 mod props;
 mod python_client;
 mod readme;
