@@ -158,6 +158,9 @@ pub struct ChangeFeed {
     peers: Arc<Quota<std::net::IpAddr>>,
     postgres: bool,
     reconnect_pause_ms: AtomicU64,
+    /// Notified when the database is found back: the listener reconnects at once instead of
+    /// after its backoff.
+    database_back: Notify,
 }
 
 impl ChangeFeed {
@@ -183,7 +186,7 @@ impl ChangeFeed {
         stats.listener_up.store(!postgres, Ordering::Relaxed);
         stats.log_readable.store(true, Ordering::Relaxed);
         stats.read_since_listener_lost.store(true, Ordering::Relaxed);
-        Ok(Arc::new(Self {
+        let feed = Arc::new(Self {
             store,
             cache,
             wake,
@@ -194,8 +197,20 @@ impl ChangeFeed {
             peers: Quota::new(config.max_watchers_per_peer),
             postgres,
             reconnect_pause_ms: AtomicU64::new(0),
+            database_back: Notify::new(),
             config,
-        }))
+        });
+        // Weak: the store outlives no feed because of this.
+        let weak = Arc::downgrade(&feed);
+        feed.store.watch_reachability(move || {
+            if let Some(feed) = weak.upgrade() {
+                feed.update_trust();
+                if feed.store.reachable() {
+                    feed.database_back.notify_one();
+                }
+            }
+        });
+        Ok(feed)
     }
 
     /// The counters.
@@ -221,9 +236,10 @@ impl ChangeFeed {
     /// - the listener is up (or there is none, on SQLite) and the log can be read: their TTL;
     /// - the listener is down but the log was read since: `degraded_cache_ttl` (the log is read
     ///   every `poll`; other replicas' changes are noticed then);
-    /// - the log cannot be read and the database cannot be reached at all: `outage_cache_ttl`.
-    ///   Nobody can change a key while the database is down; if only this replica is cut off,
-    ///   changes made through others go unnoticed here that long (the operator's choice);
+    /// - the database cannot be reached at all: `outage_cache_ttl`. Nobody can change a key while
+    ///   the database is down; if only this replica is cut off, changes made through others go
+    ///   unnoticed here that long (the operator's choice). Applied the moment the store finds it
+    ///   down or back ([`Store::watch_reachability`]);
     /// - the log cannot be read though the database answers: `degraded_cache_ttl`.
     ///
     /// Right after the listener is lost, until the log is read again (at once), the TTL holds.
@@ -231,9 +247,11 @@ impl ChangeFeed {
         let stats = &self.stats;
         let limit = if !self.postgres {
             None
-        } else if !stats.log_readable.load(Ordering::Relaxed) {
-            Some(if self.store.reachable() { self.config.degraded_cache_ttl } else { self.config.outage_cache_ttl })
-        } else if !stats.listener_up.load(Ordering::Relaxed) && stats.read_since_listener_lost.load(Ordering::Relaxed) {
+        } else if !self.store.reachable() {
+            Some(self.config.outage_cache_ttl)
+        } else if !stats.log_readable.load(Ordering::Relaxed)
+            || (!stats.listener_up.load(Ordering::Relaxed) && stats.read_since_listener_lost.load(Ordering::Relaxed))
+        {
             Some(self.config.degraded_cache_ttl)
         } else {
             None
@@ -254,6 +272,9 @@ impl ChangeFeed {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::warn!(%error, "could not read the change log; will retry");
+                    // Is the database gone, or only this read? The answer decides the trust in
+                    // the cache (see update_trust), so find out before saying the log is unreadable.
+                    self.store.check(LOST_LISTENER_CHECK).await;
                     false
                 }
             };
@@ -318,7 +339,12 @@ impl ChangeFeed {
                 backoff = Duration::from_millis(100);
             }
             let pause = Duration::from_millis(self.reconnect_pause_ms.load(Ordering::Relaxed));
-            tokio::time::sleep(backoff + pause).await;
+            // The database coming back ends the wait: until the listener is up, the cache is
+            // trusted for less (see update_trust).
+            tokio::select! {
+                () = tokio::time::sleep(backoff + pause) => {}
+                () = self.database_back.notified(), if pause.is_zero() => backoff = Duration::from_millis(100),
+            }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }

@@ -537,7 +537,7 @@ async fn health(
             // down a ping per probe interval finds it back within moments; otherwise a ping per
             // interval.
             tokio::time::sleep(interval.min(PROBE_INTERVAL)).await;
-            let up = if was_up && store.reachable() && pinged.elapsed() < interval {
+            let up = if was_up && store.reachable() && !store.suspect() && pinged.elapsed() < interval {
                 true
             } else {
                 pinged = tokio::time::Instant::now();

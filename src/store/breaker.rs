@@ -22,17 +22,47 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long such a probe may wait for the database before it counts as still down.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Told when the database is found down or back.
+type Watcher = Box<dyn Fn() + Send + Sync>;
+
 /// The database's reachability as calls find it; see the module docs.
-#[derive(Debug)]
 pub struct Breaker {
     open: AtomicBool,
+    /// A call ran out of time waiting for the database, or failed in a way that proves nothing:
+    /// the health check should look now rather than at its next interval.
+    suspect: AtomicBool,
     next_probe_ms: AtomicU64,
     epoch: Instant,
+    watchers: std::sync::Mutex<Vec<Watcher>>,
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker").field("open", &self.open).finish_non_exhaustive()
+    }
 }
 
 impl Default for Breaker {
     fn default() -> Self {
-        Self { open: AtomicBool::new(false), next_probe_ms: AtomicU64::new(0), epoch: Instant::now() }
+        Self {
+            open: AtomicBool::new(false),
+            suspect: AtomicBool::new(false),
+            next_probe_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            watchers: std::sync::Mutex::default(),
+        }
+    }
+}
+
+/// Whether `error` proves the database answered: a statement it refused, or a failure after its
+/// answer. Other driver errors (a broken protocol exchange, a decode failure) prove nothing.
+fn reached(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => false,
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => {
+            matches!(&**e, sqlx::Error::Database(_))
+        }
+        _ => true,
     }
 }
 
@@ -73,6 +103,11 @@ impl Breaker {
         !self.open.load(Ordering::Acquire)
     }
 
+    /// Whether a call found the database slow or strange since the last answer: worth a check.
+    pub fn is_suspect(&self) -> bool {
+        self.suspect.load(Ordering::Acquire)
+    }
+
     /// Whether a call may go to the database now: always while closed; while open, one call per
     /// [`PROBE_INTERVAL`], as a probe.
     pub fn admit(&self) -> Admission {
@@ -87,8 +122,19 @@ impl Breaker {
         if probe { Admission::Probe } else { Admission::Refused }
     }
 
-    /// Notes how a call went: reaching the database (even with a failed statement) closes the
-    /// breaker, not reaching it opens it.
+    /// Calls `watcher` whenever the database is found down or back (it must not block).
+    pub fn watch(&self, watcher: impl Fn() + Send + Sync + 'static) {
+        self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Box::new(watcher));
+    }
+
+    fn changed(&self) {
+        for watcher in self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            watcher();
+        }
+    }
+
+    /// Notes how a call went: an answer from the database (even a refused statement) closes the
+    /// breaker, not reaching it opens it, anything else changes nothing.
     pub fn record<T>(&self, result: &Result<T, DbErr>) {
         match result {
             Err(error) if unreachable(error) => {
@@ -96,11 +142,15 @@ impl Breaker {
                 self.next_probe_ms.store(self.now_ms() + interval, Ordering::Release);
                 if !self.open.swap(true, Ordering::AcqRel) {
                     tracing::warn!(%error, "database unreachable: failing fast until it answers again");
+                    self.changed();
                 }
             }
+            Err(error) if !reached(error) => self.suspect.store(true, Ordering::Release),
             _ => {
+                self.suspect.store(false, Ordering::Release);
                 if self.open.swap(false, Ordering::AcqRel) {
                     tracing::warn!("database reachable again");
+                    self.changed();
                 }
             }
         }
@@ -126,10 +176,12 @@ impl Breaker {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(result) => result,
                 // A probe without an answer: still down. Any other call out of the caller's time
-                // says nothing about the database.
+                // proves nothing, but is worth a health check.
                 Err(_) => {
                     if admission == Admission::Probe {
                         self.trip();
+                    } else {
+                        self.suspect.store(true, Ordering::Release);
                     }
                     return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
                 }

@@ -473,6 +473,17 @@ impl Store {
         self.breaker.is_closed()
     }
 
+    /// Whether a call found the database slow (out of its caller's time) or failed strangely
+    /// since its last answer: a health check should look now.
+    pub fn suspect(&self) -> bool {
+        self.breaker.is_suspect()
+    }
+
+    /// Calls `watcher` whenever the database is found down or back (it must not block).
+    pub fn watch_reachability(&self, watcher: impl Fn() + Send + Sync + 'static) {
+        self.breaker.watch(watcher);
+    }
+
     /// The underlying connection (tests use it to simulate an outage).
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db

@@ -136,12 +136,13 @@ async fn a_postgres_outage_fails_fast_keeps_cached_credentials_and_recovers_with
     assert_eq!(serving(&mut health).await, ServingStatus::Serving);
 
     for silent in [false, true] {
-        outage_phase(&proxy, silent, &admin, &warm, &mut client, &mut health).await;
+        outage_phase(&app, &proxy, silent, &admin, &warm, &mut client, &mut health).await;
     }
 }
 
 /// One outage: cut the database (refusing or silent), check the service through it, bring it back.
 async fn outage_phase(
+    app: &TestApp,
     proxy: &Proxy,
     silent: bool,
     admin: &Client,
@@ -177,7 +178,17 @@ async fn outage_phase(
         slowest = slowest.max(took);
         answers += 1;
         // A credential verified before the outage: from the cache.
-        assert_eq!(authenticate(client, &warm.token).await.0, Code::Ok, "a cached credential during the outage");
+        let (code, _) = authenticate(client, &warm.token).await;
+        let stats = app.feed.stats();
+        assert_eq!(
+            code,
+            Code::Ok,
+            "a cached credential during the outage, {:?} in: database reachable {}, log readable {}, listener up {}",
+            cut_at.elapsed(),
+            app.store.reachable(),
+            stats.log_readable.load(Ordering::Relaxed),
+            stats.listener_up.load(Ordering::Relaxed),
+        );
         // An admin call needs the database too.
         let mut get = admin.req(pb::GetApiKeyRequest { id: cold.api_key.as_ref().unwrap().id.clone() });
         get.set_timeout(Duration::from_secs(2));
