@@ -19,6 +19,19 @@ pub fn remaining() -> Option<Duration> {
     DEADLINE.try_with(|deadline| deadline.saturating_duration_since(Instant::now())).ok()
 }
 
+/// The current request's deadline, to carry into a task it spawns ([`within`]).
+pub fn current() -> Option<Instant> {
+    DEADLINE.try_with(|deadline| *deadline).ok()
+}
+
+/// Runs `future` under `deadline` (from [`current`]), or under none.
+pub async fn within<F: Future>(deadline: Option<Instant>, future: F) -> F::Output {
+    match deadline {
+        Some(deadline) => DEADLINE.scope(deadline, future).await,
+        None => future.await,
+    }
+}
+
 /// How long a wait may last within `left`: what is left, less a tenth of it (at most 100 ms) to
 /// send the answer.
 pub fn budget(left: Duration) -> Duration {

@@ -479,15 +479,16 @@ impl Keys {
         let (store, cache, changed) = (self.store.clone(), self.cache.clone(), self.changed.clone());
         let (caller, etag) = (caller.clone(), etag.to_owned());
         let pause = Duration::from_millis(self.pause_before_invalidation_ms.load(Ordering::Relaxed));
+        // The caller's deadline caps the wait for a connection here too.
+        let deadline = crate::deadline::current();
         let task = tokio::spawn(async move {
-            let result = store
-                .mutate(caller.org_id, id, (&caller.actor, &caller.origin), |current| {
-                    target.check(current, chrono::Utc::now())?;
-                    current.check_etag(&etag)?;
-                    domain::check_manage(&caller, current)?;
-                    decide(current)
-                })
-                .await;
+            let mutation = store.mutate(caller.org_id, id, (&caller.actor, &caller.origin), |current| {
+                target.check(current, chrono::Utc::now())?;
+                current.check_etag(&etag)?;
+                domain::check_manage(&caller, current)?;
+                decide(current)
+            });
+            let result = crate::deadline::within(deadline, mutation).await;
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }

@@ -268,7 +268,10 @@ impl ChangeFeed {
         let _listener = self.postgres.then(|| AbortOnDrop(tokio::spawn(self.clone().listen(database_url))));
         let mut last_prune = tokio::time::Instant::now();
         loop {
-            let readable = match self.catch_up().await {
+            // Bounded: a read that hangs (a half-open connection) must not keep the cache
+            // trusted for its whole TTL after the listener is lost.
+            let read = tokio::time::timeout(self.config.poll.max(LOST_LISTENER_CHECK), self.catch_up()).await;
+            let readable = match read.unwrap_or(Err(Error::Unavailable("database"))) {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::warn!(%error, "could not read the change log; will retry");

@@ -89,6 +89,11 @@ impl Reporter {
                     accepted += count;
                     rest = tail;
                 }
+                // Refused for what it holds: sending it again cannot help.
+                Err(Error::InvalidArgument(_)) => {
+                    tracing::warn!(dropped = rest.len(), "apikeys refused a usage report as malformed; dropped it");
+                    rest = tail;
+                }
                 Err(error) => {
                     rest.extend(tail);
                     self.log.merge(rest);
@@ -170,6 +175,9 @@ fn report_error(status: tonic::Status) -> Error {
         tonic::Code::PermissionDenied => Error::MissingPermissions(vec!["api_keys_usage_report".to_owned()]),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             Error::Unavailable("apikeys")
+        }
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+            Error::invalid("usages", format!("apikeys refused the report: {}", status.message()))
         }
         code => Error::internal(format!("apikeys answered {code:?}: {}", status.message())),
     }

@@ -204,11 +204,15 @@ pub const MAX_USAGE_REPORTS: usize = 1000;
 
 /// The uses a ReportKeyUsage request reports, checked (every malformed entry named as
 /// `usages[i].field`): a time in the future counts as now, an empty agent is the reporter's
-/// (`reporter_agent`).
+/// (`reporter_agent`), permissions not in `catalog` are dropped.
 ///
 /// # Errors
 /// INVALID_ARGUMENT.
-pub fn usage_reports(r: pb::ReportKeyUsageRequest, reporter_agent: &str) -> Result<Vec<(uuid::Uuid, Seen)>> {
+pub fn usage_reports(
+    r: pb::ReportKeyUsageRequest,
+    reporter_agent: &str,
+    catalog: &Catalog,
+) -> Result<Vec<(uuid::Uuid, Seen)>> {
     if r.usages.len() > MAX_USAGE_REPORTS {
         return Err(Error::invalid("usages", format!("at most {MAX_USAGE_REPORTS} entries per report")));
     }
@@ -253,7 +257,10 @@ pub fn usage_reports(r: pb::ReportKeyUsageRequest, reporter_agent: &str) -> Resu
         if let (Some(id), Some(time), Some(address)) = (id, time, address) {
             let time = std::time::SystemTime::from(time);
             let agent = if usage.last_used_agent.is_empty() { reporter_agent } else { &usage.last_used_agent };
-            let exercised = usage.exercised_permissions.into_iter().map(|p| (p, time)).collect();
+            // Only the catalog's names: a reporter cannot grow a key's record with made-up ones
+            // (a consumer with a newer catalog loses only what apikeys would not show anyway).
+            let exercised =
+                usage.exercised_permissions.into_iter().filter(|p| catalog.contains(p)).map(|p| (p, time)).collect();
             reports.push((id, Seen { time, address, agent: clean_agent(agent), exercised }));
         }
     }

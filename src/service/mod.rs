@@ -233,7 +233,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
     ) -> Result<Response<pb::ReportKeyUsageResponse>, Status> {
         let caller = self.caller(&request)?;
         let agent = convert::user_agent(request.metadata()).to_owned();
-        let reports = convert::usage_reports(request.into_inner(), &agent)?;
+        let reports = convert::usage_reports(request.into_inner(), &agent, self.keys.catalog())?;
         let (own, ignored) = self.keys.own_keys(&caller, reports).await?;
         let accepted = own.len();
         self.usage.merge(own);

@@ -19,8 +19,9 @@ use sea_orm::{
 
 /// How often a call is let through to find out whether the database is back.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-/// How long such a probe may wait for the database before it counts as still down.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long such a probe may wait for the database (a new connection included) before it
+/// counts as still down.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Told when the database is found down or back.
 type Watcher = Box<dyn Fn() + Send + Sync>;
@@ -168,6 +169,10 @@ impl Breaker {
             return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
         }
         let deadline = crate::deadline::remaining().map(crate::deadline::budget);
+        // A probe that has its full time and gets no answer says the database is still down; one
+        // cut short by its caller's deadline says nothing (else any client sending a tiny
+        // grpc-timeout could hold the breaker open).
+        let full_probe = admission == Admission::Probe && deadline.is_none_or(|d| d >= PROBE_TIMEOUT);
         let limit = match admission {
             Admission::Probe => Some(deadline.map_or(PROBE_TIMEOUT, |d| d.min(PROBE_TIMEOUT))),
             _ => deadline,
@@ -175,12 +180,15 @@ impl Breaker {
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(result) => result,
-                // A probe without an answer: still down. Any other call out of the caller's time
-                // proves nothing, but is worth a health check.
                 Err(_) => {
-                    if admission == Admission::Probe {
+                    if full_probe {
                         self.trip();
                     } else {
+                        if admission == Admission::Probe {
+                            // Let the next call probe at once.
+                            self.next_probe_ms.store(0, Ordering::Release);
+                        }
+                        // Worth a health check.
                         self.suspect.store(true, Ordering::Release);
                     }
                     return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
@@ -262,5 +270,19 @@ mod tests {
         breaker.record::<()>(&Err(DbErr::Custom("a failed statement".into())));
         assert!(breaker.is_closed(), "a statement that failed reached the database");
         assert_eq!(breaker.admit(), Admission::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_probe_cut_short_by_its_caller_does_not_hold_the_breaker_open() {
+        let breaker = Breaker::default();
+        breaker.trip();
+        tokio::time::sleep(PROBE_INTERVAL + Duration::from_millis(20)).await;
+        // A caller with a millisecond left wins the probe slot and runs out of time.
+        let deadline = Some(Instant::now() + Duration::from_millis(1));
+        let hung = breaker.guard(std::future::pending::<Result<(), DbErr>>());
+        assert!(crate::deadline::within(deadline, hung).await.is_err());
+        assert_eq!(breaker.admit(), Admission::Probe, "the next call probes at once");
+        breaker.record::<()>(&Ok(()));
+        assert!(breaker.is_closed());
     }
 }

@@ -241,7 +241,7 @@ async fn usage_reports_are_authorized_scoped_to_the_org_and_validated() {
         }),
         last_used_address: "192.0.2.7".into(),
         last_used_agent: String::new(),
-        exercised_permissions: vec!["read_data".into()],
+        exercised_permissions: vec!["read_data".into(), "not_in_the_catalog".into()],
     };
     let send = |client: &Client, usages: Vec<pb::KeyUsage>| {
         let client = client.clone();
@@ -269,6 +269,14 @@ async fn usage_reports_are_authorized_scoped_to_the_org_and_validated() {
     assert!(used.last_used_time.unwrap().seconds <= chrono::Utc::now().timestamp(), "a future time counts as now");
     assert_eq!(used.last_used_address, "192.0.2.7");
     assert!(used.last_used_agent.contains("tonic"), "the reporter's own agent: {}", used.last_used_agent);
+    // Only the catalog's names are kept: a reporter cannot grow a key's record with made-up ones.
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let mine_id = apikeys::domain::KeyId(mine.id.parse().unwrap());
+    eventually("the reported permission is written", Duration::from_secs(5), || async {
+        let stored = app.store.exercised_permissions(mine_id, since).await.unwrap();
+        stored.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>() == ["read_data"]
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(other_admin.get(&theirs.id).await.unwrap().last_used_time, None, "another org's key is untouched");
 
