@@ -396,6 +396,8 @@ impl Application {
             AbortOnDrop(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // The first tick is immediate: nothing has been used yet.
+                ticks.tick().await;
                 loop {
                     ticks.tick().await;
                     if let Err(error) = usage.flush(&store).await {

@@ -264,7 +264,11 @@ async fn acknowledged_writes_survive_kill_9_with_their_exact_results() {
             if let Some(name) = creating {
                 // A create in flight: there wholly (one version, one event) or not at all.
                 if let Some(key) = listed.api_keys.iter().find(|k| k.display_name == name) {
-                    assert_eq!(version(key), 1, "{key:?}");
+                    assert_eq!(
+                        (version(key), key.permissions.as_slice()),
+                        (1, &["read_data".to_owned()][..]),
+                        "{key:?}"
+                    );
                     in_flight_seen += 1;
                     keys.push(Known {
                         id: key.id.clone(),
@@ -283,6 +287,8 @@ async fn acknowledged_writes_survive_kill_9_with_their_exact_results() {
                     .unwrap_or_else(|s| panic!("acknowledged key {} is gone: {s:?}", known.id));
                 let now = version(&key);
                 let deleted = key.state() == pb::api_key::State::Deleted;
+                // Never without its permissions (written in the create's transaction).
+                assert_eq!(key.permissions, ["read_data"], "{key:?}");
                 match known.in_flight.take() {
                     None => {
                         assert_eq!((now, deleted), (known.version, known.deleted), "{known:?} is now {key:?}");
