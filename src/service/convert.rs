@@ -168,22 +168,8 @@ pub fn authenticate(r: pb::AuthenticateRequest) -> Result<AuthenticateCheck> {
         ));
     }
     let mut v = Violations::default();
-    for (i, name) in r.required_permissions.iter().enumerate() {
-        if !is_permission_name(name) {
-            v.add(
-                format!("required_permissions[{i}]"),
-                "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
-            );
-        }
-    }
-    let client = match r.client_address.trim() {
-        "" => None,
-        text => v.check(
-            text.parse::<std::net::IpAddr>()
-                .map(|addr| addr.to_canonical())
-                .map_err(|_| crate::error::FieldViolation::new("client_address", "is not an IPv4 or IPv6 address")),
-        ),
-    };
+    permission_names(&r.required_permissions, "required_permissions", &mut v);
+    let client = v.check(optional_address(&r.client_address, "client_address")).flatten();
     v.finish()?;
     let credential = match (r.token.is_empty(), r.key_id.is_empty() && r.secret.is_empty()) {
         (false, true) => Credential::from_token(r.token.trim()),
@@ -197,6 +183,29 @@ pub fn authenticate(r: pb::AuthenticateRequest) -> Result<AuthenticateCheck> {
         client,
         caller_enforces_restrictions: r.caller_enforces_restrictions,
     })
+}
+
+/// Records a violation of `field[i]` for each of `names` that is not a permission name.
+fn permission_names(names: &[String], field: &str, v: &mut Violations) {
+    for (i, name) in names.iter().enumerate() {
+        if !is_permission_name(name) {
+            v.add(format!("{field}[{i}]"), "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)");
+        }
+    }
+}
+
+/// An optional IP address field: empty is none; IPv4-mapped IPv6 addresses read as IPv4.
+///
+/// # Errors
+/// A violation of `field` for anything else.
+fn optional_address(text: &str, field: &str) -> std::result::Result<Option<std::net::IpAddr>, FieldViolation> {
+    match text.trim() {
+        "" => Ok(None),
+        text => text
+            .parse::<std::net::IpAddr>()
+            .map(|addr| Some(addr.to_canonical()))
+            .map_err(|_| FieldViolation::new(field, "is not an IPv4 or IPv6 address")),
+    }
 }
 
 /// Most entries in one ReportKeyUsage request.
@@ -235,25 +244,11 @@ pub fn usage_reports(
                 None
             }
         };
-        let address = match usage.last_used_address.trim() {
-            "" => Some(None),
-            text => v.check(
-                text.parse::<std::net::IpAddr>()
-                    .map(|addr| Some(addr.to_canonical()))
-                    .map_err(|_| FieldViolation::new(field("last_used_address"), "is not an IPv4 or IPv6 address")),
-            ),
-        };
+        let address = v.check(optional_address(&usage.last_used_address, &field("last_used_address")));
         if usage.exercised_permissions.len() > MAX_REQUIRED_PERMISSIONS {
             v.add(field("exercised_permissions"), format!("at most {MAX_REQUIRED_PERMISSIONS} permissions"));
         }
-        for (j, name) in usage.exercised_permissions.iter().enumerate() {
-            if !is_permission_name(name) {
-                v.add(
-                    format!("usages[{i}].exercised_permissions[{j}]"),
-                    "is not a permission name ([a-z][a-z0-9_.:-]*, at most 64 characters)",
-                );
-            }
-        }
+        permission_names(&usage.exercised_permissions, &field("exercised_permissions"), &mut v);
         if let (Some(id), Some(time), Some(address)) = (id, time, address) {
             let time = std::time::SystemTime::from(time);
             let agent = if usage.last_used_agent.is_empty() { reporter_agent } else { &usage.last_used_agent };
