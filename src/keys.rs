@@ -391,7 +391,9 @@ impl Keys {
     }
 
     /// Splits reported uses into those of keys of the caller's org (deleted ones included: a
-    /// report can arrive after a delete) and the number of the others (unknown keys, other orgs).
+    /// report can arrive after a delete) and the number of the others: unknown keys, other orgs,
+    /// and keys that administer apikeys or report themselves (their last use is what apikeys saw,
+    /// which a reporter must not be able to paper over).
     ///
     /// # Errors
     /// UNAVAILABLE.
@@ -401,7 +403,8 @@ impl Keys {
         reports: Vec<(Uuid, crate::usage::Seen)>,
     ) -> Result<(Vec<(Uuid, crate::usage::Seen)>, usize)> {
         let ids: Vec<Uuid> = reports.iter().map(|(id, _)| *id).collect();
-        let own = self.store.keys_of_org(caller.org_id, &ids).await?;
+        let excluded = [domain::ADMIN_PERMISSION, domain::USAGE_REPORT_PERMISSION];
+        let own = self.store.keys_of_org(caller.org_id, &ids, &excluded).await?;
         let total = reports.len();
         let own: Vec<_> = reports.into_iter().filter(|(id, _)| own.contains(id)).collect();
         let ignored = total - own.len();

@@ -120,7 +120,8 @@ impl Reporter {
         if response.ignored_count > 0 {
             tracing::warn!(
                 ignored = response.ignored_count,
-                "apikeys ignored uses of keys unknown to it or of another organization than the report credential's"
+                "apikeys ignored uses of keys unknown to it, of another organization than the report credential's, \
+                 or administering apikeys"
             );
         }
         Ok(usize::try_from(response.accepted_count).unwrap_or_default())

@@ -1623,18 +1623,29 @@ impl Store {
         Ok(statements)
     }
 
-    /// Which of `ids` are keys of org `org` (deleted ones included).
+    /// Which of `ids` are keys of org `org` (deleted ones included) holding none of `excluded`.
     ///
     /// # Errors
     /// UNAVAILABLE or INTERNAL.
-    pub async fn keys_of_org(&self, org: OrgId, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+    pub async fn keys_of_org(
+        &self,
+        org: OrgId,
+        ids: &[Uuid],
+        excluded: &[&str],
+    ) -> Result<std::collections::HashSet<Uuid>> {
         let mut own = std::collections::HashSet::new();
+        let holding = Query::select()
+            .column(api_key_permission::Column::KeyId)
+            .from(api_key_permission::Entity)
+            .and_where(api_key_permission::Column::Permission.is_in(excluded.iter().copied()))
+            .to_owned();
         for chunk in ids.chunks(500) {
             let found: Vec<Uuid> = api_key::Entity::find()
                 .select_only()
                 .column(api_key::Column::Id)
                 .filter(api_key::Column::OrgId.eq(org.0))
                 .filter(api_key::Column::Id.is_in(chunk.iter().copied()))
+                .filter(api_key::Column::Id.not_in_subquery(holding.clone()))
                 .into_tuple()
                 .all(&self.conn())
                 .await
