@@ -36,7 +36,7 @@ use crate::{
     },
     error::{Error, Result},
     quota::{Quota, Slot},
-    store::{CHANGE_CHANNEL, KeyChange, Store},
+    store::{CHANGE_CHANNEL, KeyChange, Store, breaker::CHECK_TIMEOUT},
 };
 
 /// The `application_name` of the listening connection (operators find it in `pg_stat_activity`).
@@ -50,8 +50,6 @@ pub const MAX_REPLAY: u64 = 10 * BATCH;
 
 /// How often the listener connection is pinged.
 pub const LISTENER_PING: Duration = Duration::from_secs(5);
-/// How long the database has to answer a ping when the listener is lost before it counts as down.
-const LOST_LISTENER_CHECK: Duration = Duration::from_secs(1);
 
 /// Settings of a [`ChangeFeed`].
 #[derive(Debug, Clone)]
@@ -270,14 +268,14 @@ impl ChangeFeed {
         loop {
             // Bounded: a read that hangs (a half-open connection) must not keep the cache
             // trusted for its whole TTL after the listener is lost.
-            let read = tokio::time::timeout(self.config.poll.max(LOST_LISTENER_CHECK), self.catch_up()).await;
+            let read = tokio::time::timeout(self.config.poll.max(CHECK_TIMEOUT), self.catch_up()).await;
             let readable = match read.unwrap_or(Err(Error::Unavailable("database"))) {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::warn!(%error, "could not read the change log; will retry");
                     // Is the database gone, or only this read? The answer decides the trust in
                     // the cache (see update_trust), so find out before saying the log is unreadable.
-                    self.store.check(LOST_LISTENER_CHECK).await;
+                    self.store.check().await;
                     false
                 }
             };
@@ -335,7 +333,7 @@ impl ChangeFeed {
             // Read the log now, and find out whether the database itself is gone (then calls fail
             // fast instead of waiting for a connection).
             self.wake();
-            self.store.check(LOST_LISTENER_CHECK).await;
+            self.store.check().await;
             self.update_trust();
             // A connection that came up and was lost later starts the backoff over.
             if self.stats.listener_connects.load(Ordering::Relaxed) > connects {

@@ -524,10 +524,9 @@ async fn health(
     let reporter = HealthReporter::new();
     let service =
         tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
-    // A ping that takes longer than this counts as a failure (a database that accepts
-    // connections and then says nothing is down too).
-    const PING_TIMEOUT: Duration = Duration::from_secs(1);
-    let up = store.check(PING_TIMEOUT).await;
+    // A ping without an answer in time counts as a failure (a database that accepts connections
+    // and then says nothing is down too).
+    let up = store.check().await;
     set_health(&reporter, up).await;
     let interval = Duration::from_millis(config.health_interval_ms);
     let (store, task_reporter) = (store.clone(), reporter.clone());
@@ -543,7 +542,7 @@ async fn health(
                 true
             } else {
                 pinged = tokio::time::Instant::now();
-                store.check(PING_TIMEOUT).await
+                store.check().await
             };
             // Once shutdown has begun the status stays NOT_SERVING.
             if stopping.load(Ordering::Acquire) {

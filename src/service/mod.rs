@@ -51,12 +51,6 @@ impl ApiKeyApi {
     ) -> Self {
         Self { keys, authenticator, feed, metrics, limiter, usage }
     }
-
-    /// The admin caller of `request` (authenticated by the auth layer, which noted the use of its
-    /// key).
-    fn caller<T>(&self, request: &Request<T>) -> Result<crate::domain::Caller, Status> {
-        Ok(convert::caller(request)?)
-    }
 }
 
 impl From<Update> for pb::WatchKeyChangesResponse {
@@ -81,7 +75,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let input = convert::create(request.into_inner(), self.keys.catalog())?;
         let (api_key, secret, token) = issued(self.keys.create(&caller, input).await?);
         Ok(Response::new(pb::CreateApiKeyResponse { api_key, secret, token }))
@@ -91,7 +85,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::GetApiKeyRequest>,
     ) -> Result<Response<pb::GetApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let key = self.keys.get(&caller, convert::key_id(&request.get_ref().id, "id")?).await?;
         Ok(Response::new(pb::GetApiKeyResponse { api_key: Some(key.into()) }))
     }
@@ -100,7 +94,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let page = convert::list(request.into_inner(), self.keys.catalog())?;
         let rows = self.keys.list(&caller, &page.query).await?;
         Ok(Response::new(page.response(rows)?))
@@ -110,7 +104,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UpdateApiKeyRequest>,
     ) -> Result<Response<pb::UpdateApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let (id, patch, guard) = convert::update(request.into_inner(), self.keys.catalog())?;
         let key = self.keys.update(&caller, id, patch, &guard).await?;
         Ok(Response::new(pb::UpdateApiKeyResponse { api_key: Some(key.into()) }))
@@ -120,7 +114,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::RegenerateApiKeySecretRequest>,
     ) -> Result<Response<pb::RegenerateApiKeySecretResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let ttl = convert::previous_secret_ttl(r.previous_secret_ttl.as_ref())?;
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
@@ -133,7 +127,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::DeleteApiKeyRequest>,
     ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
         let key = self.keys.delete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
@@ -144,7 +138,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UndeleteApiKeyRequest>,
     ) -> Result<Response<pb::UndeleteApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, false);
         let key = self.keys.undelete(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
@@ -188,7 +182,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UnlockApiKeyRequest>,
     ) -> Result<Response<pb::UnlockApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, false);
         let key = self.keys.unlock(&caller, convert::key_id(&r.id, "id")?, &guard).await?;
@@ -199,7 +193,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::DisableApiKeyRequest>,
     ) -> Result<Response<pb::DisableApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, r.acknowledge_app_impact);
         let key = self.keys.set_disabled(&caller, convert::key_id(&r.id, "id")?, true, &guard).await?;
@@ -210,7 +204,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::EnableApiKeyRequest>,
     ) -> Result<Response<pb::EnableApiKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let guard = convert::precondition(r.etag, false);
         let key = self.keys.set_disabled(&caller, convert::key_id(&r.id, "id")?, false, &guard).await?;
@@ -221,7 +215,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let page = convert::audit_list(request.into_inner())?;
         let rows = self.keys.audit_events(&caller, &page.query).await?;
         Ok(Response::new(page.response(rows)?))
@@ -231,7 +225,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::ReportKeyUsageRequest>,
     ) -> Result<Response<pb::ReportKeyUsageResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let agent = convert::user_agent(request.metadata()).to_owned();
         let reports = convert::usage_reports(request.into_inner(), &agent, self.keys.catalog())?;
         let (own, ignored) = self.keys.own_keys(&caller, reports).await?;
@@ -245,7 +239,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::GetOrgPolicyRequest>,
     ) -> Result<Response<pb::GetOrgPolicyResponse>, Status> {
-        let policy = self.keys.org_policy(&self.caller(&request)?).await?;
+        let policy = self.keys.org_policy(&convert::caller(&request)?).await?;
         Ok(Response::new(pb::GetOrgPolicyResponse { policy: Some(policy.into()) }))
     }
 
@@ -253,7 +247,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::UpdateOrgPolicyRequest>,
     ) -> Result<Response<pb::UpdateOrgPolicyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let patch = convert::org_policy(request.into_inner())?;
         let policy = self.keys.set_org_policy(&caller, |current| patch.apply(current)).await?;
         Ok(Response::new(pb::UpdateOrgPolicyResponse { policy: Some(policy.into()) }))
@@ -281,7 +275,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::WatchAuditEventsRequest>,
     ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let start = convert::audit_watch_start(request.get_ref())?;
         let tail = AuditTail::new(self.keys.clone(), caller, start, self.feed.closing());
         // Ends when the client goes away, after an error, or when the server shuts down.
@@ -305,7 +299,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::GetApiKeyUsageRequest>,
     ) -> Result<Response<pb::GetApiKeyUsageResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = convert::caller(&request)?;
         let r = request.into_inner();
         let id = convert::key_id(&r.id, "id")?;
         let since = chrono::Utc::now() - convert::usage_window(r.window.as_ref())?;

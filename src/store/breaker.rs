@@ -17,8 +17,12 @@ use sea_orm::{
     TransactionTrait as _, error::ConnAcquireErr, sqlx,
 };
 
+/// [`PROBE_INTERVAL`] in milliseconds, as the breaker keeps time.
+const PROBE_INTERVAL_MS: u64 = 250;
 /// How often a call is let through to find out whether the database is back.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(PROBE_INTERVAL_MS);
+/// How long a health check gives the database to answer before it counts as down.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long such a probe may wait for the database (a new connection included) before it
 /// counts as still down.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -117,9 +121,11 @@ impl Breaker {
         }
         let now = self.now_ms();
         let next = self.next_probe_ms.load(Ordering::Acquire);
-        let interval = u64::try_from(PROBE_INTERVAL.as_millis()).unwrap_or(u64::MAX);
         let probe = now >= next
-            && self.next_probe_ms.compare_exchange(next, now + interval, Ordering::AcqRel, Ordering::Acquire).is_ok();
+            && self
+                .next_probe_ms
+                .compare_exchange(next, now + PROBE_INTERVAL_MS, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
         if probe { Admission::Probe } else { Admission::Refused }
     }
 
@@ -139,8 +145,7 @@ impl Breaker {
     pub fn record<T>(&self, result: &Result<T, DbErr>) {
         match result {
             Err(error) if unreachable(error) => {
-                let interval = u64::try_from(PROBE_INTERVAL.as_millis()).unwrap_or(u64::MAX);
-                self.next_probe_ms.store(self.now_ms() + interval, Ordering::Release);
+                self.next_probe_ms.store(self.now_ms() + PROBE_INTERVAL_MS, Ordering::Release);
                 if !self.open.swap(true, Ordering::AcqRel) {
                     tracing::warn!(%error, "database unreachable: failing fast until it answers again");
                     self.changed();

@@ -525,10 +525,10 @@ impl Store {
         self.conn().ping().await.map_err(db_error)
     }
 
-    /// Whether the database answers a ping within `within` (a health check: no answer in time
-    /// counts as unreachable, and fails calls fast until one reaches it again).
-    pub async fn check(&self, within: Duration) -> bool {
-        match tokio::time::timeout(within, self.conn().ping()).await {
+    /// Whether the database answers a ping within [`breaker::CHECK_TIMEOUT`] (a health check: no
+    /// answer in time counts as unreachable, and fails calls fast until one reaches it again).
+    pub async fn check(&self) -> bool {
+        match tokio::time::timeout(breaker::CHECK_TIMEOUT, self.conn().ping()).await {
             Ok(result) => result.is_ok(),
             Err(_) => {
                 self.breaker.trip();

@@ -13,7 +13,6 @@ use apikeys::{
 };
 use base64::Engine as _;
 use sea_orm::{ConnectionTrait as _, Database, Statement};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::{Status, transport::Channel};
 
 use crate::harness::*;
@@ -51,15 +50,6 @@ fn answer(status: &Status) -> String {
 #[track_caller]
 fn refused(result: Result<(), Status>, answers: &mut Vec<String>) {
     answers.push(answer(&result.expect_err("this call must be refused")));
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut body = Vec::new();
-    stream.read_to_end(&mut body).await.unwrap();
-    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Every row of every table of the PostgreSQL database at `url`, as JSON text.
@@ -188,7 +178,7 @@ async fn no_secret_or_token_is_in_logs_metrics_errors_or_the_database() {
     admin.delete(&plain.api_key.as_ref().unwrap().id, "", false).await.unwrap();
     refused(raw.authenticate(by_token(&credentials[0])).await.map(drop), &mut answers);
 
-    let metrics = http_get(server.metrics.expect("metrics are on"), "/metrics").await;
+    let metrics = crate::metrics::scrape(server.metrics.expect("metrics are on")).await;
     assert!(metrics.contains("apikeys_"), "the metrics page was read: {metrics}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = server.terminate();
