@@ -21,11 +21,6 @@ use crate::harness::*;
 const KEYS: usize = 4;
 const KILLS: usize = 3;
 
-async fn admin_at(url: &str, token: &str) -> Client {
-    let channel = Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
-    Client { inner: ApiKeyServiceClient::new(channel), authorization: format!("Bearer {token}") }
-}
-
 fn version(key: &pb::ApiKey) -> u64 {
     key.etag.trim_matches('"').parse().unwrap()
 }
@@ -35,7 +30,7 @@ async fn audit_events_survive_a_kill_exactly_when_their_change_does() {
     let db = TestDb::new().await;
     let mut server = Binary::serve(&db, &[]).await;
     let token = std::fs::read_to_string(db.dir.path().join("data/bootstrap-token")).unwrap().trim().to_owned();
-    let admin = admin_at(&server.url(), &token).await;
+    let admin = Client::bearer(&server.url(), &token).await;
     let mut ids = Vec::new();
     for i in 0..KEYS {
         ids.push(admin.create(&format!("Crash {i}"), &["read_data"]).await.unwrap().api_key.unwrap().id);
@@ -51,7 +46,7 @@ async fn audit_events_survive_a_kill_exactly_when_their_change_does() {
                 let (url, token, id) = (server.url(), token.clone(), ids[k].clone());
                 let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
                 tokio::spawn(async move {
-                    let admin = admin_at(&url, &token).await;
+                    let admin = Client::bearer(&url, &token).await;
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
@@ -99,7 +94,7 @@ async fn audit_events_survive_a_kill_exactly_when_their_change_does() {
         }
 
         server = Binary::serve(&db, &[]).await;
-        let admin = admin_at(&server.url(), &token).await;
+        let admin = Client::bearer(&server.url(), &token).await;
         let mut total = 0;
         for (k, id) in ids.iter().enumerate() {
             let key = admin.get(id).await.unwrap();
@@ -151,7 +146,7 @@ async fn churn(
     stop: Arc<AtomicBool>,
     state: Arc<std::sync::Mutex<Worker>>,
 ) {
-    let admin = admin_at(&url, &token).await;
+    let admin = Client::bearer(&url, &token).await;
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -246,7 +241,7 @@ async fn acknowledged_writes_survive_kill_9_with_their_exact_results() {
         }
 
         server = Binary::serve(&db, &[]).await;
-        let admin = admin_at(&server.url(), &token).await;
+        let admin = Client::bearer(&server.url(), &token).await;
         let mut client = ApiKeyServiceClient::new(Channel::from_shared(server.url()).unwrap().connect().await.unwrap());
         let listing = pb::ListApiKeysRequest { page_size: 1000, show_deleted: true, ..Default::default() };
         let listed = admin.list(listing).await.unwrap();

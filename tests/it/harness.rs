@@ -241,6 +241,17 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to the server at `url`, sending `authorization` (a whole header value) with each call.
+    pub async fn connect(url: &str, authorization: &str) -> Self {
+        let channel = Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+        Self { inner: ApiKeyServiceClient::new(channel), authorization: authorization.to_owned() }
+    }
+
+    /// [`Client::connect`] with the bearer `token`.
+    pub async fn bearer(url: &str, token: &str) -> Self {
+        Self::connect(url, &format!("Bearer {token}")).await
+    }
+
     pub fn req<T>(&self, message: T) -> Request<T> {
         authed(message, &self.authorization)
     }
@@ -465,11 +476,24 @@ impl Binary {
     /// [`Binary::serve`] with environment variables `env` set (and text logs unless `extra` says
     /// `--log-format`).
     pub async fn serve_env(db: &TestDb, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::serve_wrapped(db, extra, env, &[]).await
+    }
+
+    /// [`Binary::serve_env`] run through `wrapper` (a program and its arguments, which end by
+    /// running the command after them: `setpriv ... --`), if not empty.
+    pub async fn serve_wrapped(db: &TestDb, extra: &[&str], env: &[(&str, &str)], wrapper: &[&str]) -> Self {
         let data_dir = db.dir.path().join("data");
         // Several servers may share one test database (replicas): each logs to files of its own.
         let run = uuid::Uuid::new_v4().simple();
         let logs = [db.dir.path().join(format!("stdout-{run}.log")), db.dir.path().join(format!("stderr-{run}.log"))];
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_apikeys"));
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_apikeys"));
+                command
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_apikeys")),
+        };
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(if extra.contains(&"--log-format") { &[][..] } else { &["--log-format", "text"][..] })

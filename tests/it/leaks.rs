@@ -37,11 +37,6 @@ fn forms(credential: &Credential, needles: &mut Vec<String>) {
     ]);
 }
 
-async fn client(url: &str, authorization: &str) -> Client {
-    let channel = Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
-    Client { inner: ApiKeyServiceClient::new(channel), authorization: authorization.to_owned() }
-}
-
 /// Everything an error carries to the client.
 fn answer(status: &Status) -> String {
     format!("{status:?} {} {}", status.message(), String::from_utf8_lossy(status.details()))
@@ -83,7 +78,7 @@ async fn no_secret_or_token_is_in_logs_metrics_errors_or_the_database() {
     let token_file = db.dir.path().join("data/bootstrap-token");
     let admin_token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
     let url = server.url();
-    let admin = client(&url, &format!("Bearer {admin_token}")).await;
+    let admin = Client::connect(&url, &format!("Bearer {admin_token}")).await;
     let mut needles = Vec::new();
     forms(&credential(&admin_token), &mut needles);
     let mut answers = Vec::new();
@@ -162,14 +157,14 @@ async fn no_secret_or_token_is_in_logs_metrics_errors_or_the_database() {
     refused(raw.authenticate(inside).await.map(drop), &mut answers);
 
     // Admin RPCs with Basic and Bearer, right and wrong, and without the permission.
-    let as_basic = client(&url, &credential(&admin_token).basic()).await;
+    let as_basic = Client::connect(&url, &credential(&admin_token).basic()).await;
     as_basic.get(&rotated_id).await.unwrap();
     for authorization in
         [wrong.bearer(), wrong.basic(), unknown.bearer(), format!("Bearer {}x", credentials[0].token())]
     {
-        refused(client(&url, &authorization).await.get(&rotated_id).await.map(drop), &mut answers);
+        refused(Client::connect(&url, &authorization).await.get(&rotated_id).await.map(drop), &mut answers);
     }
-    refused(client(&url, &credentials[0].bearer()).await.get(&rotated_id).await.map(drop), &mut answers);
+    refused(Client::connect(&url, &credentials[0].bearer()).await.get(&rotated_id).await.map(drop), &mut answers);
     // Validation, conflicts and stale etags.
     refused(admin.create("Leak plain", &["read_data"]).await.map(drop), &mut answers);
     refused(admin.create("", &["no_such_permission"]).await.map(drop), &mut answers);

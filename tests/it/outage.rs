@@ -321,3 +321,86 @@ async fn a_full_disk_refuses_writes_with_unavailable_and_reads_go_on() {
     let db = app.stop().await;
     drop(db);
 }
+
+/// Whether this process runs as root (then file modes bind only a process that gives root up).
+fn is_root() -> bool {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// Sets `path`'s mode bits.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `nobody` (uid and gid 65534), with no supplementary groups.
+const AS_NOBODY: &[&str] = &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+
+#[tokio::test]
+async fn a_read_only_database_file_refuses_writes_with_unavailable_and_reads_go_on() {
+    let db = TestDb::new().await;
+    if db.pg.is_some() {
+        eprintln!("SQLite only: PostgreSQL's files are the server's");
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: needs root to run the server as another user (CI runs as root)");
+        return;
+    }
+    // A database with keys in it, made by a server that could write.
+    let mut server = Binary::serve(&db, &[]).await;
+    let token = std::fs::read_to_string(db.dir.path().join("data/bootstrap-token")).unwrap().trim().to_owned();
+    let admin = Client::bearer(&server.url(), &token).await;
+    let before = admin.create("Before the file turned read-only", &["read_data"]).await.unwrap();
+    let id = before.api_key.as_ref().unwrap().id.clone();
+    server.terminate();
+
+    // The database file read-only for the server's user (a read-only volume, or a file an operator
+    // restored with the wrong owner). The directory stays writable so SQLite can make its WAL index.
+    let data = db.dir.path().join("data");
+    chmod(db.dir.path(), 0o755);
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        chmod(&entry.unwrap().path(), 0o644);
+    }
+    let file = data.join("apikeys.db");
+    chmod(&file, 0o444);
+
+    let mut server = Binary::serve_wrapped(&db, &[], &[], AS_NOBODY).await;
+    let admin = Client::bearer(&server.url(), &token).await;
+    for i in 0..3 {
+        let status = admin.create(&format!("On a read-only file {i}"), &[]).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("database storage"), "{}", status.message());
+    }
+    let status = admin.regenerate(&id, "", false).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let update = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey { id: id.clone(), description: "changed".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    assert_eq!(admin.update(update).await.unwrap_err().code(), Code::Unavailable);
+    // Reads go on, and so does authentication (of a credential not cached: it reads the hash).
+    let key = admin.get(&id).await.unwrap();
+    assert_eq!((key.display_name.as_str(), key.description.as_str()), ("Before the file turned read-only", ""));
+    assert_eq!(admin.list(pb::ListApiKeysRequest::default()).await.unwrap().api_keys.len(), 2);
+    let channel = Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let mut client = pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
+    authenticate_token(&mut client, &before.token, &["read_data"]).await.unwrap();
+    let mut health = HealthClient::new(channel);
+    assert_eq!(serving(&mut health).await, ServingStatus::Serving, "a read-only file still serves reads");
+    let logs = server.terminate();
+    assert!(!logs.contains("panicked"), "{logs}");
+
+    // Writable again: writes work, and none of the refused ones left anything behind.
+    chmod(&file, 0o644);
+    let server = Binary::serve(&db, &[]).await;
+    let admin = Client::bearer(&server.url(), &token).await;
+    admin.create("After the file turned writable", &[]).await.unwrap();
+    let keys = admin.list(pb::ListApiKeysRequest::default()).await.unwrap().api_keys;
+    let names: Vec<&str> = keys.iter().map(|k| k.display_name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("On a read-only file")), "{names:?}");
+    assert_eq!(admin.get(&id).await.unwrap().etag, key.etag, "the refused changes changed nothing");
+}
