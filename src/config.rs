@@ -126,6 +126,117 @@ impl TransportConfig {
     }
 }
 
+/// Human administrators: platform-issued JWTs accepted by the admin RPCs (see
+/// [`crate::auth::jwt`]). The `[jwt]` table of the config file; off while `issuer` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Issuer (`iss`) of the platform's JWTs. Empty: JWTs are refused and only API keys
+    /// administer apikeys.
+    pub issuer: String,
+    /// Audience (`aud`) a token must name to be accepted here.
+    pub audience: String,
+    /// JWKS file with the issuer's public keys; re-read when it changes.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL of the issuer's public keys (`https://`, or `http://` to a loopback address).
+    pub jwks_url: String,
+    /// Seconds between fetches of `jwks_url` (a token naming an unknown key fetches sooner).
+    pub jwks_refresh_secs: u64,
+    /// Seconds of clock skew allowed when checking `exp` and `nbf` (at most 300).
+    pub leeway_secs: u64,
+    /// Claim holding the user's ID. A name not found as is reaches into objects at its dots
+    /// (`ext.uid`).
+    pub user_id_claim: String,
+    /// Claim holding the user's display name (the user ID when absent).
+    pub name_claim: String,
+    /// Claim holding the ID (a UUID) of the user's organization.
+    pub org_claim: String,
+    /// Organization of users whose token has no `org_claim`. Empty: the claim is required.
+    pub default_org: String,
+    /// Claim holding the permissions of the user's global role: a list of names, or one string
+    /// of names separated by spaces.
+    pub permissions_claim: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: String::new(),
+            jwks_file: None,
+            jwks_url: String::new(),
+            jwks_refresh_secs: 300,
+            leeway_secs: 60,
+            user_id_claim: "sub".to_owned(),
+            name_claim: "name".to_owned(),
+            org_claim: "org".to_owned(),
+            default_org: String::new(),
+            permissions_claim: "permissions".to_owned(),
+        }
+    }
+}
+
+/// Most clock skew `jwt.leeway_secs` may allow.
+const MAX_JWT_LEEWAY_SECS: u64 = 300;
+
+impl JwtConfig {
+    /// Whether JWTs are accepted at all.
+    pub fn enabled(&self) -> bool {
+        !self.issuer.is_empty()
+    }
+
+    /// Checks that an enabled configuration names an audience and exactly one key source.
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let has_url = !self.jwks_url.is_empty();
+        if !self.enabled() {
+            return if self.jwks_file.is_some() || has_url || !self.audience.is_empty() {
+                Err("jwt.issuer is required when any other jwt setting is set".into())
+            } else {
+                Ok(())
+            };
+        }
+        if self.audience.is_empty() {
+            return Err("jwt.audience is required with jwt.issuer".into());
+        }
+        match (&self.jwks_file, has_url) {
+            (None, false) => return Err("jwt.issuer needs jwt.jwks_file or jwt.jwks_url".into()),
+            (Some(_), true) => return Err("set one of jwt.jwks_file and jwt.jwks_url, not both".into()),
+            _ => {}
+        }
+        if has_url {
+            let url = url::Url::parse(&self.jwks_url).map_err(|e| format!("jwt.jwks_url: {e}"))?;
+            let loopback = match url.host() {
+                Some(url::Host::Domain(name)) => name == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !(url.scheme() == "https" || url.scheme() == "http" && loopback) {
+                return Err("jwt.jwks_url must be https:// (http:// only to a loopback address)".into());
+            }
+        }
+        if self.leeway_secs > MAX_JWT_LEEWAY_SECS {
+            return Err(format!("jwt.leeway_secs is {}; at most {MAX_JWT_LEEWAY_SECS} is allowed", self.leeway_secs));
+        }
+        if !self.default_org.is_empty() && self.default_org.parse::<uuid::Uuid>().is_err() {
+            return Err("jwt.default_org must be an organization ID (a UUID)".into());
+        }
+        for (name, claim) in [
+            ("user_id_claim", &self.user_id_claim),
+            ("org_claim", &self.org_claim),
+            ("permissions_claim", &self.permissions_claim),
+        ] {
+            if claim.is_empty() {
+                return Err(format!("jwt.{name} must name a claim"));
+            }
+        }
+        at_least_one("jwt.", [("jwks_refresh_secs", self.jwks_refresh_secs)])
+    }
+}
+
 /// Refuses the first of `settings` (named after `prefix`) that is zero.
 fn at_least_one<const N: usize>(prefix: &str, settings: [(&str, u64); N]) -> Result<(), String> {
     match settings.into_iter().find(|(_, value)| *value == 0) {
@@ -251,6 +362,8 @@ pub struct ServerConfig {
     pub log_level: Option<String>,
     /// Transport limits: what one client can make the server hold.
     pub transport: TransportConfig,
+    /// Human administrators: the platform JWTs the admin RPCs accept.
+    pub jwt: JwtConfig,
 }
 
 impl Default for ServerConfig {
@@ -299,6 +412,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             log_level: None,
             transport: TransportConfig::default(),
+            jwt: JwtConfig::default(),
         }
     }
 }
@@ -420,6 +534,7 @@ impl ServerConfig {
                 ("change_retention_secs", self.change_retention_secs),
             ],
         )?;
+        self.jwt.validate()?;
         self.transport.validate()
     }
 }
@@ -625,6 +740,40 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jwt_configuration_is_checked_whole() {
+        let on = |change: fn(&mut JwtConfig)| {
+            let mut jwt = JwtConfig {
+                issuer: "https://id.example.com".into(),
+                audience: "apikeys".into(),
+                jwks_url: "https://id.example.com/jwks.json".into(),
+                ..JwtConfig::default()
+            };
+            change(&mut jwt);
+            jwt.validate()
+        };
+        assert_eq!(JwtConfig::default().validate(), Ok(()), "off by default");
+        assert_eq!(on(|_| {}), Ok(()));
+        assert_eq!(on(|j| j.jwks_url = "http://127.0.0.1:8080/jwks".into()), Ok(()));
+        assert_eq!(on(|j| j.jwks_url = "http://localhost/jwks".into()), Ok(()));
+        let refused = [
+            (on(|j| j.issuer.clear()), "jwt.issuer"),
+            (on(|j| j.audience.clear()), "jwt.audience"),
+            (on(|j| j.jwks_url.clear()), "jwt.jwks_file or jwt.jwks_url"),
+            (on(|j| j.jwks_file = Some("/etc/jwks.json".into())), "not both"),
+            (on(|j| j.jwks_url = "http://id.example.com/jwks".into()), "https://"),
+            (on(|j| j.jwks_url = "not a url".into()), "jwt.jwks_url"),
+            (on(|j| j.leeway_secs = 301), "jwt.leeway_secs"),
+            (on(|j| j.default_org = "acme".into()), "jwt.default_org"),
+            (on(|j| j.user_id_claim.clear()), "jwt.user_id_claim"),
+            (on(|j| j.jwks_refresh_secs = 0), "jwt.jwks_refresh_secs"),
+        ];
+        for (result, needle) in refused {
+            let message = result.unwrap_err();
+            assert!(message.contains(needle), "{message:?} should name {needle}");
+        }
+    }
 
     #[test]
     fn every_field_is_a_setting_with_its_doc_and_default() {

@@ -167,6 +167,7 @@ where
             code = field::Empty,
             latency_ms = field::Empty,
             key_id = field::Empty,
+            user_id = field::Empty,
         );
         let finish = Finish { method, started: Instant::now(), metrics: self.metrics.clone(), span: span.clone() };
         let future = span.in_scope(|| self.inner.call(request));

@@ -26,8 +26,8 @@ use tonic_health::{
 
 use crate::{
     auth::{
-        AuthLayer, cache::VerifiedCache, hashing::Hasher, local::LocalAuthenticator, restrictions::RateLimiter,
-        watch::AbortOnDrop,
+        AuthLayer, cache::VerifiedCache, hashing::Hasher, jwt::UserTokens, local::LocalAuthenticator,
+        restrictions::RateLimiter, watch::AbortOnDrop,
     },
     config::{ServerConfig, redact_url},
     deadline::DeadlineLayer,
@@ -226,14 +226,11 @@ pub async fn components(
     let failures = Arc::new(FailureLog::default());
     let budget = FailureBudget::new(config.auth_failures_per_peer).map(Arc::new);
     let usage = Arc::new(UsageLog::new(config.track_usage));
-    let authenticator = Arc::new(LocalAuthenticator::new(
-        store.clone(),
-        hasher.clone(),
-        cache.clone(),
-        failures.clone(),
-        budget,
-        usage,
-    ));
+    let users = UserTokens::from_config(&config.jwt).await?.map(Arc::new);
+    let authenticator = Arc::new(
+        LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone(), budget, usage)
+            .with_users(users),
+    );
     let changed = Arc::new(tokio::sync::Notify::new());
     let feed = ChangeFeed::start(store.clone(), cache.clone(), changed.clone(), config.feed()).await?;
     let keys = Arc::new(

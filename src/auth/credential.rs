@@ -201,6 +201,31 @@ impl Credential {
     }
 }
 
+/// Longest bearer JWT looked at (a token with a few hundred permissions fits).
+pub const MAX_JWT_LEN: usize = 8 * 1024;
+
+/// The token of an `authorization: Bearer <jwt>` value, if it has the shape of a JWS compact
+/// serialization (three base64url parts joined by dots; at most [`MAX_JWT_LEN`] bytes): what is
+/// not an API key credential may be a person's platform JWT. Only the shape is checked here.
+pub fn bearer_jwt(value: &[u8]) -> Option<&str> {
+    if value.len() > MAX_JWT_LEN + "Bearer ".len() + 8 {
+        return None;
+    }
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start();
+    let base64url =
+        |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let mut parts = token.split('.');
+    let shaped = scheme.eq_ignore_ascii_case("bearer")
+        && token.len() <= MAX_JWT_LEN
+        && parts.next().is_some_and(base64url)
+        && parts.next().is_some_and(base64url)
+        && parts.next().is_some_and(base64url)
+        && parts.next().is_none();
+    shaped.then_some(token)
+}
+
 /// Big-endian base62 of `bytes`, left-padded with `0` to `width` characters.
 fn base62_encode(bytes: &[u8], width: usize) -> String {
     let mut number = bytes.to_vec();

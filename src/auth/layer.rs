@@ -20,7 +20,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tonic::{Code, Status};
 
 use super::{
-    Authenticator, Credential, Principal, authorize,
+    Authenticator, Credential, Principal, admit, authorize,
     restrictions::{Cidr, ClientAddress, Forwarding, RateLimiter, client_address},
 };
 use crate::error::Error;
@@ -265,12 +265,22 @@ where
                 value.set_sensitive(true);
             }
             let authorized = match credential {
-                Ok(credential) => authorize(&*authenticator, credential, &required, client, &admission.limiter).await,
+                Ok(Presented::Key(credential)) => {
+                    authorize(&*authenticator, credential, &required, client, &admission.limiter).await
+                }
+                Ok(Presented::Jwt(token)) => match authenticator.authenticate_bearer(&token).await {
+                    Ok(principal) => admit(principal, &required, client, Some(&admission.limiter)),
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error),
             };
             match authorized {
                 Ok(principal) => {
-                    tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
+                    if principal.key_id.is_empty() {
+                        tracing::Span::current().record("user_id", tracing::field::display(&principal.user_id));
+                    } else {
+                        tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
+                    }
                     let agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
                     authenticator.admitted(&principal, client, agent.unwrap_or_default(), &required);
                     request.extensions_mut().insert(principal);
@@ -283,9 +293,22 @@ where
     }
 }
 
-fn read_credential<B>(request: &Request<B>) -> Result<Credential, Error> {
+/// What a request presents in its `authorization` header.
+enum Presented {
+    /// An API key credential (Basic or Bearer).
+    Key(Credential),
+    /// Something shaped like a JWT, for [`Authenticator::authenticate_bearer`].
+    Jwt(String),
+}
+
+fn read_credential<B>(request: &Request<B>) -> Result<Presented, Error> {
     let header = request.headers().get(header::AUTHORIZATION).ok_or(Error::Unauthenticated)?;
-    Credential::from_authorization(header.as_bytes()).map_err(|_| Error::Unauthenticated)
+    match Credential::from_authorization(header.as_bytes()) {
+        Ok(credential) => Ok(Presented::Key(credential)),
+        Err(_) => super::credential::bearer_jwt(header.as_bytes())
+            .map(|token| Presented::Jwt(token.to_owned()))
+            .ok_or(Error::Unauthenticated),
+    }
 }
 
 fn is_grpc<B>(request: &Request<B>) -> bool {

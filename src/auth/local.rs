@@ -9,6 +9,7 @@ use super::{
     cache::{CacheKey, Verified, VerifiedCache},
     flight::SingleFlight,
     hashing::{Hasher, SecretHash},
+    jwt::UserTokens,
 };
 use crate::{
     domain::{ApiKey, KeyId},
@@ -32,6 +33,7 @@ pub struct LocalAuthenticator {
     failures: Arc<FailureLog>,
     budget: Option<Arc<FailureBudget>>,
     usage: Arc<UsageLog>,
+    users: Option<Arc<UserTokens>>,
 }
 
 /// Most verifications of one key ID in progress at once (distinct secrets: the same credential
@@ -62,7 +64,16 @@ impl LocalAuthenticator {
             failures,
             budget,
             usage,
+            users: None,
         }
+    }
+
+    /// Also accepts people's platform JWTs, verified by `users` (see [`super::jwt`]), on the
+    /// requests of apikeys' own auth layer. The Authenticate RPC never does.
+    #[must_use]
+    pub fn with_users(mut self, users: Option<Arc<UserTokens>>) -> Self {
+        self.users = users;
+        self
     }
 
     /// Where uses of keys wait to be written: those admitted by apikeys' own auth layer, and
@@ -127,6 +138,7 @@ pub fn principal_of(key: ApiKey, default_group: String) -> Principal {
         allowed_cidrs: key.allowed_cidrs,
         rate_limit: key.rate_limit.map(Into::into),
         principal_type: PrincipalType::ApiKey.into(),
+        user_id: String::new(),
         restrictions: Some(PrincipalRestrictions {
             interactive_login_allowed: false,
             two_factor_required: false,
@@ -206,6 +218,13 @@ impl LocalAuthenticator {
 impl Authenticator for LocalAuthenticator {
     async fn authenticate(&self, credential: Credential) -> Result<Principal> {
         self.authenticate_from(credential, None).await
+    }
+
+    async fn authenticate_bearer(&self, token: &str) -> Result<Principal> {
+        match &self.users {
+            Some(users) => users.verify(token).await,
+            None => Err(Error::Unauthenticated),
+        }
     }
 
     fn admitted(&self, principal: &Principal, client: Option<IpAddr>, agent: &str, required: &[String]) {

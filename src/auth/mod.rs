@@ -12,6 +12,8 @@ pub mod credential;
 pub mod flight;
 #[cfg(feature = "server")]
 pub mod hashing;
+#[cfg(feature = "server")]
+pub mod jwt;
 pub mod layer;
 #[cfg(feature = "server")]
 pub mod local;
@@ -37,6 +39,17 @@ pub trait Authenticator: Send + Sync + 'static {
     /// when verification capacity is exhausted, `Unavailable` when the backend cannot be reached.
     fn authenticate(&self, credential: Credential) -> impl Future<Output = Result<Principal>> + Send;
 
+    /// Verifies a bearer `token` that is not an API key token but has the shape of a JWT: a
+    /// person's platform-issued JWT. By default none is accepted (consumer services take API keys;
+    /// apikeys' own admin RPCs take people too, see [`jwt`]).
+    ///
+    /// # Errors
+    /// `Unauthenticated` for a token that is not accepted.
+    fn authenticate_bearer(&self, token: &str) -> impl Future<Output = Result<Principal>> + Send {
+        let _ = token;
+        std::future::ready(Err(crate::Error::Unauthenticated))
+    }
+
     /// Told by the auth layer of each request it admitted: `principal`'s key was used from `client`
     /// by `agent` (the request's user agent) for a request requiring `required`. Must not block;
     /// by default nothing happens (the remote authenticator notes it for its usage reports).
@@ -48,6 +61,10 @@ pub trait Authenticator: Send + Sync + 'static {
 impl<A: Authenticator> Authenticator for std::sync::Arc<A> {
     fn authenticate(&self, credential: Credential) -> impl Future<Output = Result<Principal>> + Send {
         (**self).authenticate(credential)
+    }
+
+    fn authenticate_bearer(&self, token: &str) -> impl Future<Output = Result<Principal>> + Send {
+        (**self).authenticate_bearer(token)
     }
 
     fn admitted(&self, principal: &Principal, client: Option<IpAddr>, agent: &str, required: &[String]) {

@@ -98,6 +98,9 @@ pub struct Caller {
     pub permissions: Vec<String>,
     /// Where the call came from, for the audit trail.
     pub origin: Origin,
+    /// When the caller's credential stops being valid (a person's JWT `exp`, a key's expiry);
+    /// `None`: not known to expire.
+    pub expire_time: Option<DateTime<Utc>>,
 }
 
 /// Where a change came from, as the audit trail records it; empty for the system's own changes.
@@ -610,6 +613,7 @@ mod tests {
             org_id: OrgId(Uuid::new_v4()),
             actor: Actor::system("t"),
             permissions: vec!["a".into(), "c".into()],
+            expire_time: None,
         };
         assert!(check_grant(&caller, &["a".into(), "c".into()]).is_ok());
         match check_grant(&caller, &["a".into(), "b".into()]) {

@@ -36,14 +36,16 @@ pub const MAX_PAGE_SIZE: u64 = 1000;
 pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
     let principal = layer::principal(request)?;
     let address = request.extensions().get::<ClientAddress>().and_then(|client| client.0);
+    let (kind, id) = if principal.principal_type() == pb::PrincipalType::User {
+        (ActorType::User, principal.user_id.clone())
+    } else {
+        (ActorType::ApiKey, principal.key_id.clone())
+    };
     Ok(Caller {
         org_id: principal.org_id.parse().map_err(|_| Error::Unauthenticated)?,
-        actor: Actor {
-            kind: ActorType::ApiKey,
-            id: principal.key_id.clone(),
-            display_name: principal.display_name.clone(),
-        },
+        actor: Actor { kind, id, display_name: principal.display_name.clone() },
         permissions: principal.permissions.clone(),
+        expire_time: principal.expire_time.as_ref().and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0)),
         origin: Origin {
             request_id: request_id(request.metadata()),
             address: address.map(|a| a.to_string()).unwrap_or_default(),

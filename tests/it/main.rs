@@ -30,3 +30,4 @@ mod soft_delete;
 mod tls;
 mod upgrade;
 mod usage;
+mod users;
