@@ -26,8 +26,10 @@ USER apikeys:apikeys
 WORKDIR /data
 VOLUME ["/data"]
 ENV APIKEYS_LISTEN=0.0.0.0:50051 \
+    APIKEYS_CONSOLE_LISTEN=0.0.0.0:50052 \
     APIKEYS_DATA_DIR=/data
-EXPOSE 50051
+# gRPC, and the admin web console (set APIKEYS_CONSOLE=false to turn it off).
+EXPOSE 50051 50052
 # `apikeys health` exits 0 only when the server reports SERVING (the database answers). It talks to
 # APIKEYS_SERVER (default http://127.0.0.1:50051); with TLS on, also set APIKEYS_SERVER=https://... and
 # APIKEYS_CA_CERT (and APIKEYS_CLIENT_CERT / APIKEYS_CLIENT_KEY for mutual TLS).

@@ -350,6 +350,12 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Address of the Prometheus `/metrics` HTTP listener. Unset: no listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether to serve the admin web console (on `console_listen`).
+    pub console: bool,
+    /// Address of the admin web console (HTTP; HTTPS with `tls_cert`); port 0 picks a free one.
+    pub console_listen: SocketAddr,
+    /// Seconds a console session may sit idle before it must sign in again.
+    pub console_idle_timeout_secs: u64,
     /// PEM certificate chain; with `tls_key`, gRPC is served over TLS only.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -406,6 +412,9 @@ impl Default for ServerConfig {
             max_watchers_per_peer: 16,
             shutdown_grace_secs: 10,
             metrics_listen: None,
+            console: true,
+            console_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            console_idle_timeout_secs: 15 * 60,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -532,6 +541,7 @@ impl ServerConfig {
                 ("failure_flush_ms", self.failure_flush_ms),
                 ("change_poll_ms", self.change_poll_ms),
                 ("change_retention_secs", self.change_retention_secs),
+                ("console_idle_timeout_secs", self.console_idle_timeout_secs),
             ],
         )?;
         self.jwt.validate()?;

@@ -21,6 +21,8 @@ pub mod codec;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod console;
+#[cfg(feature = "server")]
 pub mod deadline;
 #[cfg(feature = "server")]
 pub mod domain;

@@ -30,6 +30,7 @@ use crate::{
         restrictions::RateLimiter, watch::AbortOnDrop,
     },
     config::{ServerConfig, redact_url},
+    console,
     deadline::DeadlineLayer,
     domain::Catalog,
     error::Error,
@@ -62,6 +63,7 @@ pub struct Application {
     tls: Option<ServerTlsConfig>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    console_listener: Option<(TcpListener, SocketAddr)>,
     usage: Arc<UsageLog>,
 }
 
@@ -94,6 +96,26 @@ pub fn tls_config(config: &ServerConfig) -> Result<Option<ServerTlsConfig>, Star
     // Builds the acceptor once, so a malformed certificate or key fails now with a message.
     Server::builder().tls_config(tls.clone()).map_err(|e| format!("invalid TLS configuration: {e}"))?;
     Ok(Some(tls))
+}
+
+/// The console's TLS settings: the gRPC certificate and key, for browsers (no client
+/// certificates: people sign in instead), HTTP/2 and HTTP/1.1. `None` without `tls_cert`.
+///
+/// # Errors
+/// A file cannot be read or its PEM is invalid.
+fn console_tls(config: &ServerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, StartupError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| format!("console TLS certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("console TLS key {}: {e}", key.display()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| format!("console TLS: {e}"))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(tls)))
 }
 
 /// Creates `dir` and its missing parents, accessible by the owner only (0700; on Unix).
@@ -268,6 +290,20 @@ impl Application {
             }
             None => None,
         };
+        let console_listener = match config.console {
+            true => {
+                let addr = config.console_listen;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen for the console on {addr}: {e}"))?;
+                let bound = listener.local_addr()?;
+                if !bound.ip().is_loopback() && tls.is_none() {
+                    tracing::warn!(%bound, "console on a non-loopback address without TLS: sign-ins travel in clear text");
+                }
+                Some((listener, bound))
+            }
+            false => None,
+        };
         let metrics = Arc::new(Metrics::new(authenticator.clone(), store.clone(), feed.clone()));
         let usage = authenticator.usage().clone();
         Ok(Self {
@@ -281,6 +317,7 @@ impl Application {
             tls,
             metrics,
             metrics_listener,
+            console_listener,
             usage,
         })
     }
@@ -293,6 +330,11 @@ impl Application {
     /// The address of the metrics listener actually bound, if metrics are on.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The address of the admin console actually bound, if the console is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address actually bound.
@@ -352,6 +394,33 @@ impl Application {
             .trust_forwarded_for(self.config.trusted_proxies)
             .forwarded_only_from(self.config.trusted_proxy_networks().unwrap_or_default());
 
+        let console_task = match self.console_listener {
+            Some((listener, addr)) => {
+                // The console calls the same services through the same layers, in process (only
+                // TLS and the transport differ).
+                let stack = tower::ServiceBuilder::new()
+                    .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+                    .layer(DeadlineLayer)
+                    .layer(RpcTraceLayer::new(self.metrics.clone()))
+                    .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer, self.authenticator.budget()))
+                    .layer(layer.clone())
+                    .service(api.clone());
+                let stack = tower::util::BoxCloneSyncService::new(stack);
+                let idle = Duration::from_secs(self.config.console_idle_timeout_secs);
+                let tls = console_tls(&self.config)?;
+                let loopback = addr.ip().is_loopback();
+                let router = console::router(stack, self.authenticator.clone(), idle, tls.is_some(), loopback);
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!(%addr, "console at {scheme}://{addr}/");
+                let handshake = Duration::from_secs(limits.tls_handshake_timeout_secs);
+                Some(AbortOnDrop(tokio::spawn(async move {
+                    if let Err(error) = console::serve(listener, router, tls, handshake).await {
+                        tracing::error!(%error, "console listener failed");
+                    }
+                })))
+            }
+            None => None,
+        };
         let draining = Arc::new(tokio::sync::Notify::new());
         let signal = {
             let (draining, feed) = (draining.clone(), self.feed.clone());
@@ -466,6 +535,7 @@ impl Application {
             }
         }
         drop(metrics_task);
+        drop(console_task);
         drop(flusher);
         drop(feed_task);
         drop(usage_flusher);

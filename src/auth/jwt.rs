@@ -47,6 +47,8 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const MAX_KEYS: usize = 64;
 /// Smallest RSA modulus trusted, in bytes (2048 bits).
 const MIN_RSA_MODULUS_BYTES: usize = 256;
+/// Largest RSA modulus the verifier handles, in bytes (8192 bits).
+const MAX_RSA_MODULUS_BYTES: usize = 1024;
 /// How often a JWKS file is looked at for changes.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How soon after one fetch of a JWKS URL a token naming an unknown key may cause another: new
@@ -54,8 +56,8 @@ const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one fetch of a JWKS URL may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest user ID accepted, in characters.
-const MAX_USER_ID_CHARS: usize = 255;
+/// Longest user ID accepted, in characters (the audit trail's actor filter takes as many).
+const MAX_USER_ID_CHARS: usize = 200;
 /// Most permissions read from a token.
 const MAX_PERMISSIONS: usize = 1024;
 /// Longest permission name kept.
@@ -84,6 +86,7 @@ impl KeySet {
             keys: Vec<Value>,
         }
         let document: Document = serde_json::from_slice(document).map_err(|e| format!("not a JWKS: {e}"))?;
+        let total = document.keys.len();
         let mut keys = Vec::new();
         for (index, value) in document.keys.into_iter().enumerate() {
             let kid = value.get("kid").and_then(Value::as_str).map(str::to_owned);
@@ -98,12 +101,20 @@ impl KeySet {
                 Err(reason) => tracing::warn!(index, ?kid, %reason, "JWKS key skipped"),
             }
         }
+        if keys.is_empty() {
+            // Installing it would refuse everyone: keep the set in use instead.
+            return Err(format!("no usable key among {total}"));
+        }
         Ok(Self(keys))
     }
 
-    /// The keys that may have signed a token with `alg` and `kid`.
-    fn candidates(&self, alg: Algorithm, kid: Option<&str>) -> Vec<&VerifyingKey> {
-        self.0.iter().filter(|key| key.alg == alg && (kid.is_none() || key.kid.as_deref() == kid)).collect()
+    /// The key that may have signed a token with `alg` and `kid`: the one of that `kid` and
+    /// algorithm, or, for a token naming no key, the only key of its algorithm (never a search
+    /// through several).
+    fn candidate(&self, alg: Algorithm, kid: Option<&str>) -> Option<&VerifyingKey> {
+        let mut keys = self.0.iter().filter(|key| key.alg == alg && (kid.is_none() || key.kid.as_deref() == kid));
+        let first = keys.next()?;
+        keys.next().is_none().then_some(first)
     }
 }
 
@@ -112,18 +123,41 @@ fn algorithm_of(jwk: &Jwk) -> std::result::Result<Algorithm, String> {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return Err("an encryption key".into());
     }
+    let bytes = |field: &str, value: &str| {
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, value)
+            .map_err(|_| format!("{field} is not base64url"))
+    };
+    // The key material is checked here, once: a verifier given a short key may panic.
     let alg = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) => {
-            let modulus = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &rsa.n)
-                .map_err(|_| "an RSA modulus that is not base64url")?;
-            let bytes = modulus.iter().skip_while(|b| **b == 0).count();
-            if bytes < MIN_RSA_MODULUS_BYTES {
-                return Err(format!("an RSA key of {} bits; at least 2048 are required", bytes * 8));
+            let modulus = bytes("n", &rsa.n)?;
+            let length = modulus.iter().skip_while(|b| **b == 0).count();
+            if !(MIN_RSA_MODULUS_BYTES..=MAX_RSA_MODULUS_BYTES).contains(&length) {
+                return Err(format!("an RSA key of {} bits; 2048 to 8192 are accepted", length * 8));
+            }
+            let exponent = bytes("e", &rsa.e)?;
+            let exponent = exponent.iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>();
+            if exponent.is_empty()
+                || exponent.len() > 4
+                || exponent.last().is_some_and(|b| b % 2 == 0)
+                || exponent == [1]
+            {
+                return Err("an RSA public exponent that is not an odd number from 3 to 2^32".into());
             }
             Algorithm::RS256
         }
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            if bytes("x", &ec.x)?.len() != 32 || bytes("y", &ec.y)?.len() != 32 {
+                return Err("P-256 coordinates must be 32 bytes each".into());
+            }
+            Algorithm::ES256
+        }
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            if bytes("x", &okp.x)?.len() != 32 {
+                return Err("an Ed25519 public key must be 32 bytes".into());
+            }
+            Algorithm::EdDSA
+        }
         AlgorithmParameters::OctetKey(_) => {
             return Err("a symmetric key: never trusted (whoever holds it could mint tokens)".into());
         }
@@ -149,7 +183,17 @@ enum Source {
 /// What was last seen of a JWKS file.
 struct FileSeen {
     checked: Instant,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<FileStamp>,
+}
+
+/// What identifies one version of a file: a replaced file has another inode, a rewritten one
+/// another change time (which, unlike the modification time, no copying tool can preserve).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    changed: (i64, i64),
+    modified: SystemTime,
+    len: u64,
 }
 
 /// When a JWKS URL was last fetched.
@@ -201,6 +245,8 @@ impl UserTokens {
                 let _ = rustls::crypto::ring::default_provider().install_default();
                 let client = reqwest::Client::builder()
                     .timeout(FETCH_TIMEOUT)
+                    // No downgrade from https by a redirect.
+                    .https_only(config.jwks_url.starts_with("https://"))
                     .redirect(reqwest::redirect::Policy::limited(3))
                     .user_agent(concat!("apikeys/", env!("CARGO_PKG_VERSION")))
                     .build()
@@ -250,23 +296,16 @@ impl UserTokens {
         self.refresh(false).await;
         let kid = header.kid.as_deref();
         let mut keys = self.keys();
-        if keys.candidates(header.alg, kid).is_empty() {
+        if keys.candidate(header.alg, kid).is_none() {
             self.refresh(true).await;
             keys = self.keys();
         }
-        let candidates = keys.candidates(header.alg, kid);
-        if candidates.is_empty() {
-            return Err(format!("no {:?} key with kid {kid:?}", header.alg));
-        }
-        let validation = self.validation(header.alg);
-        let mut last = String::new();
-        for key in candidates {
-            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
-                Ok(data) => return self.principal(&data.claims),
-                Err(error) => last = error.to_string(),
-            }
-        }
-        Err(last)
+        let key = keys
+            .candidate(header.alg, kid)
+            .ok_or_else(|| format!("no single {:?} key with kid {kid:?}", header.alg))?;
+        let data =
+            jsonwebtoken::decode::<Value>(token, &key.key, &self.validation(header.alg)).map_err(|e| e.to_string())?;
+        self.principal(&data.claims)
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
@@ -349,30 +388,37 @@ impl UserTokens {
             Source::File { path, seen } => {
                 let stamp = {
                     let Ok(mut seen) = seen.lock() else { return };
-                    if seen.checked.elapsed() < FILE_CHECK_INTERVAL && seen.stamp.is_some() {
+                    if seen.checked.elapsed() < FILE_CHECK_INTERVAL {
                         return;
                     }
                     seen.checked = Instant::now();
                     let stamp = file_stamp(path);
-                    if stamp == seen.stamp {
+                    if stamp.is_some() && stamp == seen.stamp {
                         return;
                     }
-                    seen.stamp = stamp;
                     stamp
                 };
                 match read_file(path) {
-                    Ok(set) => self.install(set),
+                    Ok(set) => {
+                        self.install(set);
+                        // Only a version that loaded counts as seen: a failed one is read again.
+                        if let Ok(mut seen) = seen.lock() {
+                            seen.stamp = stamp;
+                        }
+                    }
                     Err(error) => {
-                        tracing::warn!(path = %path.display(), %error, ?stamp, "JWKS file not reloaded; keeping the keys in use");
+                        tracing::warn!(path = %path.display(), %error, "JWKS file not reloaded; keeping the keys in use");
                     }
                 }
             }
             Source::Url { url, client, refresh, fetched } => {
                 let Ok(mut fetched) = fetched.try_lock() else { return };
+                // Never more than one attempt per MIN_REFETCH_INTERVAL, even while the issuer fails.
                 let due = match (fetched.attempt, fetched.success) {
                     (None, _) => true,
-                    (Some(attempt), _) if unknown_key => attempt.elapsed() >= MIN_REFETCH_INTERVAL,
-                    (Some(attempt), None) => attempt.elapsed() >= MIN_REFETCH_INTERVAL,
+                    (Some(attempt), _) if attempt.elapsed() < MIN_REFETCH_INTERVAL => false,
+                    (Some(_), _) if unknown_key => true,
+                    (Some(_), None) => true,
                     (Some(_), Some(success)) => success.elapsed() >= *refresh,
                 };
                 if !due {
@@ -384,7 +430,10 @@ impl UserTokens {
                         fetched.success = fetched.attempt;
                         self.install(set);
                     }
-                    Err(error) => tracing::warn!(%url, %error, "JWKS not fetched; keeping the keys in use"),
+                    Err(error) => {
+                        let url = crate::config::redact_url(url);
+                        tracing::warn!(%url, %error, "JWKS not fetched; keeping the keys in use");
+                    }
                 }
             }
         }
@@ -398,9 +447,15 @@ fn claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
     claims.get(name).or_else(|| name.split('.').try_fold(claims, |value, part| value.get(part)))
 }
 
-fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some(FileStamp {
+        inode: meta.ino(),
+        changed: (meta.ctime(), meta.ctime_nsec()),
+        modified: meta.modified().ok()?,
+        len: meta.len(),
+    })
 }
 
 fn read_file(path: &std::path::Path) -> std::result::Result<KeySet, String> {
@@ -450,8 +505,9 @@ mod tests {
 
     #[test]
     fn symmetric_small_and_mismatched_keys_are_never_trusted() {
-        let parse =
-            |jwk: Value| KeySet::parse(serde_json::json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap().0.len();
+        let parse = |jwk: Value| {
+            KeySet::parse(serde_json::json!({ "keys": [jwk] }).to_string().as_bytes()).map_or(0, |set| set.0.len())
+        };
         assert_eq!(parse(serde_json::json!({"kty": "oct", "k": "c2VjcmV0"})), 0);
         // 1024-bit RSA.
         let small = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC5u8; 128]);
@@ -464,8 +520,24 @@ mod tests {
         // An unknown key type does not spoil the rest of the set.
         let set = serde_json::json!({"keys": [{"kty": "XYZ"}, {"kty": "RSA", "n": big, "e": "AQAB", "kid": "k"}]});
         let set = KeySet::parse(set.to_string().as_bytes()).unwrap();
-        assert_eq!(set.candidates(Algorithm::RS256, Some("k")).len(), 1);
-        assert_eq!(set.candidates(Algorithm::RS256, Some("other")).len(), 0);
-        assert_eq!(set.candidates(Algorithm::ES256, None).len(), 0);
+        assert!(set.candidate(Algorithm::RS256, Some("k")).is_some());
+        assert!(set.candidate(Algorithm::RS256, None).is_some(), "the only RSA key");
+        assert!(set.candidate(Algorithm::RS256, Some("other")).is_none());
+        assert!(set.candidate(Algorithm::ES256, None).is_none());
+        // Two keys of one algorithm: a token must say which.
+        let two = serde_json::json!({"keys": [{"kty": "RSA", "n": big, "e": "AQAB", "kid": "a"}, {"kty": "RSA", "n": big, "e": "AQAB", "kid": "b"}]});
+        let two = KeySet::parse(two.to_string().as_bytes()).unwrap();
+        assert!(two.candidate(Algorithm::RS256, None).is_none());
+        assert!(two.candidate(Algorithm::RS256, Some("b")).is_some());
+        // Key material a verifier could choke on: short Ed25519 and P-256 keys, an even exponent,
+        // an oversized modulus.
+        let short = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [7u8; 16]);
+        assert_eq!(parse(serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": short})), 0);
+        assert_eq!(parse(serde_json::json!({"kty": "EC", "crv": "P-256", "x": short, "y": short})), 0);
+        assert_eq!(parse(serde_json::json!({"kty": "RSA", "n": big, "e": "Ag"})), 0);
+        let huge = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC5u8; 1025]);
+        assert_eq!(parse(serde_json::json!({"kty": "RSA", "n": huge, "e": "AQAB"})), 0);
+        // A set with no usable key is a failed load, not an empty set.
+        assert!(KeySet::parse(br#"{"keys": []}"#).is_err());
     }
 }

@@ -497,10 +497,17 @@ pub fn check_grant(caller: &Caller, granted: &[String]) -> Result<()> {
 /// a lesser right over the same keys (so admin keys made before that permission existed can grant
 /// it to consumer services).
 fn beyond(caller: &Caller, wanted: &[String]) -> Vec<String> {
-    let admin = caller.permissions.binary_search_by(|p| p.as_str().cmp(ADMIN_PERMISSION)).is_ok();
     let mut lacking = lacking(&caller.permissions, wanted.iter().map(String::as_str));
-    lacking.retain(|p| !(admin && p == USAGE_REPORT_PERMISSION));
+    lacking.retain(|p| !may_grant(&caller.permissions, p));
     lacking
+}
+
+/// Whether whoever holds `held` (sorted) may grant `permission`, and manage keys holding it: the
+/// rule of [`check_grant`] and [`check_manage`] for one permission (the console disables the
+/// others).
+pub fn may_grant(held: &[String], permission: &str) -> bool {
+    let holds = |name: &str| held.binary_search_by(|p| p.as_str().cmp(name)).is_ok();
+    holds(permission) || permission == USAGE_REPORT_PERMISSION && holds(ADMIN_PERMISSION)
 }
 
 /// The management rule: regenerating, deleting or changing the permissions of a key needs every

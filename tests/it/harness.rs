@@ -101,6 +101,7 @@ impl TestDb {
             health_interval_ms: 200,
             failure_flush_ms: 100,
             shutdown_grace_secs: 2,
+            console_listen: "127.0.0.1:0".parse().unwrap(),
             ..ServerConfig::default()
         }
     }
@@ -111,6 +112,8 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     /// The metrics listener, when `metrics_listen` was configured.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The admin console, when it is on (as in the test configuration).
+    pub console_addr: Option<std::net::SocketAddr>,
     pub admin_token: String,
     pub store: Store,
     pub authenticator: Arc<LocalAuthenticator>,
@@ -142,6 +145,7 @@ impl TestApp {
         let app = Application::build(config.clone()).await.expect("server starts");
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr();
+        let console_addr = app.console_addr();
         let store = app.store().clone();
         let authenticator = app.authenticator().clone();
         let keys = app.keys().clone();
@@ -160,6 +164,7 @@ impl TestApp {
         Self {
             addr,
             metrics_addr,
+            console_addr,
             admin_token,
             store,
             authenticator,
@@ -495,7 +500,7 @@ impl Binary {
             None => std::process::Command::new(env!("CARGO_BIN_EXE_apikeys")),
         };
         command
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"])
             .args(if extra.contains(&"--log-format") { &[][..] } else { &["--log-format", "text"][..] })
             .arg("--data-dir")
             .arg(&data_dir)

@@ -13,7 +13,7 @@ use tonic::Code;
 
 use crate::harness::*;
 
-async fn set_threshold(admin: &Client, lockout_threshold: i32) -> pb::OrgPolicy {
+pub async fn set_threshold(admin: &Client, lockout_threshold: i32) -> pb::OrgPolicy {
     let request = pb::UpdateOrgPolicyRequest {
         policy: Some(pb::OrgPolicy { lockout_threshold, ..Default::default() }),
         ..Default::default()
@@ -21,12 +21,12 @@ async fn set_threshold(admin: &Client, lockout_threshold: i32) -> pb::OrgPolicy 
     admin.inner.clone().update_org_policy(admin.req(request)).await.unwrap().into_inner().policy.unwrap()
 }
 
-fn wrong(token: &str) -> String {
+pub fn wrong(token: &str) -> String {
     Credential { key_id: credential(token).key_id, secret: Secret::generate().unwrap() }.token()
 }
 
 /// The key, once its state is `state` (failure counts are written about every 100 ms in tests).
-async fn until_state(admin: &Client, id: &str, state: State) -> pb::ApiKey {
+pub async fn until_state(admin: &Client, id: &str, state: State) -> pb::ApiKey {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let key = admin.get(id).await.unwrap();

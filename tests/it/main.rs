@@ -7,6 +7,7 @@ mod authenticate;
 mod bad_input;
 mod cli;
 mod config;
+mod console;
 mod crash;
 mod harness;
 #[allow(dead_code)]

@@ -85,19 +85,19 @@ fn listening(pid: u32) -> Vec<String> {
     found
 }
 
-/// Without `metrics_listen`, the real binary listens on the gRPC port and nothing else; with it, on
-/// one more.
+/// Without `metrics_listen`, the real binary listens on the gRPC port and nothing else (with the
+/// console off); with it, on one more.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn metrics_are_off_by_default() {
     let db = TestDb::new().await;
-    let server = Binary::serve(&db, &[]).await;
+    let server = Binary::serve(&db, &["--console", "false"]).await;
     let ports = listening(server.pid());
     assert_eq!(ports.len(), 1, "one listener, the gRPC port: {ports:?}");
     assert!(ports[0].ends_with(&format!(":{:04X}", server.addr.port())), "{ports:?}");
 
     let with = TestDb::new().await;
-    let metered = Binary::serve(&with, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let metered = Binary::serve(&with, &["--metrics-listen", "127.0.0.1:0", "--console", "false"]).await;
     assert_eq!(listening(metered.pid()).len(), 2, "gRPC and metrics");
 }
 
