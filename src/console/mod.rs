@@ -694,7 +694,30 @@ fn submitted(form: &Form) -> pages::KeyForm {
         permissions: form.all("permissions"),
         etag: form.get("etag").to_owned(),
         app_id: String::new(),
+        expire_time: form.get("expire_time").trim().to_owned(),
     }
+}
+
+/// The expiry of a key form (`YYYY-MM-DDTHH:MM`, UTC, as a `datetime-local` field sends it):
+/// `None` for an empty field.
+///
+/// # Errors
+/// A status naming `expire_time` when the text is not such a time.
+fn expiry(entered: &pages::KeyForm) -> Result<Option<prost_types::Timestamp>, Status> {
+    if entered.expire_time.is_empty() {
+        return Ok(None);
+    }
+    let time = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(&entered.expire_time, format).ok())
+        .ok_or_else(|| {
+            let details = tonic_types::ErrorDetails::with_bad_request_violation(
+                "expire_time",
+                "must be a date and time, such as 2027-01-31T12:00 (UTC)",
+            );
+            <Status as tonic_types::StatusExt>::with_error_details(Code::InvalidArgument, "invalid expiry", details)
+        })?;
+    Ok(Some(prost_types::Timestamp { seconds: time.and_utc().timestamp(), nanos: 0 }))
 }
 
 async fn create(
@@ -709,10 +732,15 @@ async fn create(
         return response.into_response();
     }
     let entered = submitted(&form);
+    let expire_time = match expiry(&entered) {
+        Ok(time) => time,
+        Err(status) => return form_error(&console, &visitor, &entered, &status).await,
+    };
     let request = pb::CreateApiKeyRequest {
         display_name: entered.display_name.clone(),
         description: entered.description.clone(),
         permissions: entered.permissions.clone(),
+        expire_time,
         ..Default::default()
     };
     match console.api.clone().create_api_key(console.request(&visitor, request)).await {
@@ -765,6 +793,12 @@ async fn edit_page(
         permissions: key.permissions.clone(),
         etag: key.etag.clone(),
         app_id: key.app_id.clone(),
+        expire_time: key
+            .expire_time
+            .as_ref()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .map(|t| t.format("%Y-%m-%dT%H:%M").to_string())
+            .unwrap_or_default(),
     };
     with_cookie(
         page_response(StatusCode::OK, pages::key_form(&pages::Chrome::of(&visitor), &catalog, &form, &[])),
@@ -787,16 +821,21 @@ async fn edit(
     let mut entered = submitted(&form);
     entered.id.clone_from(&id);
     entered.app_id = form.get("app_id").to_owned();
+    let expire_time = match expiry(&entered) {
+        Ok(time) => time,
+        Err(status) => return form_error(&console, &visitor, &entered, &status).await,
+    };
     let request = pb::UpdateApiKeyRequest {
         api_key: Some(pb::ApiKey {
             id: id.clone(),
             display_name: entered.display_name.clone(),
             description: entered.description.clone(),
             permissions: entered.permissions.clone(),
+            expire_time,
             ..Default::default()
         }),
         update_mask: Some(prost_types::FieldMask {
-            paths: vec!["display_name".into(), "description".into(), "permissions".into()],
+            paths: ["display_name", "description", "permissions", "expire_time"].map(String::from).to_vec(),
         }),
         etag: entered.etag.clone(),
         acknowledge_app_impact: form.get("acknowledge_app_impact") == "on",

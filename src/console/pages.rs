@@ -69,6 +69,8 @@ pub struct KeyForm {
     pub etag: String,
     /// The owning app, if any.
     pub app_id: String,
+    /// When the key expires (`YYYY-MM-DDTHH:MM`, UTC); empty: never.
+    pub expire_time: String,
 }
 
 /// `text` escaped for HTML text and attribute values.
@@ -356,6 +358,12 @@ pub fn key_form(chrome: &Chrome, catalog: &[pb::Permission], form: &KeyForm, err
         body,
         r#"<label for="description">Description <span class="hint">(optional)</span></label><textarea id="description" name="description" rows="3" maxlength="1000"{attrs}>{}</textarea>{error}"#,
         escape(&form.description)
+    );
+    let (attrs, error) = field_error(errors, "expire_time");
+    let _ = write!(
+        body,
+        r#"<label for="expire_time">Expires <span class="hint">(UTC, optional; empty: never)</span></label><input id="expire_time" name="expire_time" type="datetime-local" value="{}"{attrs}>{error}"#,
+        escape(&form.expire_time)
     );
     let (attrs, error) = field_error(errors, "permissions");
     let _ = write!(body, r#"<fieldset class="permissions"{attrs}><legend>Permissions</legend>{error}"#);

@@ -281,6 +281,47 @@ async fn a_person_signed_in_by_an_auth_proxy_is_recorded_by_name() {
 }
 
 #[tokio::test]
+async fn the_list_pages_and_expiry_is_set_and_cleared() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    for i in 0..30 {
+        admin.create(&format!("Batch {i:02}"), &[]).await.unwrap();
+    }
+    let (mut browser, token) = signed_in(&app).await;
+    // 31 keys (the administrator's too), 25 a page: a next page, then the rest.
+    let first = browser.get("/keys?name=&permission=").await.text().await.unwrap();
+    let rows = |page: &str| page.matches("<tr data-id=").count();
+    assert_eq!(rows(&first), 25);
+    let at = first.find(r#"id="next" href=""#).expect("a next page") + r#"id="next" href=""#.len();
+    let next = first[at..].split('"').next().unwrap().replace("&amp;", "&");
+    let second = browser.get(&next).await.text().await.unwrap();
+    assert_eq!(rows(&second), 6);
+    assert!(!second.contains(r#"id="next""#), "the last page");
+    assert!(second.contains("First page"));
+
+    // An expiry typed as a datetime-local field sends it (UTC), then cleared.
+    let form = [("display_name", "Expiring"), ("expire_time", "2099-01-31T12:00"), ("csrf", token.as_str())];
+    let page = browser.post("/keys", &form).await.text().await.unwrap();
+    let id = text_of(&page, "cred-id");
+    let key = admin.get(&id).await.unwrap();
+    assert_eq!(key.expire_time.unwrap().seconds, 4_073_544_000, "2099-01-31T12:00:00Z");
+    let edit = browser.get(&format!("/keys/{id}/edit")).await.text().await.unwrap();
+    assert!(edit.contains(r#"value="2099-01-31T12:00""#), "{edit}");
+    let form =
+        [("display_name", "Expiring"), ("expire_time", ""), ("etag", key.etag.as_str()), ("csrf", token.as_str())];
+    assert_eq!(browser.post(&format!("/keys/{id}/edit"), &form).await.status(), 303);
+    assert!(admin.get(&id).await.unwrap().expire_time.is_none(), "cleared: never expires");
+    // Not a time, or in the past: said at the field.
+    for bad in ["tomorrow", "2001-01-01T00:00"] {
+        let form = [("display_name", "Bad expiry"), ("expire_time", bad), ("csrf", token.as_str())];
+        let response = browser.post("/keys", &form).await;
+        assert_eq!(response.status(), 422, "{bad}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains(r#"id="expire_time-error""#), "{bad}: {page}");
+    }
+}
+
+#[tokio::test]
 async fn every_change_needs_this_origin_and_the_session_token() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
