@@ -1080,7 +1080,7 @@ async fn usage(
     });
     match found {
         Ok((key, usage)) => with_cookie(
-            page_response(StatusCode::OK, pages::usage(&pages::Chrome::of(&visitor), &key, &usage)),
+            page_response(StatusCode::OK, pages::usage_page(&pages::Chrome::of(&visitor), &key, &usage)),
             visitor.set_cookie.as_deref(),
         ),
         Err(status) => api_error_page(&status),

@@ -269,7 +269,7 @@ fn actions(chrome: &Chrome, key: &pb::ApiKey) -> String {
 
 /// A key's use over the last 30 days: when and from where it was last used, and which of its
 /// permissions were exercised (least privilege).
-pub fn usage(chrome: &Chrome, key: &pb::ApiKey, usage: &pb::GetApiKeyUsageResponse) -> String {
+pub fn usage_page(chrome: &Chrome, key: &pb::ApiKey, usage: &pb::GetApiKeyUsageResponse) -> String {
     let list = |names: &[String]| {
         if names.is_empty() {
             "<p>None.</p>".to_owned()
@@ -516,5 +516,54 @@ mod tests {
             None,
         );
         assert!(!page.contains("<img src=x") && !page.contains("\"><script>") && !page.contains("<b>"), "{page}");
+        // Every other page, given hostile text in every field it shows.
+        let evil = "\"'><script>alert(1)</script>";
+        let key = pb::ApiKey {
+            id: evil.into(),
+            display_name: evil.into(),
+            description: evil.into(),
+            app_id: evil.into(),
+            etag: evil.into(),
+            last_used_address: evil.into(),
+            last_used_agent: evil.into(),
+            permissions: vec![evil.into()],
+            ..Default::default()
+        };
+        let form = KeyForm {
+            id: evil.into(),
+            display_name: evil.into(),
+            description: evil.into(),
+            permissions: vec![evil.into()],
+            etag: evil.into(),
+            app_id: evil.into(),
+            expire_time: evil.into(),
+        };
+        let catalog = [pb::Permission { name: evil.into(), category: evil.into(), description: evil.into() }];
+        let errors = [("display_name".to_owned(), evil.to_owned()), ("form".to_owned(), evil.to_owned())];
+        let usage = pb::GetApiKeyUsageResponse {
+            exercised: vec![evil.into()],
+            never_exercised: vec![evil.into()],
+            ..Default::default()
+        };
+        let chrome =
+            Chrome { name: evil.into(), kind: "user", csrf: evil.into(), held: vec![evil.into()], proxied: false };
+        for page in [
+            key_form(&chrome, &catalog, &form, &errors),
+            credentials(&chrome, evil, &key, evil, evil),
+            confirm(&chrome, &key, Action::Delete, Some(evil)),
+            usage_page(&chrome, &key, &usage),
+            message(evil, evil),
+            login(Some(evil)),
+            list(
+                &chrome,
+                &catalog,
+                &ListFilter { name: evil.into(), permission: evil.into(), page_token: evil.into(), show_deleted: true },
+                std::slice::from_ref(&key),
+                evil,
+                Some(evil),
+            ),
+        ] {
+            assert!(!page.contains("<script>alert") && !page.contains("'>"), "{page}");
+        }
     }
 }

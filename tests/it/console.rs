@@ -480,3 +480,18 @@ async fn the_whole_console_flow_works_in_chromium() {
         assert!(std::path::Path::new(&screenshots).join(format!("{name}.png")).exists(), "screenshot {name}");
     }
 }
+
+#[tokio::test]
+async fn guessing_at_the_sign_in_page_spends_the_address_failure_budget() {
+    // One failure a second, two at once.
+    let app = TestApp::spawn_with(|config| config.auth_failures_per_peer = 1).await;
+    let wrong = crate::lockout::wrong(&app.admin_token);
+    let mut browser = Browser::new(format!("http://{}", app.console_addr.unwrap()), None);
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(browser.post("/login", &[("token", &wrong)]).await.status().as_u16());
+    }
+    assert_eq!(&answers[..2], [401, 401], "{answers:?}");
+    assert!(answers[2..].contains(&429), "the address spent its budget, as on the gRPC port: {answers:?}");
+    assert!(browser.cookie.is_none());
+}

@@ -402,3 +402,33 @@ async fn an_unreachable_jwks_url_does_not_stop_the_server() {
     // API keys work as ever.
     app.admin().await.list(pb::ListApiKeysRequest::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_watch_opened_with_a_jwt_ends_when_the_jwt_expires() {
+    let signer = Signer::new(Algorithm::ES256, "ec-1");
+    let (app, _dir, org) = platform(&[&signer]).await;
+    let mut claims = person("ada", "Ada", &org, &["api_keys_admin"]);
+    claims["exp"] = json!(now() + 2);
+    let ada = app.client_as(&signer.sign(&claims)).await;
+    let mut stream = ada
+        .inner
+        .clone()
+        .watch_audit_events(ada.req(pb::WatchAuditEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // The stream is checked every 5 s: it ends within that of the expiry, with UNAUTHENTICATED.
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends once the JWT has expired");
+    assert_eq!(ended.map(|s| s.code()), Some(Code::Unauthenticated));
+    assert!(now() >= claims["exp"].as_i64().unwrap(), "not before the expiry");
+}
