@@ -123,17 +123,8 @@ pub fn router(
         .route("/logout", axum::routing::post(logout))
         .route("/keys", get(list).post(create))
         .route("/keys/new", get(new_key))
-        .route("/keys/{id}/edit", get(edit_page).post(edit))
-        .route("/keys/{id}/regenerate", get(regenerate_page).post(regenerate))
-        .route("/keys/{id}/delete", get(delete_page).post(delete))
-        .route("/keys/{id}/disable", get(disable_page).post(disable))
-        .route("/keys/{id}/enable", axum::routing::post(enable))
-        .route("/keys/{id}/unlock", axum::routing::post(unlock))
-        .route("/keys/{id}/undelete", axum::routing::post(undelete))
-        .route("/keys/{id}/usage", get(usage))
-        .fallback(|| async {
-            page_response(StatusCode::NOT_FOUND, pages::message("Not found", "There is no such page."))
-        })
+        .route("/keys/{id}/{page}", get(key_page).post(key_action))
+        .fallback(|| async { not_found() })
         .layer(axum::middleware::from_fn_with_state(console.clone(), host_header))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response_with_state(console.clone(), secure_headers))
@@ -775,12 +766,7 @@ async fn form_error(console: &Console, visitor: &Visitor, entered: &pages::KeyFo
     page_response(code, pages::key_form(&pages::Chrome::of(visitor), &catalog, entered, &errors))
 }
 
-async fn edit_page(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn edit_page(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String) -> Response {
     let visitor = visitor!(console, headers, addr);
     let (key, catalog) = match tokio::try_join!(console.get_key(&visitor, &id), console.catalog(&visitor)) {
         Ok(found) => found,
@@ -806,16 +792,10 @@ async fn edit_page(
     )
 }
 
-async fn edit(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn edit(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String, body: &[u8]) -> Response {
     let visitor = visitor!(console, headers, addr);
-    let form = Form::parse(&body);
-    if let Err(response) = check_origin(&headers).and_then(|()| check_csrf(&visitor, &form)) {
+    let form = Form::parse(body);
+    if let Err(response) = check_origin(headers).and_then(|()| check_csrf(&visitor, &form)) {
         return response.into_response();
     }
     let mut entered = submitted(&form);
@@ -823,7 +803,7 @@ async fn edit(
     entered.app_id = form.get("app_id").to_owned();
     let expire_time = match expiry(&entered) {
         Ok(time) => time,
-        Err(status) => return form_error(&console, &visitor, &entered, &status).await,
+        Err(status) => return form_error(console, &visitor, &entered, &status).await,
     };
     let request = pb::UpdateApiKeyRequest {
         api_key: Some(pb::ApiKey {
@@ -846,9 +826,9 @@ async fn edit(
             let status = Status::aborted(
                 "Someone changed this key since you opened it. Reload the page to see their change, then edit again.",
             );
-            form_error(&console, &visitor, &entered, &status).await
+            form_error(console, &visitor, &entered, &status).await
         }
-        Err(status) => form_error(&console, &visitor, &entered, &status).await,
+        Err(status) => form_error(console, &visitor, &entered, &status).await,
     }
 }
 
@@ -872,24 +852,6 @@ async fn confirm_page(console: &Console, headers: &HeaderMap, addr: SocketAddr, 
         ),
         Err(status) => api_error_page(&status),
     }
-}
-
-async fn regenerate_page(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    confirm_page(&console, &headers, addr, &id, Action::Regenerate).await
-}
-
-async fn delete_page(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    confirm_page(&console, &headers, addr, &id, Action::Delete).await
 }
 
 /// A confirmed action's form: its etag and, for an app's key, the acknowledgement.
@@ -917,16 +879,10 @@ async fn confirmed(
     Ok((form.get("etag").to_owned(), acknowledged))
 }
 
-async fn regenerate(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn regenerate(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String, body: &[u8]) -> Response {
     let visitor = visitor!(console, headers, addr);
     let (etag, acknowledge_app_impact) =
-        match confirmed(&console, &visitor, &headers, &body, &id, Action::Regenerate).await {
+        match confirmed(console, &visitor, headers, body, &id, Action::Regenerate).await {
             Ok(confirmed) => confirmed,
             Err(halt) => return halt.into_response(),
         };
@@ -948,16 +904,9 @@ async fn regenerate(
     }
 }
 
-async fn delete(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn delete(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String, body: &[u8]) -> Response {
     let visitor = visitor!(console, headers, addr);
-    let (etag, acknowledge_app_impact) = match confirmed(&console, &visitor, &headers, &body, &id, Action::Delete).await
-    {
+    let (etag, acknowledge_app_impact) = match confirmed(console, &visitor, headers, body, &id, Action::Delete).await {
         Ok(confirmed) => confirmed,
         Err(halt) => return halt.into_response(),
     };
@@ -968,28 +917,12 @@ async fn delete(
     }
 }
 
-async fn disable_page(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    confirm_page(&console, &headers, addr, &id, Action::Disable).await
-}
-
-async fn disable(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn disable(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String, body: &[u8]) -> Response {
     let visitor = visitor!(console, headers, addr);
-    let (etag, acknowledge_app_impact) =
-        match confirmed(&console, &visitor, &headers, &body, &id, Action::Disable).await {
-            Ok(confirmed) => confirmed,
-            Err(halt) => return halt.into_response(),
-        };
+    let (etag, acknowledge_app_impact) = match confirmed(console, &visitor, headers, body, &id, Action::Disable).await {
+        Ok(confirmed) => confirmed,
+        Err(halt) => return halt.into_response(),
+    };
     let request = pb::DisableApiKeyRequest { id, etag, acknowledge_app_impact };
     match console.api.clone().disable_api_key(console.request(&visitor, request)).await {
         Ok(_) => Redirect::to("/keys").into_response(),
@@ -1037,42 +970,7 @@ async fn restore(
     }
 }
 
-async fn enable(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    restore(&console, &headers, addr, id, &body, Restore::Enable).await
-}
-
-async fn unlock(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    restore(&console, &headers, addr, id, &body, Restore::Unlock).await
-}
-
-async fn undelete(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    restore(&console, &headers, addr, id, &body, Restore::Undelete).await
-}
-
-async fn usage(
-    State(console): State<Arc<Console>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn usage(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String) -> Response {
     let visitor = visitor!(console, headers, addr);
     let request = console.request(&visitor, pb::GetApiKeyUsageRequest { id: id.clone(), window: None });
     let found = tokio::try_join!(console.get_key(&visitor, &id), async {
@@ -1085,4 +983,46 @@ async fn usage(
         ),
         Err(status) => api_error_page(&status),
     }
+}
+
+/// The pages of one key: GET `/keys/{id}/{page}`.
+async fn key_page(
+    State(console): State<Arc<Console>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, page)): Path<(String, String)>,
+) -> Response {
+    match page.as_str() {
+        "edit" => edit_page(&console, &headers, addr, id).await,
+        "regenerate" => confirm_page(&console, &headers, addr, &id, Action::Regenerate).await,
+        "delete" => confirm_page(&console, &headers, addr, &id, Action::Delete).await,
+        "disable" => confirm_page(&console, &headers, addr, &id, Action::Disable).await,
+        "usage" => usage(&console, &headers, addr, id).await,
+        _ => not_found(),
+    }
+}
+
+/// The changes of one key: POST `/keys/{id}/{action}`.
+async fn key_action(
+    State(console): State<Arc<Console>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (console, headers) = (&console, &headers);
+    match action.as_str() {
+        "edit" => edit(console, headers, addr, id, &body).await,
+        "regenerate" => regenerate(console, headers, addr, id, &body).await,
+        "delete" => delete(console, headers, addr, id, &body).await,
+        "disable" => disable(console, headers, addr, id, &body).await,
+        "enable" => restore(console, headers, addr, id, &body, Restore::Enable).await,
+        "unlock" => restore(console, headers, addr, id, &body, Restore::Unlock).await,
+        "undelete" => restore(console, headers, addr, id, &body, Restore::Undelete).await,
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response {
+    page_response(StatusCode::NOT_FOUND, pages::message("Not found", "There is no such page."))
 }
