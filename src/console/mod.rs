@@ -367,6 +367,7 @@ impl Console {
             .and_then(|value| bearer_jwt(value.as_bytes()).map(|_| value))
             .and_then(|value| value.to_str().ok())
             .map(|value| Zeroizing::new(value.to_owned()));
+        let from_proxy = proxied.is_some();
         let session = self.session_id(headers).and_then(|id| Some((self.session(&id)?, id)));
         // A key's session holds its credential; a proxy's user brings theirs with each request
         // (their session, if any, holds none, so it is useless without the JWT).
@@ -403,9 +404,7 @@ impl Console {
                 (csrf, Some(self.session_cookie(&id)))
             }
         };
-        let proxied = headers.contains_key(header::AUTHORIZATION) && set_cookie.is_some()
-            || self.session_id(headers).and_then(|id| self.session(&id)).is_some_and(|(stored, _, _)| stored.is_none());
-        Ok(Visitor { authorization, principal, csrf, address, set_cookie, proxied })
+        Ok(Visitor { authorization, principal, csrf, address, set_cookie, proxied: from_proxy })
     }
 
     fn end_session(&self, id: &str) {
