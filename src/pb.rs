@@ -42,6 +42,13 @@ impl std::fmt::Debug for RegenerateApiKeySecretResponse {
     }
 }
 
+impl Principal {
+    /// Whether this is a person (a platform JWT's user), not an API key account.
+    pub fn is_person(&self) -> bool {
+        self.principal_type() == PrincipalType::User
+    }
+}
+
 impl std::fmt::Debug for AuthenticateRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthenticateRequest")

@@ -61,6 +61,8 @@ pub struct Application {
     feed: Arc<ChangeFeed>,
     config: ServerConfig,
     tls: Option<ServerTlsConfig>,
+    /// The console's TLS (the same certificate), when the console is on and TLS configured.
+    console_tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
     console_listener: Option<(TcpListener, SocketAddr)>,
@@ -231,13 +233,15 @@ pub async fn open_store(config: &ServerConfig) -> Result<Store, StartupError> {
     Ok(store)
 }
 
-/// The key lifecycle, the authenticator and the change feed over `store`, as configured.
+/// The key lifecycle, the authenticator and the change feed over `store`, as configured; the
+/// authenticator takes people's JWTs verified by `users`, if given (only a serving server needs them).
 ///
 /// # Errors
 /// Invalid argon2 parameters or catalog file; an unreadable change log.
 pub async fn components(
     config: &ServerConfig,
     store: Store,
+    users: Option<Arc<UserTokens>>,
 ) -> Result<(Arc<Keys>, Arc<LocalAuthenticator>, Arc<ChangeFeed>), StartupError> {
     let catalog = match &config.permissions_file {
         Some(path) => Catalog::from_file(path)?,
@@ -248,7 +252,6 @@ pub async fn components(
     let failures = Arc::new(FailureLog::default());
     let budget = FailureBudget::new(config.auth_failures_per_peer).map(Arc::new);
     let usage = Arc::new(UsageLog::new(config.track_usage));
-    let users = UserTokens::from_config(&config.jwt).await?.map(Arc::new);
     let authenticator = Arc::new(
         LocalAuthenticator::new(store.clone(), hasher.clone(), cache.clone(), failures.clone(), budget, usage)
             .with_users(users),
@@ -270,8 +273,10 @@ impl Application {
     pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
         config.validate()?;
         let tls = tls_config(&config)?;
+        let console_tls = if config.console { console_tls(&config)? } else { None };
         let store = open_store(&config).await?;
-        let (keys, authenticator, feed) = components(&config, store.clone()).await?;
+        let users = UserTokens::from_config(&config.jwt).await?.map(Arc::new);
+        let (keys, authenticator, feed) = components(&config, store.clone(), users).await?;
         if !store.has_orgs().await? {
             bootstrap(&keys, &config.bootstrap_org, &config.bootstrap_token_path()).await?;
         }
@@ -315,6 +320,7 @@ impl Application {
             feed,
             config,
             tls,
+            console_tls,
             metrics,
             metrics_listener,
             console_listener,
@@ -394,20 +400,24 @@ impl Application {
             .trust_forwarded_for(self.config.trusted_proxies)
             .forwarded_only_from(self.config.trusted_proxy_networks().unwrap_or_default());
 
+        // Every call goes through these, from gRPC clients and from the console alike (one count of
+        // calls in flight per address for both).
+        let layers = tower::ServiceBuilder::new()
+            .layer(DeadlineLayer)
+            .layer(RpcTraceLayer::new(self.metrics.clone()))
+            .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer, self.authenticator.budget()))
+            .layer(layer);
         let console_task = match self.console_listener {
             Some((listener, addr)) => {
                 // The console calls the same services through the same layers, in process (only
                 // TLS and the transport differ).
                 let stack = tower::ServiceBuilder::new()
                     .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
-                    .layer(DeadlineLayer)
-                    .layer(RpcTraceLayer::new(self.metrics.clone()))
-                    .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer, self.authenticator.budget()))
-                    .layer(layer.clone())
+                    .layer(layers.clone())
                     .service(api.clone());
                 let stack = tower::util::BoxCloneSyncService::new(stack);
                 let idle = Duration::from_secs(self.config.console_idle_timeout_secs);
-                let tls = console_tls(&self.config)?;
+                let tls = self.console_tls;
                 let loopback = addr.ip().is_loopback();
                 let router = console::router(stack, self.authenticator.clone(), idle, tls.is_some(), loopback);
                 let scheme = if tls.is_some() { "https" } else { "http" };
@@ -515,10 +525,7 @@ impl Application {
             .with_nodelay(Some(true))
             .with_keepalive(Some(secs(limits.tcp_keepalive_secs)));
         let serve = builder
-            .layer(DeadlineLayer)
-            .layer(RpcTraceLayer::new(self.metrics.clone()))
-            .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer, self.authenticator.budget()))
-            .layer(layer)
+            .layer(layers)
             .add_service(health_service.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1alpha.max_decoding_message_size(limits.max_request_bytes))

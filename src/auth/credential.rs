@@ -204,6 +204,27 @@ impl Credential {
 /// Longest bearer JWT looked at (a token with a few hundred permissions fits).
 pub const MAX_JWT_LEN: usize = 8 * 1024;
 
+/// What an `authorization` header value presents.
+#[derive(Debug)]
+pub enum Presented {
+    /// An API key credential (Basic or Bearer).
+    Key(Credential),
+    /// Something shaped like a JWT ([`bearer_jwt`]), for
+    /// [`super::Authenticator::authenticate_bearer`].
+    Jwt(String),
+}
+
+impl Presented {
+    /// The credential in `value`: an API key's, else a JWT-shaped bearer token; `None` for
+    /// anything else.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        match Credential::from_authorization(value) {
+            Ok(credential) => Some(Self::Key(credential)),
+            Err(_) => bearer_jwt(value).map(|token| Self::Jwt(token.to_owned())),
+        }
+    }
+}
+
 /// The token of an `authorization: Bearer <jwt>` value, if it has the shape of a JWS compact
 /// serialization (three base64url parts joined by dots; at most [`MAX_JWT_LEN`] bytes): what is
 /// not an API key credential may be a person's platform JWT. Only the shape is checked here.

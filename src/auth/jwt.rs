@@ -33,14 +33,13 @@ use jsonwebtoken::{
 };
 use serde_json::Value;
 
+use super::credential::MAX_JWT_LEN;
 use crate::{
     config::JwtConfig,
     error::{Error, Result},
     pb::{Principal, PrincipalType},
 };
 
-/// Longest token read at all (a JWT with a few hundred permissions fits).
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Most keys kept from one JWKS.
@@ -232,10 +231,8 @@ impl UserTokens {
             return Ok(None);
         }
         config.validate()?;
-        let default_org = (!config.default_org.is_empty())
-            .then(|| config.default_org.parse())
-            .transpose()
-            .map_err(|_| "jwt.default_org must be a UUID")?;
+        // Validated: empty or a UUID.
+        let default_org = config.default_org.parse().ok();
         let source = match &config.jwks_file {
             Some(path) => {
                 Source::File { path: path.clone(), seen: Mutex::new(FileSeen { checked: Instant::now(), stamp: None }) }
@@ -286,8 +283,8 @@ impl UserTokens {
     }
 
     async fn check(&self, token: &str) -> std::result::Result<Principal, String> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(format!("longer than {MAX_TOKEN_BYTES} bytes"));
+        if token.len() > MAX_JWT_LEN {
+            return Err(format!("longer than {MAX_JWT_LEN} bytes"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
@@ -356,8 +353,11 @@ impl UserTokens {
             .collect();
         permissions.sort_unstable();
         permissions.dedup();
-        let expire_time =
-            claims.get("exp").and_then(Value::as_i64).map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
+        let expire_time = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
+            .map(crate::pb::timestamp);
         Ok(Principal {
             user_id: user_id.to_owned(),
             org_id: org_id.to_string(),

@@ -20,7 +20,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tonic::{Code, Status};
 
 use super::{
-    Authenticator, Credential, Principal, admit, authorize,
+    Authenticator, Principal, admit, authorize,
+    credential::Presented,
     restrictions::{Cidr, ClientAddress, Forwarding, RateLimiter, client_address},
 };
 use crate::error::Error;
@@ -276,7 +277,7 @@ where
             };
             match authorized {
                 Ok(principal) => {
-                    if principal.key_id.is_empty() {
+                    if principal.is_person() {
                         tracing::Span::current().record("user_id", tracing::field::display(&principal.user_id));
                     } else {
                         tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
@@ -293,22 +294,9 @@ where
     }
 }
 
-/// What a request presents in its `authorization` header.
-enum Presented {
-    /// An API key credential (Basic or Bearer).
-    Key(Credential),
-    /// Something shaped like a JWT, for [`Authenticator::authenticate_bearer`].
-    Jwt(String),
-}
-
 fn read_credential<B>(request: &Request<B>) -> Result<Presented, Error> {
     let header = request.headers().get(header::AUTHORIZATION).ok_or(Error::Unauthenticated)?;
-    match Credential::from_authorization(header.as_bytes()) {
-        Ok(credential) => Ok(Presented::Key(credential)),
-        Err(_) => super::credential::bearer_jwt(header.as_bytes())
-            .map(|token| Presented::Jwt(token.to_owned()))
-            .ok_or(Error::Unauthenticated),
-    }
+    Presented::parse(header.as_bytes()).ok_or(Error::Unauthenticated)
 }
 
 fn is_grpc<B>(request: &Request<B>) -> bool {
@@ -376,7 +364,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::auth::Secret;
+    use crate::auth::{Credential, Secret};
 
     /// Knows one credential (permissions `read`); `down` plays an unreachable apikeys.
     struct Fixed {

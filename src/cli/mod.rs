@@ -111,7 +111,7 @@ pub async fn run(cli: Cli) -> Result<(), StartupError> {
         Command::Bootstrap(args) => {
             let config = load_and_log(&args.settings)?;
             let store = server::open_store(&config).await?;
-            let (keys, _, _) = server::components(&config, store).await?;
+            let (keys, _, _) = server::components(&config, store, None).await?;
             let (org, issued) = keys.create_org_admin(&args.org, "default", |_| Ok(())).await?;
             println!("Created org {:?} ({}) with administrator key {}.", org.name, org.id, issued.key.id);
             println!("Token (shown once; it cannot be retrieved again):");

@@ -42,7 +42,11 @@ use tonic::{Code, Status};
 use zeroize::Zeroizing;
 
 use crate::{
-    auth::{Authenticator as _, Credential, Principal, credential::bearer_jwt, local::LocalAuthenticator},
+    auth::{
+        Authenticator as _, Principal,
+        credential::{Presented, bearer_jwt},
+        local::LocalAuthenticator,
+    },
     domain::ADMIN_PERMISSION,
     pb::{self, api_key_service_client::ApiKeyServiceClient},
 };
@@ -78,6 +82,19 @@ struct Session {
     csrf: String,
     created: Instant,
     seen: Instant,
+}
+
+impl Session {
+    /// Whether it is still usable at `now`: used within `idle`, and not older than
+    /// [`MAX_SESSION_AGE`].
+    fn live(&self, now: Instant, idle: Duration) -> bool {
+        now.duration_since(self.seen) < idle && now.duration_since(self.created) < MAX_SESSION_AGE
+    }
+}
+
+/// Whether `sent` is the session's CSRF token `expected` (in constant time).
+fn csrf_matches(expected: &str, sent: &str) -> bool {
+    sent.len() == expected.len() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// The console's state; see the module docs.
@@ -253,11 +270,7 @@ struct Visitor {
 
 /// Whose a session is.
 fn owner_of(principal: &Principal) -> String {
-    if principal.key_id.is_empty() {
-        format!("user:{}", principal.user_id)
-    } else {
-        format!("key:{}", principal.key_id)
-    }
+    if principal.is_person() { format!("user:{}", principal.user_id) } else { format!("key:{}", principal.key_id) }
 }
 
 fn random_token() -> Result<String, Halt> {
@@ -313,30 +326,26 @@ impl Console {
             .map(|(_, value)| value.to_owned())
     }
 
-    /// Starts a session of `owner`; returns its ID.
-    fn start_session(&self, authorization: Option<Zeroizing<String>>, owner: String) -> Result<String, Halt> {
+    /// Starts a session of `owner`; returns its ID and CSRF token.
+    fn start_session(&self, authorization: Option<Zeroizing<String>>, owner: String) -> Result<(String, String), Halt> {
         let (id, csrf) = (random_token()?, random_token()?);
         let now = Instant::now();
         let mut sessions = self.sessions.lock().map_err(|_| internal())?;
-        sessions
-            .retain(|_, s| now.duration_since(s.seen) < self.idle && now.duration_since(s.created) < MAX_SESSION_AGE);
+        sessions.retain(|_, s| s.live(now, self.idle));
         if sessions.len() >= MAX_SESSIONS
             && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.seen).map(|(id, _)| id.clone())
         {
             sessions.remove(&oldest);
         }
-        sessions.insert(id.clone(), Session { authorization, owner, csrf, created: now, seen: now });
-        Ok(id)
+        sessions.insert(id.clone(), Session { authorization, owner, csrf: csrf.clone(), created: now, seen: now });
+        Ok((id, csrf))
     }
 
     /// The live session `id` (touched), as its stored authorization, owner and CSRF token.
     fn session(&self, id: &str) -> Option<(Option<Zeroizing<String>>, String, String)> {
         let now = Instant::now();
         let mut sessions = self.sessions.lock().ok()?;
-        let live = sessions
-            .get(id)
-            .is_some_and(|s| now.duration_since(s.seen) < self.idle && now.duration_since(s.created) < MAX_SESSION_AGE);
-        if !live {
+        if !sessions.get(id).is_some_and(|s| s.live(now, self.idle)) {
             sessions.remove(id);
             return None;
         }
@@ -345,18 +354,16 @@ impl Console {
         Some((session.authorization.clone(), session.owner.clone(), session.csrf.clone()))
     }
 
-    /// Verifies `authorization` (a key credential or a JWT) as apikeys' auth layer would,
-    /// including a key's networks against the browser's `address`.
-    async fn principal(&self, authorization: &str, address: IpAddr) -> Result<Principal, crate::Error> {
-        let principal = if let Ok(credential) = Credential::from_authorization(authorization.as_bytes()) {
-            self.authenticator.authenticate_from(credential, Some(address)).await?
-        } else {
-            match bearer_jwt(authorization.as_bytes()) {
-                Some(token) => self.authenticator.authenticate_bearer(token).await?,
-                None => return Err(crate::Error::Unauthenticated),
-            }
+    /// The administrator `authorization` (a key credential or a JWT) is, checked as apikeys'
+    /// auth layer checks an admin call: verified, a key's networks against the browser's
+    /// `address`, and the administration permission (`MissingPermissions` without it).
+    async fn administrator(&self, authorization: &str, address: IpAddr) -> Result<Principal, crate::Error> {
+        let principal = match Presented::parse(authorization.as_bytes()) {
+            Some(Presented::Key(credential)) => self.authenticator.authenticate_from(credential, Some(address)).await?,
+            Some(Presented::Jwt(token)) => self.authenticator.authenticate_bearer(&token).await?,
+            None => return Err(crate::Error::Unauthenticated),
         };
-        crate::auth::admit(principal, &[] as &[&str], Some(address), None)
+        crate::auth::admit(principal, &[ADMIN_PERMISSION], Some(address), None)
     }
 
     /// Who is signed in: the auth proxy's JWT, else the session's key. Not signed in: a redirect
@@ -376,7 +383,7 @@ impl Console {
             (None, Some(((Some(key), owner, csrf), id))) => (key, Some(((None, owner, csrf), id))),
             _ => return Err(Redirect::to("/login").into_response().into()),
         };
-        let principal = match self.principal(&authorization, address).await {
+        let principal = match self.administrator(&authorization, address).await {
             Ok(principal) => principal,
             Err(error) if error.code() == Code::Unauthenticated => {
                 if let Some((_, id)) = &session {
@@ -384,23 +391,22 @@ impl Console {
                 }
                 return Err(Redirect::to("/login").into_response().into());
             }
+            Err(crate::Error::MissingPermissions(_)) => {
+                let page = pages::message(
+                    "Not an administrator",
+                    "You are signed in, but you do not hold the API Keys administration permission.",
+                );
+                return Err(page_response(StatusCode::FORBIDDEN, page).into());
+            }
             Err(error) => return Err(api_error_page(&Status::from(error)).into()),
         };
-        if !principal.permissions.iter().any(|p| p == ADMIN_PERMISSION) {
-            let page = pages::message(
-                "Not an administrator",
-                "You are signed in, but you do not hold the API Keys administration permission.",
-            );
-            return Err(page_response(StatusCode::FORBIDDEN, page).into());
-        }
         let owner = owner_of(&principal);
         // Only now, for an administrator, is a session made: for a proxy's user whose session is
         // missing, expired or someone else's.
         let (csrf, set_cookie) = match session {
             Some(((_, session_owner, csrf), _)) if session_owner == owner => (csrf, None),
             _ => {
-                let id = self.start_session(None, owner)?;
-                let csrf = self.session(&id).map(|(_, _, csrf)| csrf).ok_or_else(internal)?;
+                let (id, csrf) = self.start_session(None, owner)?;
                 (csrf, Some(self.session_cookie(&id)))
             }
         };
@@ -487,8 +493,7 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Halt> {
 }
 
 fn check_csrf(visitor: &Visitor, form: &Form) -> Result<(), Halt> {
-    let sent = form.get("csrf").as_bytes();
-    if sent.len() == visitor.csrf.len() && bool::from(sent.ct_eq(visitor.csrf.as_bytes())) {
+    if csrf_matches(&visitor.csrf, form.get("csrf")) {
         Ok(())
     } else {
         Err(Halt::from(page_response(
@@ -575,17 +580,17 @@ async fn login(
     let form = Form::parse(&body);
     let token = Zeroizing::new(form.get("token").trim().to_owned());
     let authorization = Zeroizing::new(format!("Bearer {}", token.as_str()));
-    match console.principal(&authorization, addr.ip().to_canonical()).await {
-        Ok(principal) if principal.permissions.iter().any(|p| p == ADMIN_PERMISSION) => {
+    match console.administrator(&authorization, addr.ip().to_canonical()).await {
+        Ok(principal) => {
             let id = match console.start_session(Some(authorization), owner_of(&principal)) {
-                Ok(id) => id,
+                Ok((id, _)) => id,
                 Err(halt) => return halt.into_response(),
             };
             tracing::info!(key_id = %principal.key_id, user_id = %principal.user_id, "console sign-in");
             let cookie = console.session_cookie(&id);
             with_cookie(Redirect::to("/keys").into_response(), Some(&cookie))
         }
-        Ok(_) => page_response(
+        Err(crate::Error::MissingPermissions(_)) => page_response(
             StatusCode::FORBIDDEN,
             pages::login(Some("This key does not hold the API Keys administration permission.")),
         ),
@@ -609,7 +614,7 @@ async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, body: B
     let form = Form::parse(&body);
     if let Some(id) = console.session_id(&headers)
         && let Some((_, _, csrf)) = console.session(&id)
-        && form.get("csrf").as_bytes().ct_eq(csrf.as_bytes()).into()
+        && csrf_matches(&csrf, form.get("csrf"))
     {
         console.end_session(&id);
     }
@@ -707,7 +712,7 @@ fn expiry(entered: &pages::KeyForm) -> Result<Option<prost_types::Timestamp>, St
             );
             <Status as tonic_types::StatusExt>::with_error_details(Code::InvalidArgument, "invalid expiry", details)
         })?;
-    Ok(Some(prost_types::Timestamp { seconds: time.and_utc().timestamp(), nanos: 0 }))
+    Ok(Some(crate::pb::timestamp(time.and_utc())))
 }
 
 async fn create(

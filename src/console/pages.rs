@@ -30,7 +30,7 @@ pub struct Chrome {
 impl Chrome {
     /// The chrome for `visitor`.
     pub(super) fn of(visitor: &Visitor) -> Self {
-        let kind = if visitor.principal.principal_type() == pb::PrincipalType::User { "user" } else { "API key" };
+        let kind = if visitor.principal.is_person() { "user" } else { "API key" };
         let held = visitor.principal.permissions.clone();
         Self {
             name: visitor.principal.display_name.clone(),
@@ -368,7 +368,6 @@ pub fn key_form(chrome: &Chrome, catalog: &[pb::Permission], form: &KeyForm, err
     let (attrs, error) = field_error(errors, "permissions");
     let _ = write!(body, r#"<fieldset class="permissions"{attrs}><legend>Permissions</legend>{error}"#);
     let mut categories: Vec<&str> = catalog.iter().map(|p| p.category.as_str()).collect();
-    categories.dedup();
     let mut seen = std::collections::HashSet::new();
     categories.retain(|c| seen.insert(*c));
     for category in categories {

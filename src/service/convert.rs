@@ -36,7 +36,7 @@ pub const MAX_PAGE_SIZE: u64 = 1000;
 pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
     let principal = layer::principal(request)?;
     let address = request.extensions().get::<ClientAddress>().and_then(|client| client.0);
-    let (kind, id) = if principal.principal_type() == pb::PrincipalType::User {
+    let (kind, id) = if principal.is_person() {
         (ActorType::User, principal.user_id.clone())
     } else {
         (ActorType::ApiKey, principal.key_id.clone())

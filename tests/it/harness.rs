@@ -224,7 +224,7 @@ impl TestApp {
 
     /// Creates another org with its administrator (as `apikeys bootstrap` does) and returns its token.
     pub async fn create_org(&self, name: &str) -> String {
-        let (keys, _, _) = server::components(&self.config, self.store.clone()).await.unwrap();
+        let (keys, _, _) = server::components(&self.config, self.store.clone(), None).await.unwrap();
         let (_, issued) = keys.create_org_admin(name, "default", |_| Ok(())).await.unwrap();
         issued.credential.token()
     }

@@ -406,7 +406,7 @@ async fn unowned_incidents_go_to_the_principals_default_group() {
     let app = TestApp::spawn().await;
     let consumer = Consumer::spawn(app.addr, Duration::from_secs(30)).await;
     // An org whose default group is not the bootstrap's "default", so a hard-coded group would show.
-    let (keys, _, _) = apikeys::server::components(&app.config, app.store.clone()).await.unwrap();
+    let (keys, _, _) = apikeys::server::components(&app.config, app.store.clone(), None).await.unwrap();
     let (_, issued) = keys.create_org_admin("acme", "acme-oncall", |_| Ok(())).await.unwrap();
     let acme_admin = app.client_as(&issued.credential.token()).await;
     let key = acme_admin.create("Creator", ALL).await.unwrap();

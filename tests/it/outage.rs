@@ -226,6 +226,41 @@ async fn outage_phase(
     );
 }
 
+/// With storage that cannot be written (`why`), the server at `url` answers every write to the
+/// key `before` created with UNAVAILABLE "database storage" and changes nothing, while reads,
+/// authentication (of `before`'s token) and health go on; the org holds `keys` keys.
+async fn writes_refused_reads_go_on(
+    url: &str,
+    admin: &Client,
+    before: &pb::CreateApiKeyResponse,
+    keys: usize,
+    why: &str,
+) {
+    let key = before.api_key.as_ref().unwrap();
+    for i in 0..3 {
+        let status = admin.create(&format!("{why} {i}"), &[]).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("database storage"), "{}", status.message());
+    }
+    assert_eq!(admin.regenerate(&key.id, "", false).await.unwrap_err().code(), Code::Unavailable);
+    let update = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey { id: key.id.clone(), description: "changed".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    assert_eq!(admin.update(update).await.unwrap_err().code(), Code::Unavailable);
+    // Reads go on, and so does authentication.
+    let now = admin.get(&key.id).await.unwrap();
+    assert_eq!((now.display_name.as_str(), now.etag.as_str()), (key.display_name.as_str(), key.etag.as_str()));
+    assert_eq!(admin.list(pb::ListApiKeysRequest::default()).await.unwrap().api_keys.len(), keys);
+    let channel = Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+    let mut client = pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
+    authenticate_token(&mut client, &before.token, &key.permissions.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    assert_eq!(serving(&mut health).await, ServingStatus::Serving, "{why}: reads are still served");
+}
+
 /// A tmpfs mounted on a test's data directory (so its disk can fill up), unmounted when dropped.
 struct SmallDisk(std::path::PathBuf);
 
@@ -275,23 +310,10 @@ async fn a_full_disk_refuses_writes_with_unavailable_and_reads_go_on() {
     let app = TestApp::start(db, TestDb::config_for(&data)).await;
     let admin = app.admin().await;
     let before = admin.create("Before the disk filled", &["read_data"]).await.unwrap();
-    let id = before.api_key.as_ref().unwrap().id.clone();
     let mut client = app.client().await;
 
     let filler = fill(&data);
-    for i in 0..3 {
-        let status = admin.create(&format!("On a full disk {i}"), &[]).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-        assert!(status.message().contains("database storage"), "{}", status.message());
-    }
-    let status = admin.regenerate(&id, "", false).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    // Reads go on, and so does authentication.
-    assert_eq!(admin.get(&id).await.unwrap().display_name, "Before the disk filled");
-    assert_eq!(admin.list(pb::ListApiKeysRequest::default()).await.unwrap().api_keys.len(), 2);
-    authenticate_token(&mut client, &before.token, &["read_data"]).await.unwrap();
-    let mut health = HealthClient::new(app.channel().await);
-    assert_eq!(serving(&mut health).await, ServingStatus::Serving, "a full disk still serves reads");
+    writes_refused_reads_go_on(&app.url(), &admin, &before, 2, "On a full disk").await;
 
     // Space again: writes work, nothing half-written is left.
     std::fs::remove_file(filler).unwrap();
@@ -369,27 +391,8 @@ async fn a_read_only_database_file_refuses_writes_with_unavailable_and_reads_go_
 
     let mut server = Binary::serve_wrapped(&db, &[], &[], AS_NOBODY).await;
     let admin = Client::bearer(&server.url(), &token).await;
-    for i in 0..3 {
-        let status = admin.create(&format!("On a read-only file {i}"), &[]).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-        assert!(status.message().contains("database storage"), "{}", status.message());
-    }
-    let status = admin.regenerate(&id, "", false).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let update = pb::UpdateApiKeyRequest {
-        api_key: Some(pb::ApiKey { id: id.clone(), description: "changed".into(), ..Default::default() }),
-        ..Default::default()
-    };
-    assert_eq!(admin.update(update).await.unwrap_err().code(), Code::Unavailable);
-    // Reads go on, and so does authentication (of a credential not cached: it reads the hash).
-    let key = admin.get(&id).await.unwrap();
-    assert_eq!((key.display_name.as_str(), key.description.as_str()), ("Before the file turned read-only", ""));
-    assert_eq!(admin.list(pb::ListApiKeysRequest::default()).await.unwrap().api_keys.len(), 2);
-    let channel = Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
-    let mut client = pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
-    authenticate_token(&mut client, &before.token, &["read_data"]).await.unwrap();
-    let mut health = HealthClient::new(channel);
-    assert_eq!(serving(&mut health).await, ServingStatus::Serving, "a read-only file still serves reads");
+    // (The credential is not cached in this new process: authenticating it reads the hash.)
+    writes_refused_reads_go_on(&server.url(), &admin, &before, 2, "On a read-only file").await;
     let logs = server.terminate();
     assert!(!logs.contains("panicked"), "{logs}");
 
@@ -402,5 +405,9 @@ async fn a_read_only_database_file_refuses_writes_with_unavailable_and_reads_go_
     let names: Vec<&str> = keys.iter().map(|k| k.display_name.as_str()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("On a read-only file")), "{names:?}");
-    assert_eq!(admin.get(&id).await.unwrap().etag, key.etag, "the refused changes changed nothing");
+    assert_eq!(
+        admin.get(&id).await.unwrap().etag,
+        before.api_key.as_ref().unwrap().etag,
+        "the refused changes changed nothing"
+    );
 }
