@@ -466,6 +466,7 @@ impl Application {
             }))
         };
         let feed_task = AbortOnDrop(tokio::spawn(self.feed.clone().run(self.config.listener_database_url())));
+        let jwks_task = self.authenticator.users().map(|users| AbortOnDrop(tokio::spawn(users.clone().keep_fresh())));
         let usage_flusher = {
             let (usage, store) = (self.usage.clone(), self.store.clone());
             let interval = Duration::from_millis(self.config.usage_flush_ms);
@@ -545,6 +546,7 @@ impl Application {
         drop(console_task);
         drop(flusher);
         drop(feed_task);
+        drop(jwks_task);
         drop(usage_flusher);
         if let Err(error) = self.usage.flush(&self.store).await {
             tracing::warn!(%error, "could not write when keys were last used at shutdown");

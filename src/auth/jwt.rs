@@ -12,11 +12,12 @@
 //! - The configured claims give a user ID, an organization ID (a UUID, or `default_org`) and the
 //!   permissions of the user's global role; the display name is optional (the user ID stands in).
 //!
-//! Keys come from a JWKS file (re-read when it changes, looked at no more than once a second) or
-//! a JWKS URL (fetched at start, every `jwks_refresh_secs`, and sooner when a token names a key
-//! not in the set, at most every [`MIN_REFETCH_INTERVAL`]). A set that fails to load leaves the
-//! previous one in use. The user's principal has type USER: what they change is recorded under
-//! their name, and the permission rules are the same as for keys.
+//! Keys come from a JWKS file (re-read when it changes, looked at once a second) or a JWKS URL
+//! (fetched at start, every `jwks_refresh_secs`, and sooner when a token names a key not in the
+//! set, at most every [`MIN_REFETCH_INTERVAL`]), by a background task ([`UserTokens::keep_fresh`]):
+//! a request waits for a refresh only when its token names a key not in the set. A set that fails
+//! to load leaves the previous one in use. The user's principal has type USER: what they change is
+//! recorded under their name, and the permission rules are the same as for keys.
 //!
 //! Every refusal is the UNAUTHENTICATED answer a wrong API key gets; the reason is logged at DEBUG,
 //! never the token.
@@ -290,7 +291,6 @@ impl UserTokens {
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
             return Err(format!("alg {:?} is not RS256, ES256 or EdDSA", header.alg));
         }
-        self.refresh(false).await;
         let kid = header.kid.as_deref();
         let mut keys = self.keys();
         if keys.candidate(header.alg, kid).is_none() {
@@ -377,6 +377,23 @@ impl UserTokens {
         tracing::info!(keys = set.0.len(), "platform JWT keys loaded");
         if let Ok(mut keys) = self.keys.write() {
             *keys = Arc::new(set);
+        }
+    }
+
+    /// Keeps the key set fresh, in the background, so requests never wait for a refresh: looks at
+    /// a JWKS file once a second, and at a JWKS URL's schedule every [`MIN_REFETCH_INTERVAL`]
+    /// (fetching when `jwks_refresh_secs` have passed, or sooner after a failure). Runs until
+    /// dropped. Only a token naming a key not in the set refreshes on the request path.
+    pub async fn keep_fresh(self: Arc<Self>) {
+        let tick = match self.source {
+            Source::File { .. } => FILE_CHECK_INTERVAL,
+            Source::Url { .. } => MIN_REFETCH_INTERVAL,
+        };
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.refresh(false).await;
         }
     }
 

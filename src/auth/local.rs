@@ -68,6 +68,11 @@ impl LocalAuthenticator {
         }
     }
 
+    /// The verifier of people's platform JWTs, if they are accepted.
+    pub fn users(&self) -> Option<&Arc<UserTokens>> {
+        self.users.as_ref()
+    }
+
     /// Also accepts people's platform JWTs, verified by `users` (see [`super::jwt`]), on the
     /// requests of apikeys' own auth layer. The Authenticate RPC never does.
     #[must_use]
