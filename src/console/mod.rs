@@ -908,28 +908,34 @@ async fn regenerate(console: &Console, headers: &HeaderMap, addr: SocketAddr, id
     }
 }
 
-async fn delete(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String, body: &[u8]) -> Response {
+/// Delete or Disable, confirmed: the key stops working (for an app's key, acknowledged).
+async fn retire(
+    console: &Console,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    id: String,
+    body: &[u8],
+    action: Action,
+) -> Response {
     let visitor = visitor!(console, headers, addr);
-    let (etag, acknowledge_app_impact) = match confirmed(console, &visitor, headers, body, &id, Action::Delete).await {
+    let (etag, acknowledge_app_impact) = match confirmed(console, &visitor, headers, body, &id, action).await {
         Ok(confirmed) => confirmed,
         Err(halt) => return halt.into_response(),
     };
-    let request = pb::DeleteApiKeyRequest { id, etag, acknowledge_app_impact };
-    match console.api.clone().delete_api_key(console.request(&visitor, request)).await {
-        Ok(_) => Redirect::to("/keys").into_response(),
-        Err(status) => api_error_page(&status),
-    }
-}
-
-async fn disable(console: &Console, headers: &HeaderMap, addr: SocketAddr, id: String, body: &[u8]) -> Response {
-    let visitor = visitor!(console, headers, addr);
-    let (etag, acknowledge_app_impact) = match confirmed(console, &visitor, headers, body, &id, Action::Disable).await {
-        Ok(confirmed) => confirmed,
-        Err(halt) => return halt.into_response(),
+    let mut api = console.api.clone();
+    let result = match action {
+        Action::Delete => {
+            let request = pb::DeleteApiKeyRequest { id, etag, acknowledge_app_impact };
+            api.delete_api_key(console.request(&visitor, request)).await.map(drop)
+        }
+        Action::Disable => {
+            let request = pb::DisableApiKeyRequest { id, etag, acknowledge_app_impact };
+            api.disable_api_key(console.request(&visitor, request)).await.map(drop)
+        }
+        Action::Regenerate => return not_found(),
     };
-    let request = pb::DisableApiKeyRequest { id, etag, acknowledge_app_impact };
-    match console.api.clone().disable_api_key(console.request(&visitor, request)).await {
-        Ok(_) => Redirect::to("/keys").into_response(),
+    match result {
+        Ok(()) => Redirect::to("/keys").into_response(),
         Err(status) => api_error_page(&status),
     }
 }
@@ -1018,8 +1024,8 @@ async fn key_action(
     match action.as_str() {
         "edit" => edit(console, headers, addr, id, &body).await,
         "regenerate" => regenerate(console, headers, addr, id, &body).await,
-        "delete" => delete(console, headers, addr, id, &body).await,
-        "disable" => disable(console, headers, addr, id, &body).await,
+        "delete" => retire(console, headers, addr, id, &body, Action::Delete).await,
+        "disable" => retire(console, headers, addr, id, &body, Action::Disable).await,
         "enable" => restore(console, headers, addr, id, &body, Restore::Enable).await,
         "unlock" => restore(console, headers, addr, id, &body, Restore::Unlock).await,
         "undelete" => restore(console, headers, addr, id, &body, Restore::Undelete).await,
