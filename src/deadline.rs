@@ -74,14 +74,36 @@ pub struct DeadlineService<S> {
     inner: S,
 }
 
+pin_project_lite::pin_project! {
+    /// The future of [`DeadlineService`]: the inner call, scoped to its deadline if it has one
+    /// (not boxed: this wraps every call).
+    #[project = DeadlineProj]
+    pub enum DeadlineFuture<F> {
+        /// A call with a `grpc-timeout`.
+        Scoped { #[pin] future: tokio::task::futures::TaskLocalFuture<Instant, F> },
+        /// A call without one.
+        Unscoped { #[pin] future: F },
+    }
+}
+
+impl<F: Future> Future for DeadlineFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            DeadlineProj::Scoped { future } => future.poll(cx),
+            DeadlineProj::Unscoped { future } => future.poll(cx),
+        }
+    }
+}
+
 impl<S, B> tower::Service<http::Request<B>> for DeadlineService<S>
 where
     S: tower::Service<http::Request<B>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -94,12 +116,10 @@ where
             .and_then(|value| parse_grpc_timeout(value.as_bytes()))
             .and_then(|timeout| Instant::now().checked_add(timeout));
         let future = self.inner.call(request);
-        Box::pin(async move {
-            match deadline {
-                Some(deadline) => DEADLINE.scope(deadline, future).await,
-                None => future.await,
-            }
-        })
+        match deadline {
+            Some(deadline) => DeadlineFuture::Scoped { future: DEADLINE.scope(deadline, future) },
+            None => DeadlineFuture::Unscoped { future },
+        }
     }
 }
 

@@ -7,7 +7,9 @@
 //! response headers are sent.
 
 use std::{
+    future::Future,
     net::IpAddr,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -21,7 +23,7 @@ use tonic::{
 use crate::{
     error::Error,
     failure_budget::{FailureBudget, TARPIT},
-    quota::Quota,
+    quota::{Quota, Slot},
     rpc_trace::BoxFuture,
 };
 
@@ -65,16 +67,45 @@ pub struct PeerLimit<S> {
     budget: Option<Arc<FailureBudget>>,
 }
 
+pin_project_lite::pin_project! {
+    /// The future of [`PeerLimit`]: the inner call holding its slot, or a refusal (boxed: only
+    /// refusals pay for the allocation).
+    #[project = PeerLimitProj]
+    pub enum PeerLimitFuture<F, ResBody> {
+        /// Within the cap: the slot is given back when the call's future ends or is dropped.
+        Admitted { #[pin] future: F, slot: Option<Slot<IpAddr>> },
+        /// Over the cap.
+        Refused { refusal: BoxFuture<Response<ResBody>> },
+    }
+}
+
+impl<F, ResBody, E> Future for PeerLimitFuture<F, ResBody>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            PeerLimitProj::Admitted { future, slot } => {
+                let response = std::task::ready!(future.poll(cx));
+                // Given back once the response headers are ready (see the module docs).
+                drop(slot.take());
+                Poll::Ready(response)
+            }
+            PeerLimitProj::Refused { refusal } => refusal.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for PeerLimit<S>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
     ResBody: Default + Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = PeerLimitFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -85,23 +116,19 @@ where
             Some((in_flight, ip)) => match in_flight.take(ip) {
                 None => {
                     let flooding = self.budget.as_ref().is_some_and(|budget| budget.exhausted(ip));
-                    return Box::pin(async move {
+                    let refusal = Box::pin(async move {
                         if flooding {
                             tokio::time::sleep(TARPIT).await;
                         }
-                        Ok(Status::from(Error::PeerBusy).into_http())
+                        Status::from(Error::PeerBusy).into_http()
                     });
+                    return PeerLimitFuture::Refused { refusal };
                 }
                 slot => slot,
             },
             // No cap, or not over TCP: nothing to count.
             None => None,
         };
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await;
-            drop(slot);
-            response
-        })
+        PeerLimitFuture::Admitted { future: self.inner.call(request), slot }
     }
 }

@@ -226,6 +226,29 @@ impl<S: Clone, A> Clone for AuthService<S, A> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
+pin_project_lite::pin_project! {
+    /// The future of [`AuthService`]: a public call's own future (not boxed: Authenticate and
+    /// health go through here), or the checks and then the call.
+    #[project = AuthFutureProj]
+    pub enum AuthFuture<F, T> {
+        /// A public call, passed through.
+        Public { #[pin] future: F },
+        /// A call that needs its credential checked (or is refused).
+        Checked { future: BoxFuture<T> },
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for AuthFuture<F, F::Output> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            AuthFutureProj::Public { future } => future.poll(cx),
+            AuthFutureProj::Checked { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
 impl<S, A, ReqBody, ResBody> tower::Service<Request<ReqBody>> for AuthService<S, A>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -236,7 +259,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = AuthFuture<S::Future, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -246,18 +269,20 @@ where
         // The clone was not polled ready; keep the ready one for this call (tower's documented idiom).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let rule = self.admission.policy.rule(request.method(), request.uri().path()).clone();
+        let required = match self.admission.policy.rule(request.method(), request.uri().path()) {
+            // A public call (Authenticate, health) goes straight through, without the state of a
+            // verification in its future.
+            Rule::Public => return AuthFuture::Public { future: inner.call(request) },
+            Rule::Deny => {
+                let response = reject(is_grpc(&request), &Error::NotInPolicy);
+                return AuthFuture::Checked { future: Box::pin(async move { Ok(response) }) };
+            }
+            Rule::Require(required) => required.clone(),
+        };
         let authenticator = self.authenticator.clone();
         let admission = self.admission.clone();
-        Box::pin(async move {
+        let future = Box::pin(async move {
             let grpc = is_grpc(&request);
-            let required = match rule {
-                Rule::Public => return inner.call(request).await,
-                Rule::Deny => {
-                    return Ok(reject(grpc, &Error::NotInPolicy));
-                }
-                Rule::Require(required) => required,
-            };
             let credential = read_credential(&request);
             let client = client_address(&request, &admission.forwarding);
             // The inner service may log its request metadata: keep the credential out of it (and
@@ -269,7 +294,8 @@ where
                 Ok(Presented::Key(credential)) => {
                     authorize(&*authenticator, credential, &required, client, &admission.limiter).await
                 }
-                Ok(Presented::Jwt(token)) => match authenticator.authenticate_bearer(&token).await {
+                // Boxed: a token verification that waits for a key-set refresh is a large future.
+                Ok(Presented::Jwt(token)) => match Box::pin(authenticator.authenticate_bearer(&token)).await {
                     Ok(principal) => admit(principal, &required, client, Some(&admission.limiter)),
                     Err(error) => Err(error),
                 },
@@ -290,7 +316,8 @@ where
                 }
                 Err(error) => Ok(reject(grpc, &error)),
             }
-        })
+        });
+        AuthFuture::Checked { future }
     }
 }
 
