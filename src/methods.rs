@@ -80,14 +80,20 @@ pub fn api_path(name: &str) -> String {
     format!("/{SERVICE_NAME}/{name}")
 }
 
-/// Each method's path by itself, for [`label`] (once per RPC: a hash lookup, not a scan).
-static LABELS: LazyLock<std::collections::HashMap<&'static str, &'static str>> =
-    LazyLock::new(|| all().iter().map(|m| (m.path.as_str(), m.path.as_str())).collect());
+/// Each method's position in [`all`] by its path, for [`find`] (once per RPC: a hash lookup, not a
+/// scan).
+static POSITIONS: LazyLock<std::collections::HashMap<&'static str, usize>> =
+    LazyLock::new(|| all().iter().enumerate().map(|(i, m)| (m.path.as_str(), i)).collect());
 
-/// The metric label of `path`: the path itself if this server serves it, else `unknown`, so a
-/// client cannot inflate the number of series.
-pub fn label(path: &str) -> &'static str {
-    LABELS.get(path).copied().unwrap_or("unknown")
+/// The position in [`all`] of the method at `path`, if this server serves it.
+pub fn find(path: &str) -> Option<usize> {
+    POSITIONS.get(path).copied()
+}
+
+/// The metric label of the method at `position` in [`all`] (from [`find`]): its path, or `unknown`
+/// for none, so a client cannot inflate the number of series.
+pub fn label(position: Option<usize>) -> &'static str {
+    position.and_then(|i| all().get(i)).map_or("unknown", |m| m.path.as_str())
 }
 
 /// The access policy of apikeys itself, from the table: admin RPCs need [`ADMIN_PERMISSION`],
@@ -118,9 +124,10 @@ mod tests {
             .unwrap();
         for rpc in &service.method {
             let path = api_path(rpc.name());
-            assert_eq!(label(&path), path, "{} has no row in the method table", rpc.name());
+            assert_eq!(label(find(&path)), path, "{} has no row in the method table", rpc.name());
         }
         assert_eq!(API.len(), service.method.len(), "rows for RPCs the contract does not have");
-        assert_eq!(label("/apikeys.v1.ApiKeyService/Nope"), "unknown");
+        assert_eq!(find("/apikeys.v1.ApiKeyService/Nope"), None);
+        assert_eq!(label(None), "unknown");
     }
 }

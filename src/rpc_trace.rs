@@ -54,7 +54,8 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Sen
 /// What is known when an RPC ends: reported once, by whichever comes first of a trailers-only
 /// response, the trailers, a body error, or the body being dropped unfinished.
 struct Finish {
-    method: &'static str,
+    /// The method's position in [`methods::all`].
+    method: Option<usize>,
     started: Instant,
     metrics: Arc<Metrics>,
     span: tracing::Span,
@@ -72,7 +73,7 @@ impl Finish {
         // Mutations log their own INFO line where they happen.
         self.span.in_scope(|| match code {
             Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
-                tracing::warn!(method = self.method, code = code_text, latency_ms, "rpc finished");
+                tracing::warn!(method = methods::label(self.method), code = code_text, latency_ms, "rpc finished");
             }
             _ => tracing::debug!("rpc finished"),
         });
@@ -155,7 +156,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        let method = methods::label(path);
+        let method = methods::find(path);
         // DEBUG: at the default level the span costs nothing (it is ~5% of the hot path's
         // throughput); failures of the server carry their fields in their own WARN event, and
         // mutations log who did what themselves.
