@@ -269,15 +269,15 @@ fn base62_encode(bytes: &[u8], width: usize) -> String {
 
 /// Decodes big-endian base62 into exactly `out.len()` bytes; fails on a bad character or overflow.
 ///
-/// Digits are taken five at a time (62^5 < 2^30), so the buffer is multiplied once per five digits:
-/// this runs on every request that presents a token.
+/// Digits are taken ten at a time (62^10 < 2^60) into 64-bit limbs, so a 48-byte token body is six
+/// limbs multiplied seven times: this runs on every request that presents a token.
 fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential> {
-    // The number is kept in 32-bit limbs, most significant first (a quarter of the multiplications
-    // of a byte at a time: this runs on every Authenticate).
-    let mut buffer = [0u32; MAX_DECODED / 4];
-    let limbs = buffer.get_mut(..out.len() / 4).filter(|_| out.len().is_multiple_of(4)).ok_or(MalformedCredential)?;
+    // The number in 64-bit limbs, most significant first; `out` may be shorter than the limbs
+    // (a 4-byte checksum), in which case their leading bytes must stay zero.
+    let mut buffer = [0u64; MAX_DECODED / 8];
+    let limbs = buffer.get_mut(..out.len().div_ceil(8)).ok_or(MalformedCredential)?;
     let mut result = Ok(());
-    for chunk in text.chunks(5) {
+    for chunk in text.chunks(10) {
         let (mut value, mut scale) = (0u64, 1u64);
         for &c in chunk {
             let digit = match c {
@@ -292,26 +292,34 @@ fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential>
             value = value * 62 + u64::from(digit);
             scale *= 62;
         }
-        // limbs = limbs * scale + value (scale < 2^30, so no step overflows 64 bits); the number
+        // limbs = limbs * scale + value (scale < 2^60, so no step overflows 128 bits); the number
         // only grows, so overflowing now means overflowing.
-        let mut carry = value;
+        let mut carry = u128::from(value);
         for limb in limbs.iter_mut().rev() {
-            let acc = u64::from(*limb) * scale + carry;
-            *limb = acc as u32;
-            carry = acc >> 32;
+            let acc = u128::from(*limb) * u128::from(scale) + carry;
+            *limb = acc as u64;
+            carry = acc >> 64;
         }
         if carry != 0 || result.is_err() {
             result = Err(MalformedCredential);
             break;
         }
     }
-    if result.is_ok() {
-        for (bytes, limb) in out.chunks_exact_mut(4).zip(limbs.iter()) {
-            bytes.copy_from_slice(&limb.to_be_bytes());
-        }
+    let mut bytes = [0u8; MAX_DECODED.next_multiple_of(8)];
+    let all = &mut bytes[..limbs.len() * 8];
+    for (chunk, limb) in all.chunks_exact_mut(8).zip(limbs.iter()) {
+        chunk.copy_from_slice(&limb.to_be_bytes());
     }
-    // The limbs held the secret.
+    let (excess, value) = all.split_at(all.len() - out.len());
+    if result.is_ok() && excess.iter().any(|&b| b != 0) {
+        result = Err(MalformedCredential);
+    }
+    if result.is_ok() {
+        out.copy_from_slice(value);
+    }
+    // Both held the secret.
     buffer.zeroize();
+    bytes.zeroize();
     result
 }
 

@@ -151,8 +151,9 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         // Failures are charged to the caller's address (its failure budget).
         let peer = request.remote_addr().map(|addr| addr.ip());
-        let agent = convert::user_agent(request.metadata()).to_owned();
-        let result = match convert::authenticate(request.into_inner()) {
+        let (metadata, _, message) = request.into_parts();
+        let agent = convert::user_agent(&metadata);
+        let result = match convert::authenticate(message) {
             Ok(check) => {
                 let (required, client) = (check.required, check.client);
                 let admitted = match self.authenticator.authenticate_from(check.credential, peer).await {
@@ -167,7 +168,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
                 if let Ok(principal) = &admitted
                     && let Ok(id) = principal.key_id.parse()
                 {
-                    self.usage.used(id, client.or(peer), &agent, &required);
+                    self.usage.used(id, client.or(peer), agent, &required);
                 }
                 admitted
             }
