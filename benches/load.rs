@@ -12,8 +12,12 @@
 //!    the flood (goal p99 <= 1 s), the first Authenticate of fresh credentials (goal <= 1 s), and what
 //!    the flood itself got.
 //!
-//! Run with `cargo bench --bench load` (about a minute after the release build). Loopback only; every
-//! loop is bounded in time.
+//! Each round also prints the CPU time of the whole process per call (client and servers share
+//! the machine's cores, so this is what each call costs them together): steadier than throughput on
+//! a shared VM, and what an optimisation moves.
+//!
+//! Run with `cargo bench --bench load` (about a minute after the release build);
+//! `APIKEYS_LOAD_HOT_PATH_ONLY=1` stops after part 1. Loopback only; every loop is bounded in time.
 
 /// The allocator of the `apikeys` binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
@@ -45,7 +49,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT: usize = 50;
 const ROUND: Duration = Duration::from_secs(3);
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 async fn channels(addr: SocketAddr) -> Vec<Channel> {
     let mut out = Vec::new();
@@ -103,6 +107,19 @@ struct Round {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the whole process (client and both servers) per call: steadier than the
+    /// throughput on a shared VM, and what an optimisation of either side changes.
+    cpu_per_call: Duration,
+}
+
+/// The CPU time this process has used (user and system, all threads), from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command (which may hold spaces) start after its closing parenthesis;
+    // utime and stime are the 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    Duration::from_millis(ticks * 10)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -120,6 +137,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let deadline = Instant::now() + ROUND;
+    let cpu_before = process_cpu();
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
             let (channel, call) = (channels[i % channels.len()].clone(), call.clone());
@@ -138,11 +156,13 @@ where
     for task in tasks {
         all.extend(task.await.expect("load task"));
     }
+    let cpu = process_cpu().saturating_sub(cpu_before);
     all.sort_unstable();
     Round {
         per_second: all.len() as f64 / ROUND.as_secs_f64(),
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
+        cpu_per_call: cpu.checked_div(u32::try_from(all.len()).unwrap_or(u32::MAX).max(1)).unwrap_or_default(),
     }
 }
 
@@ -164,10 +184,11 @@ fn authenticate_call(
 
 fn print_round(label: &str, r: &Round) {
     println!(
-        "  {label:<28} {:>9.0} req/s   p50 {:>7.0} µs   p99 {:>7.0} µs",
+        "  {label:<28} {:>9.0} req/s   p50 {:>7.0} µs   p99 {:>7.0} µs   CPU {:>5.1} µs/call",
         r.per_second,
         r.p50.as_secs_f64() * 1e6,
-        r.p99.as_secs_f64() * 1e6
+        r.p99.as_secs_f64() * 1e6,
+        r.cpu_per_call.as_secs_f64() * 1e6
     );
 }
 
@@ -192,7 +213,7 @@ async fn main() {
     println!(
         "1. hot path: {CONNECTIONS} connections, {IN_FLIGHT} in flight, {ROUNDS} rounds of {ROUND:?}, alternating"
     );
-    let (mut ratios, mut p99_ratios, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios, mut p99_ratios, mut cpu_ratios, mut warm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let a = round(&bare_channels, health_call).await;
         let b = round(&api_channels, authenticate_call(token.clone())).await;
@@ -200,13 +221,18 @@ async fn main() {
         print_round("apikeys, warm Authenticate", &b);
         ratios.push(b.per_second / a.per_second);
         p99_ratios.push(b.p99.as_secs_f64() / a.p99.as_secs_f64());
+        cpu_ratios.push(b.cpu_per_call.as_secs_f64() / a.cpu_per_call.as_secs_f64());
         warm.push(b.per_second);
     }
     println!(
-        "  throughput ratio (median) {:.2}x (goal >= 0.9)   p99 ratio (median) {:.2}x (goal <= 1.2)",
+        "  throughput ratio (median) {:.2}x (goal >= 0.9)   p99 ratio (median) {:.2}x (goal <= 1.2)   CPU per call ratio (median) {:.2}x",
         median(ratios),
-        median(p99_ratios)
+        median(p99_ratios),
+        median(cpu_ratios)
     );
+    if std::env::var_os("APIKEYS_LOAD_HOT_PATH_ONLY").is_some() {
+        return;
+    }
 
     println!(
         "\n2. flood: the same warm traffic while 2 flood clients (100 in flight each, from 127.0.0.2 and .3) send forged credentials"
