@@ -139,16 +139,57 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
     }
 }
 
+pin_project! {
+    /// The future of [`RpcTrace`]: the inner call in its span, then the response with a body that
+    /// reports the end (not boxed: this wraps every call).
+    pub struct TracedFuture<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        finish: Option<Finish>,
+    }
+}
+
+impl<F, ResBody, E> std::future::Future for TracedFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<TracedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let finish = this.finish.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                // A trailers-only response (how tonic answers a failed unary call) ends here; any
+                // other ends with its body's trailers.
+                let finish = match (status_code(response.headers()), finish) {
+                    (Some(code), Some(finish)) => {
+                        finish.done(code);
+                        None
+                    }
+                    (_, finish) => finish,
+                };
+                Ok(response.map(|inner| TracedBody { inner, finish }))
+            }
+            Err(error) => {
+                if let Some(finish) = finish {
+                    finish.done(Code::Unknown);
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for RpcTrace<S>
 where
-    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: http_body::Body + Send + 'static,
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
 {
     type Response = Response<TracedBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = TracedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -172,29 +213,7 @@ where
         );
         let finish = Finish { method, started: Instant::now(), metrics: self.metrics.clone(), span: span.clone() };
         let future = span.in_scope(|| self.inner.call(request));
-        Box::pin(
-            async move {
-                match future.await {
-                    Ok(response) => {
-                        // A trailers-only response (how tonic answers a failed unary call) ends here;
-                        // any other ends with its body's trailers.
-                        let finish = match status_code(response.headers()) {
-                            Some(code) => {
-                                finish.done(code);
-                                None
-                            }
-                            None => Some(finish),
-                        };
-                        Ok(response.map(|inner| TracedBody { inner, finish }))
-                    }
-                    Err(error) => {
-                        finish.done(Code::Unknown);
-                        Err(error)
-                    }
-                }
-            }
-            .instrument(span),
-        )
+        TracedFuture { inner: future.instrument(span), finish: Some(finish) }
     }
 }
 
