@@ -364,6 +364,27 @@ mod tests {
     }
 
     #[test]
+    fn base62_decoding_stops_exactly_at_the_width() {
+        let decode = |text: &str, len: usize| {
+            let mut out = vec![0u8; len];
+            base62_decode(text.as_bytes(), &mut out).map(|()| out)
+        };
+        // A checksum is 4 bytes in 6 digits (shorter than a 64-bit limb): 2^32 - 1 fits, 2^32 not.
+        assert_eq!(decode("4gfFC3", 4), Ok(vec![0xff; 4]));
+        assert_eq!(decode("4gfFC4", 4), Err(MalformedCredential));
+        assert_eq!(decode("zzzzzz", 4), Err(MalformedCredential));
+        // A secret: 2^256 - 1 fits in 32 bytes, 2^256 not.
+        assert_eq!(decode("yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp1", 32), Ok(vec![0xff; 32]));
+        assert_eq!(decode("yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp2", 32), Err(MalformedCredential));
+        // Every position of the 10-digit chunks, and a bad character anywhere.
+        for n in [0u64, 1, 61, 62, 62u64.pow(9), 62u64.pow(10) - 1, 62u64.pow(10), u64::MAX] {
+            let text = base62_encode(&n.to_be_bytes(), 11);
+            assert_eq!(decode(&text, 8), Ok(n.to_be_bytes().to_vec()), "{n}");
+        }
+        assert_eq!(decode("00000000000-", 8), Err(MalformedCredential));
+    }
+
+    #[test]
     fn every_single_character_typo_is_caught_by_the_checksum() {
         let token = credential().token();
         for i in TOKEN_PREFIX.len()..token.len() {
