@@ -1,7 +1,8 @@
-//! The caller's deadline, for the work a request does on its behalf: a layer reads `grpc-timeout`
-//! and runs the request inside a task-local scope, and the store caps every database wait at what
-//! is left of it (minus a margin to send the answer), so a caller with a 2 s deadline gets
-//! UNAVAILABLE in under 2 s instead of DEADLINE_EXCEEDED when the database hangs.
+//! Every call's deadline, kept: a layer gives each call the shorter of its `grpc-timeout` and the
+//! server's own limit (`transport.request_timeout_secs`), answers DEADLINE_EXCEEDED when it passes,
+//! and runs the call inside a task-local scope, so the store caps every database wait at what is
+//! left of it (minus a margin to send the answer): a caller with a 2 s deadline gets UNAVAILABLE
+//! in under 2 s instead of DEADLINE_EXCEEDED when the database hangs.
 
 use std::{
     future::Future,
@@ -56,15 +57,33 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
-/// Tower layer that scopes each request to its `grpc-timeout` deadline; see the module docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DeadlineLayer;
+/// The longest timeout honoured, so that adding it to the clock cannot overflow (a year).
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Tower layer that gives each call a deadline and keeps it; see the module docs.
+///
+/// A call's deadline is the shorter of its `grpc-timeout` and the server's `limit`
+/// (`transport.request_timeout_secs`). The call runs inside the deadline's scope ([`remaining`]),
+/// and if its response has not come by then, the call is dropped and answered DEADLINE_EXCEEDED.
+/// The timer is armed only when the call first waits: a call answered at once (a cached
+/// credential) never touches the timer wheel.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    limit: Duration,
+}
+
+impl DeadlineLayer {
+    /// A layer allowing each call at most `limit`.
+    pub fn new(limit: Duration) -> Self {
+        Self { limit: limit.min(MAX_TIMEOUT) }
+    }
+}
 
 impl<S> tower::Layer<S> for DeadlineLayer {
     type Service = DeadlineService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DeadlineService { inner }
+        DeadlineService { inner, limit: self.limit }
     }
 }
 
@@ -72,34 +91,55 @@ impl<S> tower::Layer<S> for DeadlineLayer {
 #[derive(Debug, Clone)]
 pub struct DeadlineService<S> {
     inner: S,
+    limit: Duration,
 }
 
 pin_project_lite::pin_project! {
-    /// The future of [`DeadlineService`]: the inner call, scoped to its deadline if it has one
-    /// (not boxed: this wraps every call).
-    #[project = DeadlineProj]
-    pub enum DeadlineFuture<F> {
-        /// A call with a `grpc-timeout`.
-        Scoped { #[pin] future: tokio::task::futures::TaskLocalFuture<Instant, F> },
-        /// A call without one.
-        Unscoped { #[pin] future: F },
+    /// The future of [`DeadlineService`]: the inner call in its deadline's scope, and the timer
+    /// that ends it (not boxed: this wraps every call).
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        future: tokio::task::futures::TaskLocalFuture<Instant, F>,
+        deadline: Instant,
+        // Whose deadline it is, for the answer when it passes.
+        set_by_caller: bool,
+        // Armed when the call first waits.
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
     }
 }
 
-impl<F: Future> Future for DeadlineFuture<F> {
+impl<F, B, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default,
+{
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        match self.project() {
-            DeadlineProj::Scoped { future } => future.poll(cx),
-            DeadlineProj::Unscoped { future } => future.poll(cx),
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(output);
         }
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep_until((*this.deadline).into())));
+        }
+        if let Some(timer) = this.timer.as_pin_mut() {
+            std::task::ready!(timer.poll(cx));
+        }
+        let message = if *this.set_by_caller {
+            "the caller's deadline (grpc-timeout) passed before the call completed"
+        } else {
+            "the call ran longer than the server allows (transport.request_timeout_secs)"
+        };
+        Poll::Ready(Ok(tonic::Status::deadline_exceeded(message).into_http()))
     }
 }
 
-impl<S, B> tower::Service<http::Request<B>> for DeadlineService<S>
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for DeadlineService<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -109,17 +149,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let deadline = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
-            .and_then(|timeout| Instant::now().checked_add(timeout));
-        let future = self.inner.call(request);
-        match deadline {
-            Some(deadline) => DeadlineFuture::Scoped { future: DEADLINE.scope(deadline, future) },
-            None => DeadlineFuture::Unscoped { future },
-        }
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let asked = request.headers().get("grpc-timeout").and_then(|value| parse_grpc_timeout(value.as_bytes()));
+        let (timeout, set_by_caller) = match asked {
+            Some(asked) if asked < self.limit => (asked, true),
+            _ => (self.limit, false),
+        };
+        let now = Instant::now();
+        // Cannot overflow with MAX_TIMEOUT on a monotonic clock; if it did, the deadline is now.
+        let deadline = now.checked_add(timeout).unwrap_or(now);
+        let future = DEADLINE.scope(deadline, self.inner.call(request));
+        DeadlineFuture { future, deadline, set_by_caller, timer: None }
     }
 }
 
@@ -144,5 +184,79 @@ mod tests {
         assert!(left <= Duration::from_secs(2) && left > Duration::from_millis(1900));
         assert_eq!(budget(Duration::from_secs(2)), Duration::from_millis(1900));
         assert_eq!(budget(Duration::from_millis(200)), Duration::from_millis(180));
+    }
+
+    /// A server of one call, under a [`DeadlineLayer`] of `limit`, whose handler reports the time
+    /// left it sees and then answers after `takes` (or never).
+    async fn call(
+        limit: Duration,
+        grpc_timeout: Option<&str>,
+        takes: Option<Duration>,
+    ) -> (tonic::Code, Option<Duration>) {
+        use tower::{Layer as _, ServiceExt as _};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let handler = {
+            let seen = seen.clone();
+            tower::service_fn(move |_: http::Request<()>| {
+                let seen = seen.clone();
+                async move {
+                    *seen.lock().unwrap() = remaining();
+                    match takes {
+                        Some(takes) => tokio::time::sleep(takes).await,
+                        None => std::future::pending().await,
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+                }
+            })
+        };
+        let mut request = http::Request::new(());
+        if let Some(value) = grpc_timeout {
+            request.headers_mut().insert("grpc-timeout", value.parse().unwrap());
+        }
+        let response = DeadlineLayer::new(limit).layer(handler).oneshot(request).await.unwrap();
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .map_or(tonic::Code::Ok, |value| tonic::Code::from_bytes(value.as_bytes()));
+        let seen = *seen.lock().unwrap();
+        (code, seen)
+    }
+
+    /// Whether `elapsed` is `expected`, give or take a loaded machine's scheduling.
+    fn about(elapsed: Duration, expected: Duration) -> bool {
+        elapsed >= expected && elapsed < expected + Duration::from_secs(2)
+    }
+
+    #[tokio::test]
+    async fn a_call_past_the_server_limit_is_answered_deadline_exceeded() {
+        let started = Instant::now();
+        let (code, seen) = call(Duration::from_millis(300), None, None).await;
+        assert_eq!(code, tonic::Code::DeadlineExceeded);
+        assert!(about(started.elapsed(), Duration::from_millis(300)), "answered when the limit passed");
+        assert!(
+            seen.is_some_and(|left| left <= Duration::from_millis(300)),
+            "the limit is the call's deadline: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_shorter_of_grpc_timeout_and_the_limit_wins() {
+        let started = Instant::now();
+        let (code, seen) = call(Duration::from_secs(30), Some("200m"), None).await;
+        assert_eq!(code, tonic::Code::DeadlineExceeded);
+        assert!(about(started.elapsed(), Duration::from_millis(200)));
+        assert!(seen.is_some_and(|left| left <= Duration::from_millis(200)), "{seen:?}");
+
+        let started = Instant::now();
+        let (code, _) = call(Duration::from_millis(300), Some("1H"), None).await;
+        assert_eq!(code, tonic::Code::DeadlineExceeded);
+        assert!(about(started.elapsed(), Duration::from_millis(300)));
+    }
+
+    #[tokio::test]
+    async fn calls_within_their_deadline_are_answered_by_their_handler() {
+        assert_eq!(call(Duration::from_secs(30), None, Some(Duration::ZERO)).await.0, tonic::Code::Ok);
+        let waits = Some(Duration::from_millis(100));
+        assert_eq!(call(Duration::from_secs(30), Some("20S"), waits).await.0, tonic::Code::Ok);
     }
 }

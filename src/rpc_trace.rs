@@ -5,7 +5,8 @@
 //! An RPC ends, and is logged and counted with its code, when its status is known: at the headers of
 //! a trailers-only response (how tonic answers a failed unary call), else at the trailers after the
 //! last message, so a streaming call that fails after its first message counts with its real code.
-//! A response body dropped before its end (the client went away) counts as CANCELLED.
+//! A call dropped before its response, or a response body dropped before its end (the client went
+//! away), counts as CANCELLED.
 
 use std::{
     pin::Pin,
@@ -146,6 +147,15 @@ pin_project! {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
         finish: Option<Finish>,
+    }
+
+    impl<F> PinnedDrop for TracedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before its response: the client reset the stream or went away.
+            if let Some(finish) = this.project().finish.take() {
+                finish.done(Code::Cancelled);
+            }
+        }
     }
 }
 

@@ -2,6 +2,9 @@
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use apikeys::pb;
+use tonic::Code;
+
 use crate::harness::*;
 
 pub async fn scrape(addr: std::net::SocketAddr) -> String {
@@ -153,4 +156,58 @@ async fn streams_are_counted_when_they_end() {
         assert!(tokio::time::Instant::now() < deadline, "streams never counted:\n{text}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A call the server cuts short at its own limit (`transport.request_timeout_secs`) is answered
+/// DEADLINE_EXCEEDED and counted so, while its change commits in full; a call the client abandons
+/// before any answer counts as CANCELLED.
+#[tokio::test]
+async fn calls_cut_short_are_counted_with_their_code() {
+    let app = TestApp::spawn_with(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.transport.request_timeout_secs = 1;
+    })
+    .await;
+    let addr = app.metrics_addr.expect("metrics listener bound");
+    let admin = app.admin().await;
+    let key = admin.create("Slow", &["read_data"]).await.unwrap().api_key.unwrap();
+    // Every change now takes 3 s after its commit, longer than the server allows a call.
+    app.keys.pause_before_invalidation_for_tests(std::time::Duration::from_secs(3));
+    let update = |description: &str| pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey { id: key.id.clone(), description: description.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+        ..Default::default()
+    };
+
+    let started = std::time::Instant::now();
+    let cut = admin.update(update("cut short")).await.unwrap_err();
+    assert_eq!(cut.code(), Code::DeadlineExceeded, "{cut:?}");
+    assert!(cut.message().contains("request_timeout_secs"), "{cut:?}");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_millis(2500), "{took:?}");
+
+    // The client gives up after 300 ms, without telling the server a deadline.
+    let abandoned =
+        tokio::time::timeout(std::time::Duration::from_millis(300), admin.update(update("abandoned"))).await;
+    assert!(abandoned.is_err(), "no answer within 300 ms");
+
+    let series = |code: &str| {
+        format!(r#"apikeys_rpc_requests_total{{method="/apikeys.v1.ApiKeyService/UpdateApiKey",code="{code}"}}"#)
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = scrape(addr).await;
+        if text.contains(&series("CANCELLED")) && text.contains(&series("DEADLINE_EXCEEDED")) {
+            assert_eq!(value(&text, &series("DEADLINE_EXCEEDED")), 1.0, "{text}");
+            assert_eq!(value(&text, &series("CANCELLED")), 1.0, "{text}");
+            assert_eq!(value(&text, &series("OK")), 0.0, "{text}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "calls cut short never counted:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Both changes committed whole, whatever their callers saw.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    app.keys.pause_before_invalidation_for_tests(std::time::Duration::ZERO);
+    assert_eq!(admin.get(&key.id).await.unwrap().description, "abandoned");
 }
