@@ -25,6 +25,8 @@ pub mod console;
 #[cfg(feature = "server")]
 pub mod deadline;
 #[cfg(feature = "server")]
+pub mod dispatch;
+#[cfg(feature = "server")]
 pub mod domain;
 #[cfg(feature = "client")]
 pub mod error;

@@ -32,6 +32,7 @@ use crate::{
     config::{ServerConfig, redact_url},
     console,
     deadline::DeadlineLayer,
+    dispatch::DispatchLayer,
     domain::Catalog,
     error::Error,
     failure_budget::FailureBudget,
@@ -403,8 +404,9 @@ impl Application {
         // Every call goes through these, from gRPC clients and from the console alike (one count of
         // calls in flight per address for both).
         let layers = tower::ServiceBuilder::new()
-            .layer(DeadlineLayer)
             .layer(RpcTraceLayer::new(self.metrics.clone()))
+            // Inside the trace, so a call answered DEADLINE_EXCEEDED is logged and counted so.
+            .layer(DeadlineLayer::new(Duration::from_secs(limits.request_timeout_secs)))
             .layer(PeerLimitLayer::new(limits.max_in_flight_per_peer, self.authenticator.budget()))
             .layer(layer);
         let console_task = match self.console_listener {
@@ -514,7 +516,6 @@ impl Application {
             // tonic leaves hyper's limit off unless set: the MadeYouReset protection (CVE-2025-8671).
             .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
             .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
-            .timeout(secs(limits.request_timeout_secs))
             .http2_keepalive_interval(Some(secs(limits.keepalive_interval_secs)))
             .http2_keepalive_timeout(Some(secs(limits.keepalive_timeout_secs)))
             .http2_max_header_list_size(limits.max_header_list_bytes);
@@ -527,10 +528,11 @@ impl Application {
             .with_keepalive(Some(secs(limits.tcp_keepalive_secs)));
         let serve = builder
             .layer(layers)
+            // The API key service's calls skip tonic's router; the others go through it.
+            .layer(DispatchLayer::new(api))
             .add_service(health_service.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1alpha.max_decoding_message_size(limits.max_request_bytes))
-            .add_service(api)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
         tokio::select! {

@@ -68,7 +68,8 @@ pub fn usage_window(window: Option<&prost_types::Duration>) -> Result<chrono::Du
 
 /// The caller's `user-agent` (empty if none or not text): for Authenticate, the consumer service.
 pub fn user_agent(metadata: &tonic::metadata::MetadataMap) -> &str {
-    metadata.get("user-agent").and_then(|value| value.to_str().ok()).unwrap_or_default()
+    // The standard header's name, not a string to parse: this runs on every Authenticate.
+    metadata.as_ref().get(http::header::USER_AGENT).and_then(|value| value.to_str().ok()).unwrap_or_default()
 }
 
 /// Longest `x-request-id` kept as sent.

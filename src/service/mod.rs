@@ -155,7 +155,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         let agent = convert::user_agent(&metadata);
         let result = match convert::authenticate(message) {
             Ok(check) => {
-                let (required, client) = (check.required, check.client);
+                let (required, client, key_id) = (check.required, check.client, check.credential.key_id);
                 let admitted = match self.authenticator.authenticate_from(check.credential, peer).await {
                     // A caller that enforces the network and the rate itself (a consumer layer)
                     // gets the principal for any client; the permissions are always checked here.
@@ -165,10 +165,8 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
                 };
                 // Where the client is: as the caller reports it, else the caller itself; what it
                 // needed of the key feeds the least-privilege report.
-                if let Ok(principal) = &admitted
-                    && let Ok(id) = principal.key_id.parse()
-                {
-                    self.usage.used(id, client.or(peer), agent, &required);
+                if admitted.is_ok() {
+                    self.usage.used(key_id, client.or(peer), agent, &required);
                 }
                 admitted
             }

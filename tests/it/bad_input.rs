@@ -151,3 +151,26 @@ async fn every_request_of_the_bad_input_corpus_gets_its_documented_code_and_the_
     }
     assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Paths the server does not serve are refused by default (PERMISSION_DENIED from the access
+/// policy, before any routing), whether under the API key service's name or not; on the same
+/// connection the API key service (dispatched to directly) and the health service (through tonic's
+/// router) both answer.
+#[tokio::test]
+async fn unknown_paths_are_refused_and_both_routes_serve() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let (code, _) = send(&channel, "NoSuchMethod", &[], Vec::new()).await;
+    assert_eq!(code, Code::PermissionDenied);
+    for path in ["/no.such.v1.Service/Method", "/apikeys.v1.ApiKeyServiceX/Authenticate", "/apikeys.v1.ApiKeyService"] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let status = grpc.unary(Request::new(Vec::new()), path.parse().unwrap(), Raw).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{path}: {status:?}");
+    }
+    let (code, message) = send(&channel, "Authenticate", &[], Vec::new()).await;
+    assert_eq!(code, Code::InvalidArgument, "an empty Authenticate request: {message}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap().into_inner();
+    assert_eq!(serving.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+}
