@@ -65,17 +65,26 @@ pub struct TransportConfig {
     /// Streams a client may open and reset before the server accepts them (Rapid Reset,
     /// CVE-2023-44487).
     pub max_pending_accept_reset_streams: usize,
-    /// Seconds an RPC may run before it is cancelled; a shorter `grpc-timeout` from the client wins
-    ///.
+    /// Seconds an RPC may run before it is answered DEADLINE_EXCEEDED; a shorter `grpc-timeout`
+    /// from the client wins.
     pub request_timeout_secs: u64,
     /// Seconds a TLS handshake may take.
     pub tls_handshake_timeout_secs: u64,
-    /// Seconds between HTTP/2 keepalive pings on an idle connection.
+    /// Seconds between HTTP/2 keepalive pings on a connection; 0 (the default): none. Pings
+    /// notice a peer whose process hangs with its kernel still answering, but hyper checks their
+    /// timer on every pass over the connection, ~0.2 µs per call (BENCHMARKS.md); dead peers and
+    /// broken paths are found by TCP keepalive (`tcp_keepalive_*`) at no cost per call.
     pub keepalive_interval_secs: u64,
     /// Seconds to wait for a ping's answer before closing the connection.
     pub keepalive_timeout_secs: u64,
     /// Seconds of TCP idleness before TCP keepalive probes.
     pub tcp_keepalive_secs: u64,
+    /// Seconds between TCP keepalive probes.
+    pub tcp_keepalive_interval_secs: u64,
+    /// Unanswered TCP keepalive probes before the connection is closed: a peer gone without a word
+    /// is noticed after `tcp_keepalive_secs + tcp_keepalive_retries * tcp_keepalive_interval_secs`
+    /// (90 s by default).
+    pub tcp_keepalive_retries: u32,
     /// Largest request message in bytes; larger ones get OUT_OF_RANGE.
     pub max_request_bytes: usize,
     /// Largest header block (metadata) of a request in bytes.
@@ -92,9 +101,11 @@ impl Default for TransportConfig {
             max_pending_accept_reset_streams: 20,
             request_timeout_secs: 30,
             tls_handshake_timeout_secs: 10,
-            keepalive_interval_secs: 60,
+            keepalive_interval_secs: 0,
             keepalive_timeout_secs: 20,
             tcp_keepalive_secs: 60,
+            tcp_keepalive_interval_secs: 10,
+            tcp_keepalive_retries: 3,
             max_request_bytes: 64 * 1024,
             max_header_list_bytes: 16 * 1024,
         }
@@ -114,9 +125,10 @@ impl TransportConfig {
                 ("concurrency_per_connection", self.concurrency_per_connection as u64),
                 ("request_timeout_secs", self.request_timeout_secs),
                 ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
-                ("keepalive_interval_secs", self.keepalive_interval_secs),
                 ("keepalive_timeout_secs", self.keepalive_timeout_secs),
                 ("tcp_keepalive_secs", self.tcp_keepalive_secs),
+                ("tcp_keepalive_interval_secs", self.tcp_keepalive_interval_secs),
+                ("tcp_keepalive_retries", u64::from(self.tcp_keepalive_retries)),
             ],
         )?;
         if self.max_request_bytes < 1024 || self.max_header_list_bytes < 1024 {

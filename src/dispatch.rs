@@ -21,21 +21,20 @@ use tonic::{body::Body, server::NamedService};
 #[derive(Debug, Clone)]
 pub struct DispatchLayer<T> {
     service: T,
-    prefix: String,
 }
 
 impl<T: NamedService> DispatchLayer<T> {
     /// A layer dispatching the calls of `service` to it.
     pub fn new(service: T) -> Self {
-        Self { service, prefix: format!("/{}/", T::NAME) }
+        Self { service }
     }
 }
 
-impl<T: Clone, S> tower::Layer<S> for DispatchLayer<T> {
+impl<T: Clone + NamedService, S> tower::Layer<S> for DispatchLayer<T> {
     type Service = Dispatch<T, S>;
 
     fn layer(&self, router: S) -> Self::Service {
-        Dispatch { service: self.service.clone(), prefix: self.prefix.clone(), router }
+        Dispatch { service: self.service.clone(), name: T::NAME, router }
     }
 }
 
@@ -43,7 +42,9 @@ impl<T: Clone, S> tower::Layer<S> for DispatchLayer<T> {
 #[derive(Debug, Clone)]
 pub struct Dispatch<T, S> {
     service: T,
-    prefix: String,
+    // The service's name (`package.Service`): its calls' paths are `/{name}/{method}`. Not a
+    // prefix string built once: the whole stack is cloned for every call.
+    name: &'static str,
     router: S,
 }
 
@@ -64,12 +65,17 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path().starts_with(self.prefix.as_str()) {
+        if is_call_of(request.uri().path(), self.name) {
             DispatchFuture::Service { future: self.service.call(request) }
         } else {
             DispatchFuture::Router { future: self.router.call(request) }
         }
     }
+}
+
+/// Whether `path` is `/{service}/{anything}`.
+fn is_call_of(path: &str, service: &str) -> bool {
+    path.strip_prefix('/').and_then(|rest| rest.strip_prefix(service)).is_some_and(|rest| rest.starts_with('/'))
 }
 
 pin_project_lite::pin_project! {
@@ -94,6 +100,27 @@ where
         match self.project() {
             DispatchProj::Service { future } => future.poll(cx),
             DispatchProj::Router { future } => future.poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_call_of;
+
+    #[test]
+    fn only_paths_under_the_service_name_are_its_calls() {
+        let service = "apikeys.v1.ApiKeyService";
+        assert!(is_call_of("/apikeys.v1.ApiKeyService/Authenticate", service));
+        assert!(is_call_of("/apikeys.v1.ApiKeyService/", service), "the service answers UNIMPLEMENTED itself");
+        for other in [
+            "/apikeys.v1.ApiKeyServiceX/Authenticate",
+            "/apikeys.v1.ApiKeyService",
+            "apikeys.v1.ApiKeyService/A",
+            "/grpc.health.v1.Health/Check",
+            "",
+        ] {
+            assert!(!is_call_of(other, service), "{other}");
         }
     }
 }

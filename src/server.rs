@@ -516,7 +516,10 @@ impl Application {
             // tonic leaves hyper's limit off unless set: the MadeYouReset protection (CVE-2025-8671).
             .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
             .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
-            .http2_keepalive_interval(Some(secs(limits.keepalive_interval_secs)))
+            // Off unless configured: see `TransportConfig::keepalive_interval_secs`.
+            .http2_keepalive_interval(
+                (limits.keepalive_interval_secs > 0).then(|| secs(limits.keepalive_interval_secs)),
+            )
             .http2_keepalive_timeout(Some(secs(limits.keepalive_timeout_secs)))
             .http2_max_header_list_size(limits.max_header_list_bytes);
         if let Some(tls) = self.tls {
@@ -525,7 +528,9 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener)
             // TCP_NODELAY: without it, small responses wait for delayed ACKs (~40 ms per call).
             .with_nodelay(Some(true))
-            .with_keepalive(Some(secs(limits.tcp_keepalive_secs)));
+            .with_keepalive(Some(secs(limits.tcp_keepalive_secs)))
+            .with_keepalive_interval(Some(secs(limits.tcp_keepalive_interval_secs)))
+            .with_keepalive_retries(Some(limits.tcp_keepalive_retries));
         let serve = builder
             .layer(layers)
             // The API key service's calls skip tonic's router; the others go through it.
