@@ -40,11 +40,11 @@ use crate::{
     lockout::FailureLog,
     methods,
     metrics::{self, Metrics},
-    pb::{self, api_key_service_server::ApiKeyServiceServer},
+    pb,
     peer_limit::PeerLimitLayer,
     revocation::ChangeFeed,
     rpc_trace::RpcTraceLayer,
-    service::ApiKeyApi,
+    service::{ApiKeyApi, routes::ApiKeyRoutes},
     store::{Store, StoreConfig, breaker::PROBE_INTERVAL},
     usage::UsageLog,
 };
@@ -387,15 +387,18 @@ impl Application {
         let limits = &self.config.transport;
         // One count per key for its Authenticate calls and its admin calls on this replica.
         let limiter = Arc::new(RateLimiter::default());
-        let api = ApiKeyServiceServer::new(ApiKeyApi::new(
-            self.keys.clone(),
-            self.authenticator.clone(),
-            self.feed.clone(),
-            self.metrics.clone(),
-            limiter.clone(),
-            self.usage.clone(),
-        ))
-        .max_decoding_message_size(limits.max_request_bytes);
+        let routes = ApiKeyRoutes::new(
+            ApiKeyApi::new(
+                self.keys.clone(),
+                self.authenticator.clone(),
+                self.feed.clone(),
+                self.metrics.clone(),
+                limiter.clone(),
+                self.usage.clone(),
+            ),
+            limits.max_request_bytes,
+        );
+        let api = routes.generated();
         let layer = AuthLayer::new(self.authenticator.clone(), methods::access_policy())
             .with_rate_limiter(limiter)
             .trust_forwarded_for(self.config.trusted_proxies)
@@ -534,7 +537,7 @@ impl Application {
         let serve = builder
             .layer(layers)
             // The API key service's calls skip tonic's router; the others go through it.
-            .layer(DispatchLayer::new(api))
+            .layer(DispatchLayer::new(routes))
             .add_service(health_service.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1.max_decoding_message_size(limits.max_request_bytes))
             .add_service(reflection_v1alpha.max_decoding_message_size(limits.max_request_bytes))

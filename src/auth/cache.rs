@@ -30,6 +30,22 @@ use zeroize::Zeroize as _;
 use super::{credential::Credential, flight::SingleFlight};
 use crate::{error::Result, pb::Principal};
 
+/// A verified principal and the encoding of the `AuthenticateResponse` that carries it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The principal (shared with the cache: not copied per call).
+    pub principal: Arc<Principal>,
+    /// `AuthenticateResponse { principal }`, encoded (made once per cache entry).
+    pub encoded: bytes::Bytes,
+}
+
+/// The encoding of `AuthenticateResponse { principal }`: its one field, the principal.
+fn encode_answer(principal: &Principal) -> bytes::Bytes {
+    let mut buf = Vec::with_capacity(prost::encoding::message::encoded_len(1, principal));
+    prost::encoding::message::encode(1, principal, &mut buf);
+    buf.into()
+}
+
 /// What one verification yields: the cache epoch it started in, and the answer.
 pub type Verified = (Epoch, Result<Arc<Principal>>);
 
@@ -61,6 +77,9 @@ pub struct Epoch(u64);
 
 struct Entry {
     principal: Arc<Principal>,
+    /// The principal's `AuthenticateResponse` encoding, made at the first [`VerifiedCache::answer`]
+    /// (never, in a consumer's cache).
+    encoded: Option<bytes::Bytes>,
     digest: KeyDigest,
     inserted_at: Instant,
     expires_at: Instant,
@@ -183,12 +202,26 @@ impl VerifiedCache {
 
     /// The cached principal for `key`, if present and not expired.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Principal>> {
+        self.lookup(key, |entry| entry.principal.clone())
+    }
+
+    /// The cached principal for `key` with its `AuthenticateResponse` encoding, if present and not
+    /// expired.
+    pub fn answer(&self, key: &CacheKey) -> Option<Answer> {
+        self.lookup(key, |entry| {
+            let encoded = entry.encoded.get_or_insert_with(|| encode_answer(&entry.principal)).clone();
+            Answer { principal: entry.principal.clone(), encoded }
+        })
+    }
+
+    /// `found` of the live entry of `key`; an expired one is dropped. Counts the hit or miss.
+    fn lookup<T>(&self, key: &CacheKey, found: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let now = Instant::now();
         let mut inner = self.lock();
         let trusted_since = inner.trust_limit.and_then(|limit| now.checked_sub(limit));
-        let found = match inner.entries.get(key) {
+        let found = match inner.entries.get_mut(key) {
             Some(entry) if entry.expires_at > now && trusted_since.is_none_or(|t| entry.inserted_at > t) => {
-                Some(entry.principal.clone())
+                Some(found(entry))
             }
             Some(_) => {
                 inner.entries.remove(key);
@@ -249,7 +282,7 @@ impl VerifiedCache {
                 None => return,
             }
         }
-        inner.entries.insert(key, Entry { principal, digest, inserted_at: now, expires_at });
+        inner.entries.insert(key, Entry { principal, encoded: None, digest, inserted_at: now, expires_at });
     }
 
     /// Drops every entry of `key_id` and moves to a new epoch. Called after the key is updated,
@@ -316,6 +349,38 @@ impl VerifiedCache {
         if let Some(principal) = self.get(&key) {
             return Ok((*principal).clone());
         }
+        let principal = self.verify_and_keep(key, flights, credential, verify).await?;
+        Ok((*principal).clone())
+    }
+
+    /// [`VerifiedCache::get_or_verify`] answering with the principal and its `AuthenticateResponse`
+    /// encoding: for a cached credential, neither a copy of the principal nor an encoding per call.
+    ///
+    /// # Errors
+    /// What `verify` returns.
+    pub async fn get_or_verify_answer<F: Future<Output = Result<Arc<Principal>>>>(
+        &self,
+        flights: &SingleFlight<CacheKey, Verified>,
+        credential: &Credential,
+        verify: impl FnOnce() -> F,
+    ) -> Result<Answer> {
+        let key = self.key(credential);
+        if let Some(answer) = self.answer(&key) {
+            return Ok(answer);
+        }
+        let principal = self.verify_and_keep(key, flights, credential, verify).await?;
+        Ok(Answer { encoded: encode_answer(&principal), principal })
+    }
+
+    /// Verifies `credential` (one verification for concurrent callers of the same `key`) and
+    /// caches a success.
+    async fn verify_and_keep<F: Future<Output = Result<Arc<Principal>>>>(
+        &self,
+        key: CacheKey,
+        flights: &SingleFlight<CacheKey, Verified>,
+        credential: &Credential,
+        verify: impl FnOnce() -> F,
+    ) -> Result<Arc<Principal>> {
         let run = || async {
             let epoch = self.epoch();
             (epoch, verify().await)
@@ -329,7 +394,7 @@ impl VerifiedCache {
         // and unboxed it would make every caller's future that size, hits included, copied on
         // every call.
         let (_, result) = Box::pin(flights.run(key, run, settle)).await;
-        result.map(|principal| (*principal).clone())
+        result
     }
 
     /// Number of entries, expired ones included.
@@ -359,6 +424,40 @@ mod tests {
 
     fn principal(cred: &Credential) -> Arc<Principal> {
         Arc::new(Principal { key_id: cred.key_id.to_string(), ..Default::default() })
+    }
+
+    #[test]
+    fn an_answer_is_the_encoding_of_its_authenticate_response_and_goes_with_its_entry() {
+        use prost::Message as _;
+        let cache = VerifiedCache::new(Duration::from_secs(60), 10).unwrap();
+        let cred = credential();
+        let full = Principal {
+            key_id: cred.key_id.to_string(),
+            org_id: "org".into(),
+            display_name: "Ünïcode name".into(),
+            permissions: vec!["read_data".into(), "edit_data".into()],
+            restrictions: Some(crate::pb::PrincipalRestrictions {
+                unowned_incident_group: "group".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let key = cache.key(&cred);
+        assert!(cache.answer(&key).is_none(), "nothing cached yet");
+        cache.insert(key, Arc::new(full.clone()), cred.key_id, cache.epoch());
+        let answer = cache.answer(&key).expect("cached");
+        let expected = crate::pb::AuthenticateResponse { principal: Some(full.clone()) }.encode_to_vec();
+        assert_eq!(answer.encoded.as_ref(), expected.as_slice());
+        assert_eq!(*answer.principal, full);
+        assert_eq!(cache.answer(&key).unwrap().encoded, answer.encoded, "made once, then the same bytes");
+
+        // A change of the key drops the entry with its encoding; the next one is of the new principal.
+        cache.invalidate(cred.key_id);
+        assert!(cache.answer(&key).is_none());
+        let renamed = Principal { display_name: "renamed".into(), ..full };
+        cache.insert(key, Arc::new(renamed.clone()), cred.key_id, cache.epoch());
+        let expected = crate::pb::AuthenticateResponse { principal: Some(renamed) }.encode_to_vec();
+        assert_eq!(cache.answer(&key).unwrap().encoded.as_ref(), expected.as_slice());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use super::{
     Authenticator, Credential, Principal,
-    cache::{CacheKey, Verified, VerifiedCache},
+    cache::{Answer, CacheKey, Verified, VerifiedCache},
     flight::SingleFlight,
     hashing::{Hasher, SecretHash},
     jwt::UserTokens,
@@ -94,10 +94,19 @@ impl LocalAuthenticator {
     /// # Errors
     /// What [`Authenticator::authenticate`] returns, and `TooManyFailures`.
     pub async fn authenticate_from(&self, credential: Credential, peer: Option<IpAddr>) -> Result<Principal> {
+        self.answer_from(credential, peer).await.map(|answer| (*answer.principal).clone())
+    }
+
+    /// [`LocalAuthenticator::authenticate_from`] answering with the cached principal and its
+    /// `AuthenticateResponse` encoding (the Authenticate RPC sends those bytes as they are).
+    ///
+    /// # Errors
+    /// As [`LocalAuthenticator::authenticate_from`].
+    pub async fn answer_from(&self, credential: Credential, peer: Option<IpAddr>) -> Result<Answer> {
         let budget = self.budget.as_ref().zip(peer);
         let result = self
             .cache
-            .get_or_verify(&self.flights, &credential, || async {
+            .get_or_verify_answer(&self.flights, &credential, || async {
                 if let Some((budget, ip)) = budget
                     && budget.exhausted(ip)
                 {

@@ -112,12 +112,35 @@ pub fn admit<S: AsRef<str>>(
     client: Option<IpAddr>,
     limiter: Option<&RateLimiter>,
 ) -> Result<Principal> {
-    restrictions::check_source(&principal.allowed_cidrs, client)?;
-    let principal = require(principal, required)?;
-    if let Some(limiter) = limiter {
-        limiter.check(&principal)?;
-    }
+    check_admission(&principal, required, client, limiter)?;
     Ok(principal)
+}
+
+/// [`admit`] of a borrowed principal (a cached one, answered without a copy).
+///
+/// # Errors
+/// As [`admit`].
+pub fn check_admission<S: AsRef<str>>(
+    principal: &Principal,
+    required: &[S],
+    client: Option<IpAddr>,
+    limiter: Option<&RateLimiter>,
+) -> Result<()> {
+    restrictions::check_source(&principal.allowed_cidrs, client)?;
+    check_permissions(principal, required)?;
+    if let Some(limiter) = limiter {
+        limiter.check(principal)?;
+    }
+    Ok(())
+}
+
+/// [`require`] of a borrowed principal.
+///
+/// # Errors
+/// As [`require`].
+pub fn check_permissions<S: AsRef<str>>(principal: &Principal, required: &[S]) -> Result<()> {
+    let missing = lacking(&principal.permissions, required.iter().map(AsRef::as_ref));
+    if missing.is_empty() { Ok(()) } else { Err(crate::Error::MissingPermissions(missing)) }
 }
 
 /// `principal`, if it holds every permission in `required`: the one permission check of the auth
@@ -126,6 +149,6 @@ pub fn admit<S: AsRef<str>>(
 /// # Errors
 /// PERMISSION_DENIED naming the missing permissions.
 pub fn require<S: AsRef<str>>(principal: Principal, required: &[S]) -> Result<Principal> {
-    let missing = lacking(&principal.permissions, required.iter().map(AsRef::as_ref));
-    if missing.is_empty() { Ok(principal) } else { Err(crate::Error::MissingPermissions(missing)) }
+    check_permissions(&principal, required)?;
+    Ok(principal)
 }

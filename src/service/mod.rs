@@ -4,6 +4,7 @@
 //! the request extensions.
 
 pub mod convert;
+pub mod routes;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -11,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     audit::AuditTail,
-    auth::{admit, local::LocalAuthenticator, require, restrictions::RateLimiter},
+    auth::{cache::Answer, check_admission, check_permissions, local::LocalAuthenticator, restrictions::RateLimiter},
     keys::{Issued, Keys},
     metrics::Metrics,
     pb,
@@ -50,6 +51,48 @@ impl ApiKeyApi {
         usage: Arc<UsageLog>,
     ) -> Self {
         Self { keys, authenticator, feed, metrics, limiter, usage }
+    }
+}
+
+impl ApiKeyApi {
+    /// The Authenticate RPC: the credential verified (from the cache, mostly), then the checks of
+    /// the request (network, permissions, rate); the principal and its `AuthenticateResponse`
+    /// encoding.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT (malformed request), UNAUTHENTICATED, PERMISSION_DENIED
+    /// (`SOURCE_NOT_ALLOWED`, `MISSING_PERMISSIONS`), RESOURCE_EXHAUSTED (`RATE_LIMITED`,
+    /// `HASHING_BUSY`, `TOO_MANY_FAILURES`), UNAVAILABLE.
+    pub(crate) async fn answer(&self, request: Request<pb::AuthenticateRequest>) -> Result<Answer, Status> {
+        // Failures are charged to the caller's address (its failure budget).
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let (metadata, _, message) = request.into_parts();
+        let agent = convert::user_agent(&metadata);
+        let result = match convert::authenticate(message) {
+            Ok(check) => {
+                let (required, client, key_id) = (check.required, check.client, check.credential.key_id);
+                let admitted = self.authenticator.answer_from(check.credential, peer).await.and_then(|answer| {
+                    // A caller that enforces the network and the rate itself (a consumer layer)
+                    // gets the principal for any client; the permissions are always checked here.
+                    if check.caller_enforces_restrictions {
+                        check_permissions(&answer.principal, &required)?;
+                    } else {
+                        check_admission(&answer.principal, &required, client, Some(&self.limiter))?;
+                    }
+                    Ok(answer)
+                });
+                // Where the client is: as the caller reports it, else the caller itself; what it
+                // needed of the key feeds the least-privilege report.
+                if admitted.is_ok() {
+                    self.usage.used(key_id, client.or(peer), agent, &required);
+                }
+                admitted
+            }
+            Err(error) => Err(error),
+        };
+        // Counted here, where the outcome is known.
+        self.metrics.observe_authenticate(result.as_ref().map_or_else(|e| e.reason(), |_| "OK"));
+        Ok(result?)
     }
 }
 
@@ -149,32 +192,9 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        // Failures are charged to the caller's address (its failure budget).
-        let peer = request.remote_addr().map(|addr| addr.ip());
-        let (metadata, _, message) = request.into_parts();
-        let agent = convert::user_agent(&metadata);
-        let result = match convert::authenticate(message) {
-            Ok(check) => {
-                let (required, client, key_id) = (check.required, check.client, check.credential.key_id);
-                let admitted = match self.authenticator.authenticate_from(check.credential, peer).await {
-                    // A caller that enforces the network and the rate itself (a consumer layer)
-                    // gets the principal for any client; the permissions are always checked here.
-                    Ok(principal) if check.caller_enforces_restrictions => require(principal, &required),
-                    Ok(principal) => admit(principal, &required, client, Some(&self.limiter)),
-                    Err(error) => Err(error),
-                };
-                // Where the client is: as the caller reports it, else the caller itself; what it
-                // needed of the key feeds the least-privilege report.
-                if admitted.is_ok() {
-                    self.usage.used(key_id, client.or(peer), agent, &required);
-                }
-                admitted
-            }
-            Err(error) => Err(error),
-        };
-        // Counted here, where the outcome is known.
-        self.metrics.observe_authenticate(result.as_ref().map_or_else(|e| e.reason(), |_| "OK"));
-        Ok(Response::new(pb::AuthenticateResponse { principal: Some(result?) }))
+        // The gRPC server answers with the encoding ([`routes`]); this is the console's way in.
+        let answer = self.answer(request).await?;
+        Ok(Response::new(pb::AuthenticateResponse { principal: Some((*answer.principal).clone()) }))
     }
 
     async fn unlock_api_key(
