@@ -57,6 +57,9 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
+/// The header's name made once: looked up by a string, it would be parsed on every call.
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// The longest timeout honoured, so that adding it to the clock cannot overflow (a year).
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
@@ -150,7 +153,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let asked = request.headers().get("grpc-timeout").and_then(|value| parse_grpc_timeout(value.as_bytes()));
+        let asked = request.headers().get(&GRPC_TIMEOUT).and_then(|value| parse_grpc_timeout(value.as_bytes()));
         let (timeout, set_by_caller) = match asked {
             Some(asked) if asked < self.limit => (asked, true),
             _ => (self.limit, false),

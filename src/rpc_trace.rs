@@ -82,11 +82,14 @@ impl Finish {
     }
 }
 
+/// The header's name made once: looked up by a string, it would be parsed on every call.
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The gRPC status code carried by `headers` (trailers, or the headers of a trailers-only
 /// response): only `grpc-status` is read, not the message or details (once per RPC). An unreadable
 /// one is UNKNOWN, as gRPC clients read it.
 fn status_code(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?;
+    let value = headers.get(&GRPC_STATUS)?;
     Some(value.to_str().ok().and_then(|v| v.parse::<i32>().ok()).map_or(Code::Unknown, Code::from))
 }
 
