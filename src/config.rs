@@ -65,15 +65,16 @@ pub struct TransportConfig {
     /// Streams a client may open and reset before the server accepts them (Rapid Reset,
     /// CVE-2023-44487).
     pub max_pending_accept_reset_streams: usize,
-    /// Seconds an RPC may run before it is answered DEADLINE_EXCEEDED; a shorter `grpc-timeout`
-    /// from the client wins.
+    /// Seconds an RPC may take to start its answer before it is answered DEADLINE_EXCEEDED (a
+    /// stream, once started, runs on); a shorter `grpc-timeout` from the client wins.
     pub request_timeout_secs: u64,
     /// Seconds a TLS handshake may take.
     pub tls_handshake_timeout_secs: u64,
     /// Seconds between HTTP/2 keepalive pings on a connection; 0 (the default): none. Pings
     /// notice a peer whose process hangs with its kernel still answering, but hyper checks their
     /// timer on every pass over the connection, ~0.2 µs per call (BENCHMARKS.md); dead peers and
-    /// broken paths are found by TCP keepalive (`tcp_keepalive_*`) at no cost per call.
+    /// broken paths are found by TCP keepalive and TCP_USER_TIMEOUT (`tcp_keepalive_*`) at no cost
+    /// per call.
     pub keepalive_interval_secs: u64,
     /// Seconds to wait for a ping's answer before closing the connection.
     pub keepalive_timeout_secs: u64,
@@ -83,7 +84,8 @@ pub struct TransportConfig {
     pub tcp_keepalive_interval_secs: u64,
     /// Unanswered TCP keepalive probes before the connection is closed: a peer gone without a word
     /// is noticed after `tcp_keepalive_secs + tcp_keepalive_retries * tcp_keepalive_interval_secs`
-    /// (90 s by default).
+    /// (90 s by default). The same time bounds how long data sent to it may stay unacknowledged
+    /// (TCP_USER_TIMEOUT, on Linux), when keepalive probes do not go out.
     pub tcp_keepalive_retries: u32,
     /// Largest request message in bytes; larger ones get OUT_OF_RANGE.
     pub max_request_bytes: usize,

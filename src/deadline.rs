@@ -60,16 +60,21 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
 /// The header's name made once: looked up by a string, it would be parsed on every call.
 static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
+/// How much sooner than its `grpc-timeout` a call is answered DEADLINE_EXCEEDED: more than the
+/// timer wheel's 1 ms tick, so that this layer's timer fires before tonic's.
+const AHEAD_OF_TONIC: Duration = Duration::from_millis(5);
+
 /// The longest timeout honoured, so that adding it to the clock cannot overflow (a year).
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Tower layer that gives each call a deadline and keeps it; see the module docs.
 ///
-/// A call's deadline is the shorter of its `grpc-timeout` and the server's `limit`
+/// A call's deadline is the shorter of its `grpc-timeout` (less 5 ms) and the server's `limit`
 /// (`transport.request_timeout_secs`). The call runs inside the deadline's scope ([`remaining`]),
-/// and if its response has not come by then, the call is dropped and answered DEADLINE_EXCEEDED.
-/// The timer is armed only when the call first waits: a call answered at once (a cached
-/// credential) never touches the timer wheel.
+/// and if its response has not started by then, the call is dropped and answered
+/// DEADLINE_EXCEEDED; a streaming response, once started, is not cut. The timer is armed only when
+/// the call first waits: a call answered at once (a cached credential) never touches the timer
+/// wheel. (tonic still keeps a `grpc-timeout` itself, outside every layer; this one fires first.)
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineLayer {
     limit: Duration,
@@ -155,7 +160,9 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let asked = request.headers().get(&GRPC_TIMEOUT).and_then(|value| parse_grpc_timeout(value.as_bytes()));
         let (timeout, set_by_caller) = match asked {
-            Some(asked) if asked < self.limit => (asked, true),
+            // A little before the caller's deadline: tonic runs a timer of its own for the same
+            // header, started a moment before this one, and would answer CANCELLED.
+            Some(asked) if asked < self.limit => (asked.saturating_sub(AHEAD_OF_TONIC), true),
             _ => (self.limit, false),
         };
         let now = Instant::now();
@@ -247,8 +254,9 @@ mod tests {
         let started = Instant::now();
         let (code, seen) = call(Duration::from_secs(30), Some("200m"), None).await;
         assert_eq!(code, tonic::Code::DeadlineExceeded);
-        assert!(about(started.elapsed(), Duration::from_millis(200)));
-        assert!(seen.is_some_and(|left| left <= Duration::from_millis(200)), "{seen:?}");
+        // 5 ms early, ahead of tonic's own timer for the header.
+        assert!(about(started.elapsed(), Duration::from_millis(195)));
+        assert!(seen.is_some_and(|left| left <= Duration::from_millis(195)), "{seen:?}");
 
         let started = Instant::now();
         let (code, _) = call(Duration::from_millis(300), Some("1H"), None).await;

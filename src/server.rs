@@ -534,6 +534,20 @@ impl Application {
             .with_keepalive(Some(secs(limits.tcp_keepalive_secs)))
             .with_keepalive_interval(Some(secs(limits.tcp_keepalive_interval_secs)))
             .with_keepalive_retries(Some(limits.tcp_keepalive_retries));
+        // Keepalive probes go out only while nothing sent is unacknowledged: a peer that vanishes
+        // while a stream is being sent to it would hold the connection until the kernel gives up
+        // retransmitting (~15 min). TCP_USER_TIMEOUT bounds that by the same time keepalive takes.
+        let silence = limits
+            .tcp_keepalive_secs
+            .saturating_add(limits.tcp_keepalive_interval_secs.saturating_mul(u64::from(limits.tcp_keepalive_retries)));
+        let incoming = tokio_stream::StreamExt::map(incoming, move |accepted| {
+            let stream = accepted?;
+            #[cfg(target_os = "linux")]
+            if let Err(error) = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(secs(silence))) {
+                tracing::debug!(%error, "could not set TCP_USER_TIMEOUT");
+            }
+            Ok::<_, std::io::Error>(stream)
+        });
         let serve = builder
             .layer(layers)
             // The API key service's calls skip tonic's router; the others go through it.

@@ -509,3 +509,38 @@ async fn an_address_that_spent_its_failure_budget_is_tarpitted_and_its_cached_cr
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_status(authenticate_token(&mut client, &forged(), &[]).await, Code::Unauthenticated, "UNAUTHENTICATED");
 }
+
+/// Authenticate answers a cached credential with bytes kept with its cache entry: after the key is
+/// renamed and its permissions change, the answer is the new principal, never the old bytes.
+#[tokio::test]
+async fn cached_answers_follow_changes_of_the_key() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let created = admin.create("Before", &["read_data"]).await.unwrap();
+    let id = created.api_key.as_ref().unwrap().id.clone();
+    let mut client = app.client().await;
+    let first = authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    let cached = authenticate_token(&mut client, &created.token, &[]).await.unwrap();
+    assert_eq!(first, cached, "a cached answer is the verified principal");
+    assert_eq!(cached.display_name, "Before");
+    assert!(app.authenticator.cache().hits() >= 1, "the second answer came from the cache");
+
+    let update = pb::UpdateApiKeyRequest {
+        api_key: Some(pb::ApiKey {
+            id: id.clone(),
+            display_name: "After".into(),
+            permissions: vec!["read_data".into(), "edit_data".into()],
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into(), "permissions".into()] }),
+        ..Default::default()
+    };
+    admin.update(update).await.unwrap();
+    for _ in 0..2 {
+        let after = authenticate_token(&mut client, &created.token, &["edit_data"]).await.unwrap();
+        assert_eq!(after.display_name, "After");
+        assert_eq!(after.permissions, vec!["edit_data".to_owned(), "read_data".to_owned()]);
+        assert_eq!(after.key_id, first.key_id);
+        assert_eq!(after.restrictions, first.restrictions);
+    }
+}

@@ -158,9 +158,10 @@ async fn streams_are_counted_when_they_end() {
     }
 }
 
-/// A call the server cuts short at its own limit (`transport.request_timeout_secs`) is answered
-/// DEADLINE_EXCEEDED and counted so, while its change commits in full; a call the client abandons
-/// before any answer counts as CANCELLED.
+/// A call the server cuts short at its own limit (`transport.request_timeout_secs`) or at its
+/// caller's `grpc-timeout` is answered DEADLINE_EXCEEDED (by apikeys, ahead of tonic's own timer,
+/// which would say CANCELLED) and counted so, while its change commits in full; a call the client
+/// abandons before any answer counts as CANCELLED; a stream outlives the limit.
 #[tokio::test]
 async fn calls_cut_short_are_counted_with_their_code() {
     let app = TestApp::spawn_with(|c| {
@@ -171,6 +172,8 @@ async fn calls_cut_short_are_counted_with_their_code() {
     let addr = app.metrics_addr.expect("metrics listener bound");
     let admin = app.admin().await;
     let key = admin.create("Slow", &["read_data"]).await.unwrap().api_key.unwrap();
+    let request = pb::WatchKeyChangesRequest { cursor: String::new() };
+    let mut changes = app.client().await.watch_key_changes(request).await.unwrap().into_inner();
     // Every change now takes 3 s after its commit, longer than the server allows a call.
     app.keys.pause_before_invalidation_for_tests(std::time::Duration::from_secs(3));
     let update = |description: &str| pb::UpdateApiKeyRequest {
@@ -186,6 +189,12 @@ async fn calls_cut_short_are_counted_with_their_code() {
     let took = started.elapsed();
     assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_millis(2500), "{took:?}");
 
+    let mut request = admin.req(update("caller's deadline"));
+    request.set_timeout(std::time::Duration::from_millis(300));
+    let cut = admin.inner.clone().update_api_key(request).await.unwrap_err();
+    assert_eq!(cut.code(), Code::DeadlineExceeded, "{cut:?}");
+    assert!(cut.message().contains("grpc-timeout"), "{cut:?}");
+
     // The client gives up after 300 ms, without telling the server a deadline.
     let abandoned =
         tokio::time::timeout(std::time::Duration::from_millis(300), admin.update(update("abandoned"))).await;
@@ -198,7 +207,7 @@ async fn calls_cut_short_are_counted_with_their_code() {
     loop {
         let text = scrape(addr).await;
         if text.contains(&series("CANCELLED")) && text.contains(&series("DEADLINE_EXCEEDED")) {
-            assert_eq!(value(&text, &series("DEADLINE_EXCEEDED")), 1.0, "{text}");
+            assert_eq!(value(&text, &series("DEADLINE_EXCEEDED")), 2.0, "{text}");
             assert_eq!(value(&text, &series("CANCELLED")), 1.0, "{text}");
             assert_eq!(value(&text, &series("OK")), 0.0, "{text}");
             break;
@@ -206,8 +215,21 @@ async fn calls_cut_short_are_counted_with_their_code() {
         assert!(tokio::time::Instant::now() < deadline, "calls cut short never counted:\n{text}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // Both changes committed whole, whatever their callers saw.
+    // Every change committed whole, whatever its caller saw.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     app.keys.pause_before_invalidation_for_tests(std::time::Duration::ZERO);
     assert_eq!(admin.get(&key.id).await.unwrap().description, "abandoned");
+
+    // The stream opened before all this is still open, seconds past the limit, and tells of them.
+    let told = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let message = changes.message().await.expect("the stream goes on").expect("not ended");
+            if !message.key_digests.is_empty() {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("a change told within 5 s");
+    assert!(!told.key_digests.is_empty());
 }
