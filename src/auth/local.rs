@@ -94,7 +94,10 @@ impl LocalAuthenticator {
     /// # Errors
     /// What [`Authenticator::authenticate`] returns, and `TooManyFailures`.
     pub async fn authenticate_from(&self, credential: Credential, peer: Option<IpAddr>) -> Result<Principal> {
-        self.answer_from(credential, peer).await.map(|answer| (*answer.principal).clone())
+        let verify = || self.verify_within_budget(&credential, peer);
+        let result = self.cache.get_or_verify(&self.flights, &credential, verify).await;
+        self.charge_failure(peer, &result);
+        result
     }
 
     /// [`LocalAuthenticator::authenticate_from`] answering with the cached principal and its
@@ -103,23 +106,32 @@ impl LocalAuthenticator {
     /// # Errors
     /// As [`LocalAuthenticator::authenticate_from`].
     pub async fn answer_from(&self, credential: Credential, peer: Option<IpAddr>) -> Result<Answer> {
-        let budget = self.budget.as_ref().zip(peer);
-        let result = self
-            .cache
-            .get_or_verify_answer(&self.flights, &credential, || async {
-                if let Some((budget, ip)) = budget
-                    && budget.exhausted(ip)
-                {
-                    tokio::time::sleep(TARPIT).await;
-                    return Err(Error::TooManyFailures);
-                }
-                self.verify(&credential).await
-            })
-            .await;
-        if let (Some((budget, ip)), Err(Error::Unauthenticated | Error::HashingBusy)) = (budget, &result) {
+        let verify = || self.verify_within_budget(&credential, peer);
+        let result = self.cache.get_or_verify_answer(&self.flights, &credential, verify).await;
+        self.charge_failure(peer, &result);
+        result
+    }
+
+    /// Verifies an uncached `credential`, unless `peer` has spent its failure budget: then
+    /// `TooManyFailures`, after [`TARPIT`].
+    async fn verify_within_budget(&self, credential: &Credential, peer: Option<IpAddr>) -> Result<Arc<Principal>> {
+        if let Some((budget, ip)) = self.budget.as_ref().zip(peer)
+            && budget.exhausted(ip)
+        {
+            tokio::time::sleep(TARPIT).await;
+            return Err(Error::TooManyFailures);
+        }
+        self.verify(credential).await
+    }
+
+    /// Charges a failed verification (a wrong credential, or one refused for want of hashing
+    /// capacity) to `peer`'s failure budget.
+    fn charge_failure<T>(&self, peer: Option<IpAddr>, result: &Result<T>) {
+        if let (Some((budget, ip)), Err(Error::Unauthenticated | Error::HashingBusy)) =
+            (self.budget.as_ref().zip(peer), result)
+        {
             budget.charge(ip);
         }
-        result
     }
 
     /// The hasher (its counters feed metrics and tests).
