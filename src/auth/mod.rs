@@ -134,21 +134,12 @@ pub fn check_admission<S: AsRef<str>>(
     Ok(())
 }
 
-/// [`require`] of a borrowed principal.
-///
-/// # Errors
-/// As [`require`].
-pub fn check_permissions<S: AsRef<str>>(principal: &Principal, required: &[S]) -> Result<()> {
-    let missing = lacking(&principal.permissions, required.iter().map(AsRef::as_ref));
-    if missing.is_empty() { Ok(()) } else { Err(crate::Error::MissingPermissions(missing)) }
-}
-
-/// `principal`, if it holds every permission in `required`: the one permission check of the auth
+/// Whether `principal` holds every permission in `required`: the one permission check of the auth
 /// layer and of the Authenticate RPC.
 ///
 /// # Errors
 /// PERMISSION_DENIED naming the missing permissions.
-pub fn require<S: AsRef<str>>(principal: Principal, required: &[S]) -> Result<Principal> {
-    check_permissions(&principal, required)?;
-    Ok(principal)
+pub fn check_permissions<S: AsRef<str>>(principal: &Principal, required: &[S]) -> Result<()> {
+    let missing = lacking(&principal.permissions, required.iter().map(AsRef::as_ref));
+    if missing.is_empty() { Ok(()) } else { Err(crate::Error::MissingPermissions(missing)) }
 }

@@ -52,9 +52,7 @@ impl ApiKeyApi {
     ) -> Self {
         Self { keys, authenticator, feed, metrics, limiter, usage }
     }
-}
 
-impl ApiKeyApi {
     /// The Authenticate RPC: the credential verified (from the cache, mostly), then the checks of
     /// the request (network, permissions, rate); the principal and its `AuthenticateResponse`
     /// encoding.
