@@ -267,42 +267,56 @@ fn base62_encode(bytes: &[u8], width: usize) -> String {
     text
 }
 
+/// The value of base62 digit `c` and whether `c` is one, without branches or table lookups on it
+/// (the characters are a secret's): each range test is a sign bit of a subtraction.
+fn base62_digit(c: u8) -> (u64, bool) {
+    let c = i32::from(c);
+    // All ones if lo <= c <= hi, else zero.
+    let within = |lo: i32, hi: i32| ((lo - 1 - c) & (c - hi - 1)) >> 31;
+    let (decimal, upper, lower) = (within(48, 57), within(65, 90), within(97, 122));
+    let digit = (decimal & (c - 48)) | (upper & (c - 55)) | (lower & (c - 61));
+    // 0..=61 by construction.
+    (digit.unsigned_abs().into(), (decimal | upper | lower) != 0)
+}
+
 /// Decodes big-endian base62 into exactly `out.len()` bytes; fails on a bad character or overflow.
 ///
-/// Digits are taken ten at a time (62^10 < 2^60) into 64-bit limbs, so a 48-byte token body is six
-/// limbs multiplied seven times: this runs on every request that presents a token.
+/// Digits are taken ten at a time (62^10 < 2^60) into 64-bit limbs, multiplying only the limbs the
+/// number has reached so far: this runs on every request that presents a token. The time taken
+/// depends on the length of `text` and `out`, not on the digits.
 fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential> {
     // The number in 64-bit limbs, most significant first; `out` may be shorter than the limbs
     // (a 4-byte checksum), in which case their leading bytes must stay zero.
     let mut buffer = [0u64; MAX_DECODED / 8];
     let limbs = buffer.get_mut(..out.len().div_ceil(8)).ok_or(MalformedCredential)?;
-    let mut result = Ok(());
+    let (mut valid, mut overflow) = (true, false);
+    // The limbs the number may occupy (the lowest `reached`); chunk k makes it < 62^(10k), so
+    // this grows by the chunks, not by the digits.
+    let mut reached = 0;
     for chunk in text.chunks(10) {
-        let (mut value, mut scale) = (0u64, 1u64);
-        for &c in chunk {
-            let digit = match c {
-                b'0'..=b'9' => c - b'0',
-                b'A'..=b'Z' => c - b'A' + 10,
-                b'a'..=b'z' => c - b'a' + 36,
-                _ => {
-                    result = Err(MalformedCredential);
-                    break;
-                }
-            };
-            value = value * 62 + u64::from(digit);
-            scale *= 62;
+        // Each digit times its own power, not Horner's rule: the multiplications do not wait for
+        // one another.
+        let scale = POWERS_OF_62[chunk.len()];
+        let mut value = 0u64;
+        for (&c, power) in chunk.iter().zip(POWERS_OF_62[..chunk.len()].iter().rev()) {
+            let (digit, is_digit) = base62_digit(c);
+            valid &= is_digit;
+            value += digit * power;
         }
-        // limbs = limbs * scale + value (scale < 2^60, so no step overflows 128 bits); the number
-        // only grows, so overflowing now means overflowing.
+        // limbs = limbs * scale + value (scale < 2^60, so no step overflows 128 bits).
         let mut carry = u128::from(value);
-        for limb in limbs.iter_mut().rev() {
+        let low = limbs.len() - reached;
+        for limb in limbs[low..].iter_mut().rev() {
             let acc = u128::from(*limb) * u128::from(scale) + carry;
             *limb = acc as u64;
             carry = acc >> 64;
         }
-        if carry != 0 || result.is_err() {
-            result = Err(MalformedCredential);
-            break;
+        // What is left is below 2^60: one more limb, if there is room for it.
+        if reached == limbs.len() {
+            overflow |= carry != 0;
+        } else {
+            limbs[low - 1] = carry as u64;
+            reached += 1;
         }
     }
     let mut bytes = [0u8; MAX_DECODED.next_multiple_of(8)];
@@ -311,17 +325,28 @@ fn base62_decode(text: &[u8], out: &mut [u8]) -> Result<(), MalformedCredential>
         chunk.copy_from_slice(&limb.to_be_bytes());
     }
     let (excess, value) = all.split_at(all.len() - out.len());
-    if result.is_ok() && excess.iter().any(|&b| b != 0) {
-        result = Err(MalformedCredential);
-    }
-    if result.is_ok() {
+    let result = if valid && !overflow && excess.iter().all(|&b| b == 0) {
         out.copy_from_slice(value);
-    }
+        Ok(())
+    } else {
+        Err(MalformedCredential)
+    };
     // Both held the secret.
     buffer.zeroize();
     bytes.zeroize();
     result
 }
+
+/// 62^0 to 62^10 (62^10 < 2^60).
+const POWERS_OF_62: [u64; 11] = {
+    let mut powers = [1u64; 11];
+    let mut i = 1;
+    while i < powers.len() {
+        powers[i] = powers[i - 1] * 62;
+        i += 1;
+    }
+    powers
+};
 
 /// The longest value decoded from base62: a key ID and a secret.
 const MAX_DECODED: usize = 16 + SECRET_BYTES;
@@ -382,6 +407,22 @@ mod tests {
             assert_eq!(decode(&text, 8), Ok(n.to_be_bytes().to_vec()), "{n}");
         }
         assert_eq!(decode("00000000000-", 8), Err(MalformedCredential));
+    }
+
+    #[test]
+    fn every_byte_decodes_as_its_base62_digit_or_not_at_all() {
+        for c in 0..=u8::MAX {
+            let (digit, is_digit) = base62_digit(c);
+            match BASE62.iter().position(|&d| d == c) {
+                Some(value) => assert_eq!((digit, is_digit), (value as u64, true), "{c}"),
+                None => assert!(!is_digit, "{c} is not a base62 digit"),
+            }
+        }
+        // Long inputs overflow whatever their digits, however many limbs they would need.
+        let mut out = [0u8; 8];
+        assert_eq!(base62_decode(&[b'1'; 40], &mut out), Err(MalformedCredential));
+        assert_eq!(base62_decode(&[b'0'; 40], &mut out), Ok(()));
+        assert_eq!(out, [0; 8]);
     }
 
     #[test]
