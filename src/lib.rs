@@ -58,6 +58,8 @@ pub mod server;
 pub mod service;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "client")]
+pub mod striped;
 #[cfg(feature = "server")]
 pub mod telemetry;
 #[cfg(feature = "client")]

@@ -27,17 +27,18 @@ use axum::{extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{
-        counter::{ConstCounter, Counter},
-        family::Family,
-        gauge::ConstGauge,
-        histogram::{Histogram, exponential_buckets},
-    },
+    metrics::{counter::ConstCounter, family::Family, gauge::ConstGauge, histogram::exponential_buckets},
     registry::Registry,
 };
 use tokio::net::TcpListener;
 
-use crate::{auth::local::LocalAuthenticator, methods, revocation::ChangeFeed, store::Store};
+use crate::{
+    auth::local::LocalAuthenticator,
+    methods,
+    revocation::ChangeFeed,
+    store::Store,
+    striped::{StripedCounter, StripedHistogram},
+};
 
 /// The label of a successful RPC's code and of a successful Authenticate.
 const OK: &str = "OK";
@@ -59,14 +60,15 @@ struct OutcomeLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RpcLabels, Counter>,
-    durations: Family<RpcLabels, Histogram, fn() -> Histogram>,
-    authenticate: Family<OutcomeLabels, Counter>,
+    requests: Family<RpcLabels, StripedCounter>,
+    durations: Family<RpcLabels, StripedHistogram, fn() -> StripedHistogram>,
+    authenticate: Family<OutcomeLabels, StripedCounter>,
     /// The series of each method's `OK` answers, by its position in [`methods::all`], and of the
     /// `OK` outcome of Authenticate: made at startup, so the commonest answers are counted without
-    /// a lookup by label (a lock and two string hashes).
-    ok: Vec<(Counter, Histogram)>,
-    authenticate_ok: Counter,
+    /// a lookup by label (a lock and two string hashes). All are striped per thread
+    /// ([`crate::striped`]).
+    ok: Vec<(StripedCounter, StripedHistogram)>,
+    authenticate_ok: StripedCounter,
 }
 
 /// Reads the state of the hasher, the cache and the pool at scrape time.
@@ -129,11 +131,11 @@ impl Metrics {
     /// The metrics of a server over `authenticator`, `store` and the change `feed`.
     pub fn new(authenticator: Arc<LocalAuthenticator>, store: Store, feed: Arc<ChangeFeed>) -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RpcLabels, Counter>::default();
-        let durations = Family::<RpcLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.001, 2.0, 15))) as fn() -> Histogram,
+        let requests = Family::<RpcLabels, StripedCounter>::default();
+        let durations = Family::<RpcLabels, StripedHistogram>::new_with_constructor(
+            (|| StripedHistogram::new(exponential_buckets(0.001, 2.0, 15))) as fn() -> StripedHistogram,
         );
-        let authenticate = Family::<OutcomeLabels, Counter>::default();
+        let authenticate = Family::<OutcomeLabels, StripedCounter>::default();
         registry.register("apikeys_rpc_requests", "RPCs handled, by method and gRPC code.", requests.clone());
         registry.register("apikeys_rpc_duration_seconds", "RPC latency, by method and gRPC code.", durations.clone());
         registry.register("apikeys_authenticate", "Authenticate results, by reason.", authenticate.clone());
@@ -154,12 +156,12 @@ impl Metrics {
             && let Some((requests, durations)) = method.and_then(|i| self.ok.get(i))
         {
             requests.inc();
-            durations.observe(latency.as_secs_f64());
+            durations.observe(latency);
             return;
         }
         let labels = RpcLabels { method: methods::label(method), code };
         self.requests.get_or_create(&labels).inc();
-        self.durations.get_or_create(&labels).observe(latency.as_secs_f64());
+        self.durations.get_or_create(&labels).observe(latency);
     }
 
     /// Counts one Authenticate result (`OK` or the AIP-193 reason).

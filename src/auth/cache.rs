@@ -15,10 +15,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -28,7 +25,7 @@ use uuid::Uuid;
 use zeroize::Zeroize as _;
 
 use super::{credential::Credential, flight::SingleFlight};
-use crate::{error::Result, pb::Principal};
+use crate::{error::Result, pb::Principal, striped::StripedCounter};
 
 /// A verified principal and the encoding of the `AuthenticateResponse` that carries it.
 #[derive(Debug, Clone)]
@@ -136,8 +133,9 @@ pub struct VerifiedCache {
     capacity: usize,
     quarantine: Duration,
     inner: Mutex<Inner>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    /// Striped: every Authenticate counts one ([`crate::striped`]).
+    hits: StripedCounter,
+    misses: StripedCounter,
 }
 
 impl std::fmt::Debug for VerifiedCache {
@@ -173,8 +171,8 @@ impl VerifiedCache {
                 quarantined_all: None,
                 trust_limit: None,
             }),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: StripedCounter::default(),
+            misses: StripedCounter::default(),
         })
     }
 
@@ -230,18 +228,18 @@ impl VerifiedCache {
             None => None,
         };
         let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
         found
     }
 
     /// Lookups that found a live entry, since startup.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.hits.get()
     }
 
     /// Lookups that found nothing (or an expired entry), since startup.
     pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+        self.misses.get()
     }
 
     /// The current invalidation epoch; take it before starting a verification.
