@@ -8,7 +8,7 @@
 //! apikeys (`ReportKeyUsage`, [`crate::auth::report`]), which merges it into its own.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::{HashMap, HashSet, hash_map::Entry},
     net::IpAddr,
     sync::{
         Mutex, MutexGuard,
@@ -18,6 +18,8 @@ use std::{
 };
 
 use uuid::Uuid;
+
+use crate::striped::{STRIPES, stripe};
 
 /// The longest user agent kept, in bytes (cut at a character boundary).
 pub const MAX_AGENT_BYTES: usize = 200;
@@ -35,11 +37,21 @@ pub struct Seen {
     pub exercised: HashMap<String, SystemTime>,
 }
 
+/// One thread's share of the pending uses, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(Mutex<HashMap<Uuid, Seen>>);
+
 /// Uses waiting to be written; see the module docs.
+///
+/// Each thread notes uses in a stripe of its own ([`crate::striped`]): every successful
+/// Authenticate notes one, and a single map behind one lock would move that lock between cores on
+/// each call. A key used from several threads has an entry in each of their stripes (memory is
+/// bounded by keys times threads) and [`UsageLog::take`] merges them.
 #[derive(Debug)]
 pub struct UsageLog {
     enabled: bool,
-    pending: Mutex<HashMap<Uuid, Seen>>,
+    pending: [Stripe; STRIPES],
     statements: AtomicU64,
 }
 
@@ -54,15 +66,44 @@ pub fn clean_agent(agent: &str) -> String {
     agent.chars().take(MAX_AGENT_BYTES).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
 }
 
+/// Adds `seen` to what is `noted` of the same key: the newest use keeps its time, address and
+/// agent, each permission its newest time.
+fn absorb(noted: &mut Seen, seen: Seen) {
+    for (permission, time) in seen.exercised {
+        let at = noted.exercised.entry(permission).or_insert(time);
+        *at = (*at).max(time);
+    }
+    if seen.time > noted.time {
+        (noted.time, noted.address, noted.agent) = (seen.time, seen.address, seen.agent);
+    }
+}
+
+/// Adds each of `batch` to `pending`, as [`absorb`] does.
+fn absorb_all(pending: &mut HashMap<Uuid, Seen>, batch: impl IntoIterator<Item = (Uuid, Seen)>) {
+    for (id, seen) in batch {
+        match pending.entry(id) {
+            Entry::Vacant(entry) => {
+                entry.insert(seen);
+            }
+            Entry::Occupied(mut entry) => absorb(entry.get_mut(), seen),
+        }
+    }
+}
+
 impl UsageLog {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Seen>> {
+    fn lock(stripe: &Stripe) -> MutexGuard<'_, HashMap<Uuid, Seen>> {
         // Every update is a single-entry change, so a poisoned lock is safe to keep using.
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        stripe.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The calling thread's stripe.
+    fn own(&self) -> MutexGuard<'_, HashMap<Uuid, Seen>> {
+        Self::lock(&self.pending[stripe()])
     }
 
     /// A log that notes uses (`enabled`) or ignores them.
     pub fn new(enabled: bool) -> Self {
-        Self { enabled, pending: Mutex::default(), statements: AtomicU64::new(0) }
+        Self { enabled, pending: std::array::from_fn(|_| Stripe::default()), statements: AtomicU64::new(0) }
     }
 
     /// Records a use of key `id` now, from `address` by `agent`, for a request that required
@@ -86,7 +127,7 @@ impl UsageLog {
         if !self.enabled {
             return;
         }
-        let mut pending = self.lock();
+        let mut pending = self.own();
         let seen = pending.entry(id).or_insert_with(|| Seen {
             time,
             address,
@@ -113,7 +154,12 @@ impl UsageLog {
     /// Takes every pending use, leaving the log empty; give them back with [`UsageLog::merge`]
     /// if they cannot be delivered.
     pub fn take(&self) -> Vec<(Uuid, Seen)> {
-        std::mem::take(&mut *self.lock()).into_iter().collect()
+        let mut all = HashMap::new();
+        for stripe in &self.pending {
+            let taken = std::mem::take(&mut *Self::lock(stripe));
+            absorb_all(&mut all, taken);
+        }
+        all.into_iter().collect()
     }
 
     /// Adds uses noted elsewhere: uses [`UsageLog::take`] took and could not deliver, or a
@@ -123,34 +169,21 @@ impl UsageLog {
         if !self.enabled {
             return;
         }
-        let mut pending = self.lock();
-        for (id, seen) in batch {
-            match pending.entry(id) {
-                Entry::Vacant(entry) => {
-                    entry.insert(seen);
-                }
-                Entry::Occupied(mut entry) => {
-                    let noted = entry.get_mut();
-                    for (permission, time) in seen.exercised {
-                        let at = noted.exercised.entry(permission).or_insert(time);
-                        *at = (*at).max(time);
-                    }
-                    if seen.time > noted.time {
-                        (noted.time, noted.address, noted.agent) = (seen.time, seen.address, seen.agent);
-                    }
-                }
-            }
-        }
+        absorb_all(&mut self.own(), batch);
     }
 
     /// How many keys have uses waiting.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let mut keys = HashSet::new();
+        for stripe in &self.pending {
+            keys.extend(Self::lock(stripe).keys().copied());
+        }
+        keys.len()
     }
 
     /// Whether no use is waiting.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.pending.iter().all(|stripe| Self::lock(stripe).is_empty())
     }
 
     /// Writes the pending uses and forgets them; on failure they are kept for the next call
@@ -197,17 +230,16 @@ mod tests {
         let id = Uuid::new_v4();
         log.used(id, Some("10.0.0.1".parse().unwrap()), "svc/1", &["read_data"]);
         log.used(id, Some("10.0.0.2".parse().unwrap()), "svc/2\n", &["edit_data"]);
-        let pending = log.lock();
-        let seen = &pending[&id];
+        let pending = log.take();
+        let seen = &pending[0].1;
         assert_eq!(seen.address, Some("10.0.0.2".parse().unwrap()));
         assert_eq!(seen.agent, "svc/2?", "control characters are replaced");
         let mut permissions: Vec<&str> = seen.exercised.keys().map(String::as_str).collect();
         permissions.sort_unstable();
         assert_eq!(permissions, ["edit_data", "read_data"]);
-        drop(pending);
         let off = UsageLog::new(false);
         off.used(id, None, "", &["read_data"]);
-        assert!(off.lock().is_empty(), "tracking off notes nothing");
+        assert!(off.is_empty(), "tracking off notes nothing");
     }
 
     #[test]
