@@ -82,7 +82,7 @@ pub fn api_path(name: &str) -> String {
 
 /// Each method's position in [`all`] by its path, for [`find`] (once per RPC: a hash lookup, not a
 /// scan).
-static POSITIONS: LazyLock<std::collections::HashMap<&'static str, usize>> =
+static POSITIONS: LazyLock<std::collections::HashMap<&'static str, usize, foldhash::fast::RandomState>> =
     LazyLock::new(|| all().iter().enumerate().map(|(i, m)| (m.path.as_str(), i)).collect());
 
 /// The position in [`all`] of the method at `path`, if this server serves it.

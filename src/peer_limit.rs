@@ -39,7 +39,14 @@ fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
 /// Tower layer capping the calls in flight per client address; see the module docs.
 #[derive(Debug, Clone)]
 pub struct PeerLimitLayer {
-    in_flight: Option<Arc<Quota<IpAddr>>>,
+    cap: Option<Arc<Cap>>,
+}
+
+/// The counts, and the budget that decides whether a refusal waits for the tarpit. One `Arc`:
+/// the stack is cloned for every call.
+#[derive(Debug)]
+struct Cap {
+    in_flight: Arc<Quota<IpAddr>>,
     budget: Option<Arc<FailureBudget>>,
 }
 
@@ -47,7 +54,7 @@ impl PeerLimitLayer {
     /// At most `max` calls in flight per client address (0 means no cap); refusals to addresses
     /// that spent their failure `budget` are held for the tarpit.
     pub fn new(max: usize, budget: Option<Arc<FailureBudget>>) -> Self {
-        Self { in_flight: (max > 0).then(|| Quota::new(max)), budget }
+        Self { cap: (max > 0).then(|| Arc::new(Cap { in_flight: Quota::new(max), budget })) }
     }
 }
 
@@ -55,7 +62,7 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
     type Service = PeerLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PeerLimit { inner, in_flight: self.in_flight.clone(), budget: self.budget.clone() }
+        PeerLimit { inner, cap: self.cap.clone() }
     }
 }
 
@@ -63,8 +70,7 @@ impl<S> tower::Layer<S> for PeerLimitLayer {
 #[derive(Debug, Clone)]
 pub struct PeerLimit<S> {
     inner: S,
-    in_flight: Option<Arc<Quota<IpAddr>>>,
-    budget: Option<Arc<FailureBudget>>,
+    cap: Option<Arc<Cap>>,
 }
 
 pin_project_lite::pin_project! {
@@ -112,10 +118,10 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let slot = match self.in_flight.as_ref().zip(peer(&request)) {
-            Some((in_flight, ip)) => match in_flight.take(ip) {
+        let slot = match self.cap.as_ref().zip(peer(&request)) {
+            Some((cap, ip)) => match cap.in_flight.take(ip) {
                 None => {
-                    let flooding = self.budget.as_ref().is_some_and(|budget| budget.exhausted(ip));
+                    let flooding = cap.budget.as_ref().is_some_and(|budget| budget.exhausted(ip));
                     let refusal = Box::pin(async move {
                         if flooding {
                             tokio::time::sleep(TARPIT).await;

@@ -45,7 +45,7 @@ enum Rule {
 /// beats one without.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
-    exact: HashMap<String, Rule>,
+    exact: HashMap<String, Rule, foldhash::fast::RandomState>,
     prefixes: Vec<(String, Rule)>,
     unlisted: Rule,
     /// Whether any key names a method: only then is `METHOD path` built for a lookup.
@@ -61,7 +61,7 @@ impl Default for AccessPolicy {
 impl AccessPolicy {
     /// An empty policy: everything is refused until declared.
     pub fn new() -> Self {
-        Self { exact: HashMap::new(), prefixes: Vec::new(), unlisted: Rule::Deny, has_methods: false }
+        Self { exact: HashMap::default(), prefixes: Vec::new(), unlisted: Rule::Deny, has_methods: false }
     }
 
     fn with(mut self, key: &str, rule: Rule) -> Self {
@@ -127,7 +127,7 @@ impl AccessPolicy {
 /// It wraps any `tower::Service<http::Request<B>>` whose response body is `Default`, so the same
 /// value works with `tonic::transport::Server::builder().layer(auth)` (every gRPC service, plus plain
 /// HTTP routes added with `add_routes` and `accept_http1(true)`) and with `axum::Router::layer(auth)`
-/// or any hyper service. Cloning is cheap (two `Arc`s).
+/// or any hyper service. Cloning is cheap (one `Arc`).
 ///
 /// Per request: a public path goes straight through; a path not in the policy is refused with
 /// PERMISSION_DENIED / 403; otherwise the credential is read, verified and its permissions checked,
@@ -142,13 +142,14 @@ impl AccessPolicy {
 /// serving, a key can make N times its limit.
 #[derive(Debug)]
 pub struct AuthLayer<A> {
-    authenticator: Arc<A>,
-    admission: Arc<Admission>,
+    admission: Arc<Admission<A>>,
 }
 
-/// How requests are admitted once their credential is verified.
+/// How requests are admitted: the credential verified by `authenticator`, then the policy and
+/// the rate limits. One `Arc` of it per service: the stack is cloned for every call.
 #[derive(Debug)]
-struct Admission {
+struct Admission<A> {
+    authenticator: Arc<A>,
     policy: AccessPolicy,
     limiter: Arc<RateLimiter>,
     forwarding: Forwarding,
@@ -156,7 +157,7 @@ struct Admission {
 
 impl<A> Clone for AuthLayer<A> {
     fn clone(&self) -> Self {
-        Self { authenticator: self.authenticator.clone(), admission: self.admission.clone() }
+        Self { admission: self.admission.clone() }
     }
 }
 
@@ -164,8 +165,8 @@ impl<A: Authenticator> AuthLayer<A> {
     /// A layer verifying credentials with `authenticator` according to `policy`, client addresses
     /// taken from the TCP peer, rate limits counted by a limiter of its own.
     pub fn new(authenticator: Arc<A>, policy: AccessPolicy) -> Self {
-        let admission = Admission { policy, limiter: Arc::default(), forwarding: Forwarding::default() };
-        Self { authenticator, admission: Arc::new(admission) }
+        let admission = Admission { authenticator, policy, limiter: Arc::default(), forwarding: Forwarding::default() };
+        Self { admission: Arc::new(admission) }
     }
 
     /// Reads the client address from `X-Forwarded-For`, where each of `proxies` trusted proxies in
@@ -191,14 +192,15 @@ impl<A: Authenticator> AuthLayer<A> {
         self.with_admission(|admission| admission.limiter = limiter)
     }
 
-    fn with_admission(self, change: impl FnOnce(&mut Admission)) -> Self {
+    fn with_admission(self, change: impl FnOnce(&mut Admission<A>)) -> Self {
         let mut admission = Admission {
+            authenticator: self.admission.authenticator.clone(),
             policy: self.admission.policy.clone(),
             limiter: self.admission.limiter.clone(),
             forwarding: self.admission.forwarding.clone(),
         };
         change(&mut admission);
-        Self { authenticator: self.authenticator, admission: Arc::new(admission) }
+        Self { admission: Arc::new(admission) }
     }
 }
 
@@ -206,7 +208,7 @@ impl<S, A> tower::Layer<S> for AuthLayer<A> {
     type Service = AuthService<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, authenticator: self.authenticator.clone(), admission: self.admission.clone() }
+        AuthService { inner, admission: self.admission.clone() }
     }
 }
 
@@ -214,13 +216,12 @@ impl<S, A> tower::Layer<S> for AuthLayer<A> {
 #[derive(Debug)]
 pub struct AuthService<S, A> {
     inner: S,
-    authenticator: Arc<A>,
-    admission: Arc<Admission>,
+    admission: Arc<Admission<A>>,
 }
 
 impl<S: Clone, A> Clone for AuthService<S, A> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), authenticator: self.authenticator.clone(), admission: self.admission.clone() }
+        Self { inner: self.inner.clone(), admission: self.admission.clone() }
     }
 }
 
@@ -266,20 +267,20 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // The clone was not polled ready; keep the ready one for this call (tower's documented idiom).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let required = match self.admission.policy.rule(request.method(), request.uri().path()) {
             // A public call (Authenticate, health) goes straight through, without the state of a
-            // verification in its future.
-            Rule::Public => return AuthFuture::Public { future: inner.call(request) },
+            // verification in its future (and without a clone of the inner service: the whole
+            // stack is cloned for every call already, and each clone is shared counts to bump).
+            Rule::Public => return AuthFuture::Public { future: self.inner.call(request) },
             Rule::Deny => {
                 let response = reject(is_grpc(&request), &Error::NotInPolicy);
                 return AuthFuture::Checked { future: Box::pin(async move { Ok(response) }) };
             }
             Rule::Require(required) => required.clone(),
         };
-        let authenticator = self.authenticator.clone();
+        // The clone was not polled ready; keep the ready one for this call (tower's documented idiom).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let admission = self.admission.clone();
         let future = Box::pin(async move {
             let grpc = is_grpc(&request);
@@ -292,13 +293,15 @@ where
             }
             let authorized = match credential {
                 Ok(Presented::Key(credential)) => {
-                    authorize(&*authenticator, credential, &required, client, &admission.limiter).await
+                    authorize(&*admission.authenticator, credential, &required, client, &admission.limiter).await
                 }
                 // Boxed: a token verification that waits for a key-set refresh is a large future.
-                Ok(Presented::Jwt(token)) => match Box::pin(authenticator.authenticate_bearer(&token)).await {
-                    Ok(principal) => admit(principal, &required, client, Some(&admission.limiter)),
-                    Err(error) => Err(error),
-                },
+                Ok(Presented::Jwt(token)) => {
+                    match Box::pin(admission.authenticator.authenticate_bearer(&token)).await {
+                        Ok(principal) => admit(principal, &required, client, Some(&admission.limiter)),
+                        Err(error) => Err(error),
+                    }
+                }
                 Err(error) => Err(error),
             };
             match authorized {
@@ -309,7 +312,7 @@ where
                         tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
                     }
                     let agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-                    authenticator.admitted(&principal, client, agent.unwrap_or_default(), &required);
+                    admission.authenticator.admitted(&principal, client, agent.unwrap_or_default(), &required);
                     request.extensions_mut().insert(principal);
                     request.extensions_mut().insert(ClientAddress(client));
                     inner.call(request).await

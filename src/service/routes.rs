@@ -35,11 +35,15 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static
 /// The path of the Authenticate RPC.
 const AUTHENTICATE: &str = "/apikeys.v1.ApiKeyService/Authenticate";
 
-/// The service's routes; see the module docs.
+/// The service's routes; see the module docs. One `Arc`: the server clones its whole stack for
+/// every call, and each `Arc` in it is a shared count bumped and dropped per call.
 #[derive(Debug, Clone)]
-pub struct ApiKeyRoutes {
+pub struct ApiKeyRoutes(Arc<Routes>);
+
+#[derive(Debug)]
+struct Routes {
     generated: ApiKeyServiceServer<ApiKeyApi>,
-    api: Arc<ApiKeyApi>,
+    api: ApiKeyApi,
     max_request_bytes: usize,
 }
 
@@ -47,12 +51,12 @@ impl ApiKeyRoutes {
     /// The routes of `api`, refusing request messages over `max_request_bytes` (OUT_OF_RANGE).
     pub fn new(api: ApiKeyApi, max_request_bytes: usize) -> Self {
         let generated = ApiKeyServiceServer::new(api.clone()).max_decoding_message_size(max_request_bytes);
-        Self { generated, api: Arc::new(api), max_request_bytes }
+        Self(Arc::new(Routes { generated, api, max_request_bytes }))
     }
 
     /// The generated service alone (the console calls it in process).
     pub fn generated(&self) -> ApiKeyServiceServer<ApiKeyApi> {
-        self.generated.clone()
+        self.0.generated.clone()
     }
 }
 
@@ -75,25 +79,27 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path() != AUTHENTICATE {
-            return tower::Service::call(&mut self.generated, request);
+            // The generated service is ready whenever called (its poll_ready is always ready).
+            return tower::Service::call(&mut self.0.generated.clone(), request);
         }
-        let (api, max) = (self.api.clone(), self.max_request_bytes);
+        let routes = self.0.clone();
         Box::pin(async move {
-            let mut grpc = Grpc::new(AnswerCodec).apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(Authenticate(api), request).await)
+            let mut grpc = Grpc::new(AnswerCodec).apply_max_message_size_config(Some(routes.max_request_bytes), None);
+            Ok(grpc.unary(Authenticate(&routes.api), request).await)
         })
     }
 }
 
-/// The Authenticate call, answered with the encoding of its response.
-struct Authenticate(Arc<ApiKeyApi>);
+/// The Authenticate call, answered with the encoding of its response. It borrows the API from
+/// the route's future, which holds it for the call.
+struct Authenticate<'a>(&'a ApiKeyApi);
 
-impl UnaryService<pb::AuthenticateRequest> for Authenticate {
+impl<'a> UnaryService<pb::AuthenticateRequest> for Authenticate<'a> {
     type Response = Bytes;
-    type Future = BoxFuture<Result<tonic::Response<Bytes>, Status>>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<Bytes>, Status>> + Send + 'a>>;
 
     fn call(&mut self, request: tonic::Request<pb::AuthenticateRequest>) -> Self::Future {
-        let api = self.0.clone();
+        let api = self.0;
         Box::pin(async move { Ok(tonic::Response::new(api.answer(request).await?.encoded)) })
     }
 }
