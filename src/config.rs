@@ -53,7 +53,10 @@ impl std::fmt::Debug for DatabaseUrl {
 pub struct TransportConfig {
     /// HTTP/2 streams (RPCs) one connection may have open at once.
     pub max_concurrent_streams: u32,
-    /// RPCs of one connection handled at once; further ones wait.
+    /// RPCs of one connection handled at once; further ones wait. 0 (the default): no limit of
+    /// its own, as the others bound it already: a connection has at most `max_concurrent_streams`
+    /// RPCs open and its client address at most `max_in_flight_per_peer` in flight (a limit here
+    /// costs a semaphore on every call).
     pub concurrency_per_connection: usize,
     /// RPCs one client address may have in flight; further ones are refused at once with
     /// RESOURCE_EXHAUSTED (`PEER_BUSY`), so one flooding client cannot take the server from the
@@ -97,7 +100,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             max_concurrent_streams: 256,
-            concurrency_per_connection: 128,
+            concurrency_per_connection: 0,
             max_in_flight_per_peer: 64,
             max_local_error_reset_streams: 1024,
             max_pending_accept_reset_streams: 20,
@@ -124,7 +127,6 @@ impl TransportConfig {
             "transport.",
             [
                 ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
-                ("concurrency_per_connection", self.concurrency_per_connection as u64),
                 ("request_timeout_secs", self.request_timeout_secs),
                 ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
                 ("keepalive_timeout_secs", self.keepalive_timeout_secs),
@@ -797,6 +799,17 @@ mod tests {
             let message = result.unwrap_err();
             assert!(message.contains(needle), "{message:?} should name {needle}");
         }
+    }
+
+    #[test]
+    fn transport_limits_are_checked_and_the_connection_limit_may_be_off() {
+        let defaults = TransportConfig::default();
+        assert_eq!(defaults.validate(), Ok(()));
+        assert_eq!(defaults.concurrency_per_connection, 0, "off: the stream and per-address caps bound it");
+        let limited = TransportConfig { concurrency_per_connection: 8, ..TransportConfig::default() };
+        assert_eq!(limited.validate(), Ok(()));
+        let no_streams = TransportConfig { max_concurrent_streams: 0, ..TransportConfig::default() };
+        assert!(no_streams.validate().unwrap_err().contains("transport.max_concurrent_streams"));
     }
 
     #[test]

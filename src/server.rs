@@ -515,7 +515,6 @@ impl Application {
         let secs = Duration::from_secs;
         let mut builder = Server::builder()
             .max_concurrent_streams(limits.max_concurrent_streams)
-            .concurrency_limit_per_connection(limits.concurrency_per_connection)
             // tonic leaves hyper's limit off unless set: the MadeYouReset protection (CVE-2025-8671).
             .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
             .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
@@ -525,6 +524,9 @@ impl Application {
             )
             .http2_keepalive_timeout(Some(secs(limits.keepalive_timeout_secs)))
             .http2_max_header_list_size(limits.max_header_list_bytes);
+        if limits.concurrency_per_connection > 0 {
+            builder = builder.concurrency_limit_per_connection(limits.concurrency_per_connection);
+        }
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
         }
