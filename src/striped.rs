@@ -76,15 +76,14 @@ impl EncodeMetric for StripedCounter {
     }
 }
 
-/// The upper bounds of a histogram's buckets, in seconds (`+Inf` is implied).
+/// The most bucket bounds a histogram keeps (`+Inf` comes on top).
 const MAX_BUCKETS: usize = 20;
 
-/// One thread's share of a histogram: counts per bucket (the last is `+Inf`), the number of
-/// observations and their sum in nanoseconds.
+/// One thread's share of a histogram: counts per bucket (the last is `+Inf`) and the sum of the
+/// observations in nanoseconds (their number is the buckets' sum).
 #[derive(Debug)]
 #[repr(align(128))]
 struct HistogramStripe {
-    count: AtomicU64,
     sum_nanos: AtomicU64,
     buckets: [AtomicU64; MAX_BUCKETS + 1],
 }
@@ -100,12 +99,15 @@ struct HistogramInner {
 pub struct StripedHistogram(Arc<HistogramInner>);
 
 impl StripedHistogram {
-    /// A histogram whose buckets end at `bounds` (seconds, ascending; at most 20 are kept) and
-    /// `+Inf`.
+    /// A histogram whose buckets end at `bounds` (seconds, ascending) and `+Inf`. Bounds that are
+    /// not finite are dropped (`+Inf` is always there); at most 20 are kept (more is a programming
+    /// error, caught in debug builds).
     pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
-        let bounds: Vec<f64> = bounds.into_iter().take(MAX_BUCKETS).collect();
+        let bounds: Vec<f64> = bounds.into_iter().filter(|bound| bound.is_finite()).collect();
+        debug_assert!(bounds.len() <= MAX_BUCKETS, "at most {MAX_BUCKETS} bucket bounds");
+        debug_assert!(bounds.is_sorted(), "bucket bounds ascend");
+        let bounds = bounds.into_iter().take(MAX_BUCKETS).collect();
         let stripes = std::array::from_fn(|_| HistogramStripe {
-            count: AtomicU64::new(0),
             sum_nanos: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         });
@@ -117,7 +119,6 @@ impl StripedHistogram {
         let seconds = duration.as_secs_f64();
         let bucket = self.0.bounds.iter().position(|&bound| seconds <= bound).unwrap_or(self.0.bounds.len());
         let stripe = &self.0.stripes[stripe()];
-        stripe.count.fetch_add(1, Ordering::Relaxed);
         stripe.sum_nanos.fetch_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         stripe.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
@@ -196,6 +197,16 @@ mod tests {
         assert_eq!(per_bucket, vec![4004, 4000, 8000, 3996], "[0,1] (1,2] (2,4] (4,inf) ms");
         let expected: u64 = (0..20u64).flat_map(|t| (0..1000u64).map(move |i| (t * 1000 + i) % 5000)).sum();
         assert!((sum - expected as f64 / 1e6).abs() < 1e-6, "{sum}");
+    }
+
+    #[test]
+    fn bounds_that_are_not_finite_are_dropped() {
+        let histogram = StripedHistogram::new([0.001, f64::INFINITY, f64::NAN]);
+        histogram.observe(Duration::from_secs(5));
+        let (_, count, buckets) = histogram.snapshot();
+        assert_eq!(count, 1);
+        assert_eq!(buckets.len(), 2, "0.001 and +Inf once: {buckets:?}");
+        assert_eq!(buckets[1], (f64::INFINITY, 1));
     }
 
     #[cfg(feature = "server")]
