@@ -243,6 +243,46 @@ mod tests {
     }
 
     #[test]
+    fn uses_noted_by_several_threads_come_out_as_one_entry() {
+        let log = UsageLog::new(true);
+        let (id, now) = (Uuid::new_v4(), SystemTime::now());
+        let second = std::time::Duration::from_secs(1);
+        std::thread::scope(|scope| {
+            // Each thread notes its own stripe (threads take stripes in turn).
+            for (n, permission) in ["read_data", "edit_data", "read_function"].into_iter().enumerate() {
+                let log = &log;
+                scope.spawn(move || {
+                    let address = format!("10.0.0.{n}").parse().ok();
+                    log.used_at(
+                        id,
+                        now + second * u32::try_from(n).unwrap(),
+                        address,
+                        &format!("svc/{n}"),
+                        &[permission],
+                    );
+                });
+            }
+        });
+        assert_eq!(log.len(), 1, "one key");
+        let batch = log.take();
+        assert!(log.is_empty());
+        let (_, seen) = &batch[0];
+        assert_eq!((seen.time, seen.agent.as_str()), (now + 2 * second, "svc/2"), "the newest use wins");
+        assert_eq!(seen.address, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(seen.exercised.len(), 3, "every permission: {:?}", seen.exercised);
+        // Given back (a failed delivery) while another thread notes a newer use: both are kept,
+        // and the newer use still wins.
+        std::thread::scope(|scope| {
+            scope.spawn(|| log.used_at(id, now + 3 * second, None, "svc/3", &["read_data"]));
+        });
+        log.merge(batch);
+        let again = log.take();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].1.agent.as_str(), again[0].1.exercised.len()), ("svc/3", 3));
+        assert_eq!(again[0].1.exercised["read_data"], now + 3 * second);
+    }
+
+    #[test]
     fn merged_reports_keep_the_newest_use_and_each_permissions_newest_time() {
         let log = UsageLog::new(true);
         let id = Uuid::new_v4();
