@@ -54,9 +54,9 @@ pub struct TransportConfig {
     /// HTTP/2 streams (RPCs) one connection may have open at once.
     pub max_concurrent_streams: u32,
     /// RPCs of one connection handled at once; further ones wait. 0 (the default): no limit of
-    /// its own, as the others bound it already: a connection has at most `max_concurrent_streams`
-    /// RPCs open and its client address at most `max_in_flight_per_peer` in flight (a limit here
-    /// costs a semaphore on every call).
+    /// its own (a limit here costs a semaphore permit on every call): a connection still has at
+    /// most `max_concurrent_streams` RPCs open and, unless `max_in_flight_per_peer` is 0 (as it
+    /// may be behind a proxy), its client address at most that many in flight.
     pub concurrency_per_connection: usize,
     /// RPCs one client address may have in flight; further ones are refused at once with
     /// RESOURCE_EXHAUSTED (`PEER_BUSY`), so one flooding client cannot take the server from the
