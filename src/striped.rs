@@ -3,15 +3,15 @@
 //! histogram) that every core writes moves its cache line from core to core on each call; on the
 //! hot path that was a measurable share of what apikeys adds to a bare tonic call
 //! (`BENCHMARKS.md`). Both encode as the Prometheus counter and histogram they replace.
-//! [`stripe`] also spreads the usage log ([`crate::usage`]) over per-thread locks.
+//! [`stripe`] also spreads the usage log ([`crate::usage`]) over per-thread locks; the histogram
+//! and the Prometheus encodings come with the `server` feature.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
+#[cfg(feature = "server")]
+use std::time::Duration;
 
 #[cfg(feature = "server")]
 use prometheus_client::{
@@ -77,10 +77,12 @@ impl EncodeMetric for StripedCounter {
 }
 
 /// The most bucket bounds a histogram keeps (`+Inf` comes on top).
+#[cfg(feature = "server")]
 const MAX_BUCKETS: usize = 20;
 
 /// One thread's share of a histogram: counts per bucket (the last is `+Inf`) and the sum of the
 /// observations in nanoseconds (their number is the buckets' sum).
+#[cfg(feature = "server")]
 #[derive(Debug)]
 #[repr(align(128))]
 struct HistogramStripe {
@@ -88,6 +90,7 @@ struct HistogramStripe {
     buckets: [AtomicU64; MAX_BUCKETS + 1],
 }
 
+#[cfg(feature = "server")]
 #[derive(Debug)]
 struct HistogramInner {
     bounds: Vec<f64>,
@@ -95,9 +98,11 @@ struct HistogramInner {
 }
 
 /// A histogram of durations with fixed buckets; clones observe into the same one.
+#[cfg(feature = "server")]
 #[derive(Debug, Clone)]
 pub struct StripedHistogram(Arc<HistogramInner>);
 
+#[cfg(feature = "server")]
 impl StripedHistogram {
     /// A histogram whose buckets end at `bounds` (seconds, ascending) and `+Inf`. Bounds that are
     /// not finite are dropped (`+Inf` is always there); at most 20 are kept (more is a programming
@@ -130,7 +135,7 @@ impl StripedHistogram {
         let inner = &self.0;
         let mut buckets: Vec<(f64, u64)> =
             inner.bounds.iter().copied().chain([f64::INFINITY]).map(|bound| (bound, 0)).collect();
-        let (mut count, mut nanos) = (0u64, 0u64);
+        let mut nanos = 0u64;
         for stripe in &inner.stripes {
             for (total, value) in buckets.iter_mut().zip(&stripe.buckets) {
                 total.1 = total.1.wrapping_add(value.load(Ordering::Relaxed));
@@ -138,15 +143,8 @@ impl StripedHistogram {
             nanos = nanos.wrapping_add(stripe.sum_nanos.load(Ordering::Relaxed));
         }
         // The count as the buckets say, so `_count` always equals the `+Inf` bucket.
-        for (_, value) in &buckets {
-            count = count.wrapping_add(*value);
-        }
+        let count = buckets.iter().map(|(_, value)| *value).fold(0, u64::wrapping_add);
         (Duration::from_nanos(nanos).as_secs_f64(), count, buckets)
-    }
-
-    /// The number of observations.
-    pub fn count(&self) -> u64 {
-        self.snapshot().1
     }
 }
 
@@ -169,10 +167,13 @@ impl EncodeMetric for StripedHistogram {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "server")]
     use std::time::Duration;
 
+    #[cfg(feature = "server")]
     use super::{StripedCounter, StripedHistogram};
 
+    #[cfg(feature = "server")]
     #[test]
     fn counts_from_many_threads_add_up() {
         let counter = StripedCounter::default();
@@ -199,6 +200,7 @@ mod tests {
         assert!((sum - expected as f64 / 1e6).abs() < 1e-6, "{sum}");
     }
 
+    #[cfg(feature = "server")]
     #[test]
     fn bounds_that_are_not_finite_are_dropped() {
         let histogram = StripedHistogram::new([0.001, f64::INFINITY, f64::NAN]);
