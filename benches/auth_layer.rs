@@ -68,7 +68,10 @@ async fn run() {
     let token = create_key(&channel, admin.trim(), "bench").await;
     let credential = Credential::from_token(&token).expect("token");
 
-    println!("auth layer benchmark (apikeys on loopback, argon2id m=19456 KiB t=2 p=1)\n");
+    println!(
+        "auth layer benchmark (apikeys on loopback, argon2id m={} KiB t={} p={})\n",
+        config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism
+    );
     in_process(&channel, &credential).await;
     loopback(&channel, &credential).await;
     misses(&channel, &credential, admin.trim()).await;
