@@ -2,7 +2,8 @@
 //! argon2 parameters, SQLite in a temporary directory):
 //!
 //! 1. in process, through `tower::Service::call`: the same trivial service with and without the layer,
-//!    on a cache hit, in the same run (Bearer and Basic);
+//!    on a cache hit, in the same run (Bearer and Basic); then the layer called from one thread per
+//!    core at once against one thread alone (what sharing the layer and its cache costs);
 //! 2. end to end over loopback gRPC: a health Check served with and without the layer;
 //! 3. a miss: the layer with the consumer cache disabled (one Authenticate round trip per request,
 //!    apikeys answering from its own cache), and the first request of never-seen keys (one round trip
@@ -146,6 +147,51 @@ async fn in_process(channel: &Channel, credential: &Credential) {
             best_layered.as_secs_f64() / best_bare.as_secs_f64(),
         );
     }
+    all_cores(&layered, &HeaderValue::from_str(&credential.bearer()).expect("header value"));
+}
+
+/// The layer called from one thread per core at once, against one thread alone: what the threads
+/// of a consumer's runtime pay for sharing the layer and its cache. 1.0x is no contention at all.
+fn all_cores<S>(layered: &S, authorization: &HeaderValue)
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    // Each thread on a runtime of its own, all calling clones of the one layer (one cache).
+    let run = |count: usize| -> Duration {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(count));
+        let handles: Vec<_> = (0..count)
+            .map(|_| {
+                let (mut service, authorization, start) = (layered.clone(), authorization.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                    runtime.block_on(async {
+                        time_calls(&mut service, 1_000, &authorization).await;
+                        start.wait();
+                        time_calls(&mut service, IN_PROCESS_ITERATIONS, &authorization).await
+                    })
+                })
+            })
+            .collect();
+        let times: Vec<Duration> = handles.into_iter().map(|h| h.join().expect("caller thread")).collect();
+        times.iter().sum::<Duration>() / u32::try_from(count).expect("threads")
+    };
+    println!(
+        "\n1b. in process, cache hit, Bearer: {threads} threads calling at once (one per core) vs 1 alone, \
+         {IN_PROCESS_ITERATIONS} calls each, best of {ROUNDS} rounds"
+    );
+    let (mut alone, mut together) = (Duration::MAX, Duration::MAX);
+    for _ in 0..ROUNDS {
+        alone = alone.min(run(1));
+        together = together.min(run(threads));
+    }
+    println!(
+        "   1 thread {:8.3} µs/call   {threads} threads {:8.3} µs/call each   ratio {:5.2}x (1.00x: no contention)",
+        micros(alone),
+        micros(together),
+        together.as_secs_f64() / alone.as_secs_f64(),
+    );
 }
 
 /// Serves gRPC health on a fresh loopback port, with or without the layer in front.
