@@ -2,8 +2,9 @@
 //! argon2 parameters, SQLite in a temporary directory):
 //!
 //! 1. in process, through `tower::Service::call`: the same trivial service with and without the layer,
-//!    on a cache hit, in the same run (Bearer and Basic); then the layer called from one thread per
-//!    core at once against one thread alone (what sharing the layer and its cache costs);
+//!    on a cache hit, in the same run (Bearer and Basic); then one thread per core calling at once,
+//!    all sharing one layer or each with its own, against one thread alone (what sharing the layer
+//!    and its cache costs);
 //! 2. end to end over loopback gRPC: a health Check served with and without the layer;
 //! 3. a miss: the layer with the consumer cache disabled (one Authenticate round trip per request,
 //!    apikeys answering from its own cache), and the first request of never-seen keys (one round trip
@@ -126,7 +127,8 @@ fn micros(d: Duration) -> f64 {
 async fn in_process(channel: &Channel, credential: &Credential) {
     let inner = tower::service_fn(|_: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
     let policy = AccessPolicy::new().require(PATH, ["read_data"]);
-    let mut layered = AuthLayer::new(remote(channel, Duration::from_secs(3600)), policy).layer(inner);
+    let authenticator = remote(channel, Duration::from_secs(3600));
+    let mut layered = AuthLayer::new(authenticator.clone(), policy.clone()).layer(inner);
     let mut bare = inner;
     println!("1. in process, tower Service::call, cache hit, {IN_PROCESS_ITERATIONS} calls, best of {ROUNDS} rounds");
     for (label, value) in [("Bearer", credential.bearer()), ("Basic", credential.basic())] {
@@ -147,50 +149,104 @@ async fn in_process(channel: &Channel, credential: &Credential) {
             best_layered.as_secs_f64() / best_bare.as_secs_f64(),
         );
     }
-    all_cores(&layered, &HeaderValue::from_str(&credential.bearer()).expect("header value"));
+    // The layer above (its cache holds the credential) shared; fresh ones as the control.
+    let authorization = HeaderValue::from_str(&credential.bearer()).expect("header value");
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let mut own = Vec::new();
+    for _ in 0..threads {
+        let authenticator = remote(channel, Duration::from_secs(3600));
+        let mut layered = AuthLayer::new(authenticator.clone(), policy.clone()).layer(inner);
+        settle(&mut layered, &authenticator, &authorization).await;
+        own.push((layered, authenticator));
+    }
+    all_cores(&layered, &authenticator, &own, &authorization);
 }
 
-/// The layer called from one thread per core at once, against one thread alone: what the threads
-/// of a consumer's runtime pay for sharing the layer and its cache. 1.0x is no contention at all.
-fn all_cores<S>(layered: &S, authorization: &HeaderValue)
+/// Calls `service` until its consumer's cache answers every call: a fresh consumer caches nothing
+/// until its change stream is up, and for a quarantine after.
+async fn settle<S>(service: &mut S, authenticator: &RemoteAuthenticator, authorization: &HeaderValue)
 where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    for _ in 0..200 {
+        let misses = authenticator.cache().misses();
+        time_calls(service, 1_000, authorization).await;
+        if authenticator.cache().misses() == misses {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a fresh consumer's cache never answered 1000 calls in a row");
+}
+
+/// The layer called from one OS thread per core at once: all threads sharing one layer (one
+/// cache), against each thread with a layer of its own (the same work with nothing shared), and
+/// against one thread alone. sharing / own is what the threads of a consumer's runtime pay for
+/// sharing the layer and its cache (1.00x: nothing); own / alone is what N busy threads cost each
+/// other on this machine anyway.
+fn all_cores<S>(
+    shared: &S,
+    authenticator: &RemoteAuthenticator,
+    own: &[(S, Arc<RemoteAuthenticator>)],
+    authorization: &HeaderValue,
+) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
-    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    // Each thread on a runtime of its own, all calling clones of the one layer (one cache).
-    let run = |count: usize| -> Duration {
-        let start = std::sync::Arc::new(std::sync::Barrier::new(count));
-        let handles: Vec<_> = (0..count)
-            .map(|_| {
-                let (mut service, authorization, start) = (layered.clone(), authorization.clone(), start.clone());
+    let threads = own.len();
+    // Wall time per call, from the barrier's release to the last thread's end, each thread on a
+    // runtime of its own calling its service `IN_PROCESS_ITERATIONS` times.
+    let run = |services: Vec<S>| -> Duration {
+        let start = Arc::new(std::sync::Barrier::new(services.len()));
+        let handles: Vec<_> = services
+            .into_iter()
+            .map(|mut service| {
+                let (authorization, start) = (authorization.clone(), start.clone());
                 std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-                    runtime.block_on(async {
-                        time_calls(&mut service, 1_000, &authorization).await;
-                        start.wait();
-                        time_calls(&mut service, IN_PROCESS_ITERATIONS, &authorization).await
-                    })
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    // A thread that fails while warming up still meets the others at the barrier
+                    // (they would wait for it forever), then fails.
+                    let warm = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        runtime.block_on(time_calls(&mut service, 1_000, &authorization))
+                    }));
+                    start.wait();
+                    if let Err(panic) = warm {
+                        std::panic::resume_unwind(panic);
+                    }
+                    let began = Instant::now();
+                    runtime.block_on(time_calls(&mut service, IN_PROCESS_ITERATIONS, &authorization));
+                    (began, Instant::now())
                 })
             })
             .collect();
-        let times: Vec<Duration> = handles.into_iter().map(|h| h.join().expect("caller thread")).collect();
-        times.iter().sum::<Duration>() / u32::try_from(count).expect("threads")
+        let spans: Vec<(Instant, Instant)> = handles.into_iter().map(|h| h.join().expect("caller thread")).collect();
+        let began = spans.iter().map(|(began, _)| *began).min().expect("threads");
+        let ended = spans.iter().map(|(_, ended)| *ended).max().expect("threads");
+        (ended - began) / IN_PROCESS_ITERATIONS
     };
     println!(
-        "\n1b. in process, cache hit, Bearer: {threads} threads calling at once (one per core) vs 1 alone, \
-         {IN_PROCESS_ITERATIONS} calls each, best of {ROUNDS} rounds"
+        "\n1b. in process, cache hit, Bearer, {IN_PROCESS_ITERATIONS} calls per thread, best of {ROUNDS} rounds: \
+         {threads} threads at once (one per core), sharing one layer or each with its own, vs 1 thread alone"
     );
-    let (mut alone, mut together) = (Duration::MAX, Duration::MAX);
+    let (mut alone, mut sharing, mut separate) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let misses = || authenticator.cache().misses() + own.iter().map(|(_, a)| a.cache().misses()).sum::<u64>();
+    let before = misses();
     for _ in 0..ROUNDS {
-        alone = alone.min(run(1));
-        together = together.min(run(threads));
+        alone = alone.min(run(vec![shared.clone()]));
+        sharing = sharing.min(run(vec![shared.clone(); threads]));
+        separate = separate.min(run(own.iter().map(|(service, _)| service.clone()).collect()));
     }
+    assert_eq!(misses(), before, "every call timed was a cache hit");
     println!(
-        "   1 thread {:8.3} µs/call   {threads} threads {:8.3} µs/call each   ratio {:5.2}x (1.00x: no contention)",
+        "   1 thread {:6.3} µs/call   {threads} sharing one layer {:6.3} µs/call each   {threads} with a layer each {:6.3} µs/call each",
         micros(alone),
-        micros(together),
-        together.as_secs_f64() / alone.as_secs_f64(),
+        micros(sharing),
+        micros(separate),
+    );
+    println!(
+        "   sharing / a layer each {:5.2}x (1.00x: sharing costs nothing)   a layer each / alone {:5.2}x (the machine's own)",
+        sharing.as_secs_f64() / separate.as_secs_f64(),
+        separate.as_secs_f64() / alone.as_secs_f64(),
     );
 }
 
