@@ -154,16 +154,15 @@ async fn in_process(channel: &Channel, credential: &Credential) {
     }
     assert_eq!(authenticator.cache().misses(), misses, "every call timed was a cache hit");
     // The layer above (its cache holds the credential) shared; fresh ones as the control.
-    let authorization = bearer;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let mut own = Vec::new();
     for _ in 0..threads {
         let authenticator = remote(channel, Duration::from_secs(3600));
         let mut layered = AuthLayer::new(authenticator.clone(), policy.clone()).layer(inner);
-        settle(&mut layered, &authenticator, &authorization).await;
+        settle(&mut layered, &authenticator, &bearer).await;
         own.push((layered, authenticator));
     }
-    all_cores(&layered, &authenticator, &own, &authorization);
+    all_cores(&layered, &authenticator, &own, &bearer);
 }
 
 /// Calls `service` until its consumer's cache answers every call: a fresh consumer caches nothing
